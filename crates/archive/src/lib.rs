@@ -1,0 +1,1 @@
+//! mongodump archive format.
