@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# Builds the nightdump Lambda function, uploads it to S3 and deploys template.yml with
+# CloudFormation. Safe to run again: an unchanged zip is not re-uploaded and an unchanged
+# stack is left alone.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+template="$root/template.yml"
+
+usage() {
+    cat <<'EOF'
+Usage: ./deploy.sh [options]
+
+Deploys nightdump (a scheduled Lambda function that backs MongoDB up to S3) as a
+CloudFormation stack. Options override the environment variables in brackets.
+
+Required:
+  --bucket NAME          existing S3 bucket for the backups          [NIGHTDUMP_BUCKET]
+  --secret-arn ARN       full ARN of the Secrets Manager secret holding the MongoDB
+                         connection string (or JSON {"uri": "..."})  [NIGHTDUMP_SECRET_ARN]
+  --alert-email ADDRESS  where failure and staleness alerts go       [NIGHTDUMP_ALERT_EMAIL]
+
+Optional:
+  --prefix PREFIX        key prefix inside the bucket (default nightdump)  [NIGHTDUMP_PREFIX]
+  --stack-name NAME      CloudFormation stack, also the function's name
+                         (default nightdump)                        [NIGHTDUMP_STACK_NAME]
+  --region REGION        AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the CLI profile)
+  --kms-key-arn ARN      KMS key for SSE-KMS of the backups (default: the stack creates one)
+  --schedule EXPR        EventBridge Scheduler expression (default cron(0 3 * * ? *))
+  --timezone TZ          time zone of the schedule, e.g. Europe/Paris (default UTC)
+  --arch ARCH            arm64 (default) or x86_64
+  --zip PATH             deploy this zip (bootstrap at its root) instead of building
+  --code-bucket NAME     bucket for the function's zip (default: the backup bucket)
+  --parameter KEY=VALUE  any other template parameter, repeatable
+                         (e.g. --parameter MemorySize=2048 --parameter Include='app.*')
+  -h, --help             show this help
+
+Options left out on an update keep the value the stack already has.
+Honours AWS_ENDPOINT_URL, AWS_PROFILE and the other standard AWS CLI variables.
+EOF
+}
+
+die() {
+    echo "deploy.sh: $*" >&2
+    exit 1
+}
+
+need_value() {
+    [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"
+}
+
+bucket="${NIGHTDUMP_BUCKET:-}"
+prefix="${NIGHTDUMP_PREFIX:-nightdump}"
+secret_arn="${NIGHTDUMP_SECRET_ARN:-}"
+alert_email="${NIGHTDUMP_ALERT_EMAIL:-}"
+stack_name="${NIGHTDUMP_STACK_NAME:-nightdump}"
+region="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
+kms_key_arn=""
+schedule=""
+timezone=""
+arch=""
+zip_path=""
+code_bucket=""
+extra_parameters=()
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -h | --help) usage; exit 0 ;;
+        --bucket) need_value "$@"; bucket="$2"; shift 2 ;;
+        --prefix) need_value "$@"; prefix="$2"; shift 2 ;;
+        --secret-arn) need_value "$@"; secret_arn="$2"; shift 2 ;;
+        --alert-email) need_value "$@"; alert_email="$2"; shift 2 ;;
+        --stack-name) need_value "$@"; stack_name="$2"; shift 2 ;;
+        --region) need_value "$@"; region="$2"; shift 2 ;;
+        --kms-key-arn) need_value "$@"; kms_key_arn="$2"; shift 2 ;;
+        --schedule) need_value "$@"; schedule="$2"; shift 2 ;;
+        --timezone) need_value "$@"; timezone="$2"; shift 2 ;;
+        --arch) need_value "$@"; arch="$2"; shift 2 ;;
+        --zip) need_value "$@"; zip_path="$2"; shift 2 ;;
+        --code-bucket) need_value "$@"; code_bucket="$2"; shift 2 ;;
+        --parameter) need_value "$@"; extra_parameters+=("$2"); shift 2 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+    esac
+done
+
+# --- check every input before touching AWS -------------------------------------------------
+
+bucket_re='^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$'
+kms_re='^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$'
+
+[[ -n "$bucket" ]] || die "no backup bucket: pass --bucket NAME or set NIGHTDUMP_BUCKET"
+[[ "$bucket" =~ $bucket_re ]] || die "'$bucket' is not an S3 bucket name (3-63 lowercase letters, digits, '.', '-'): fix --bucket"
+[[ "$prefix" =~ ^[A-Za-z0-9._=-]+(/[A-Za-z0-9._=-]+)*$ ]] ||
+    die "prefix '$prefix' must be path segments of letters, digits, '.', '_', '=', '-' without leading or trailing '/': fix --prefix"
+[[ -n "$secret_arn" ]] || die "no MongoDB secret: pass --secret-arn ARN or set NIGHTDUMP_SECRET_ARN (create it with 'aws secretsmanager create-secret')"
+[[ "$secret_arn" =~ ^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+-[A-Za-z0-9]{6}$ ]] ||
+    die "'$secret_arn' is not a full secret ARN: pass the ARN with its 6-character suffix, as printed by 'aws secretsmanager describe-secret --query ARN'"
+[[ -n "$alert_email" ]] || die "no alert address: pass --alert-email ADDRESS or set NIGHTDUMP_ALERT_EMAIL"
+[[ "$alert_email" =~ ^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$ ]] || die "'$alert_email' is not an email address: fix --alert-email"
+[[ "$stack_name" =~ ^[A-Za-z][A-Za-z0-9-]{0,63}$ ]] ||
+    die "stack name '$stack_name' must start with a letter and be at most 64 letters, digits or '-' (it also names the function): fix --stack-name"
+[[ -z "$kms_key_arn" || "$kms_key_arn" =~ $kms_re ]] || die "'$kms_key_arn' is not a KMS key ARN (aliases are not accepted): fix --kms-key-arn"
+[[ -z "$schedule" || "$schedule" =~ ^(cron|rate|at)\(.+\)$ ]] || die "schedule '$schedule' must be cron(...), rate(...) or at(...): fix --schedule"
+[[ -z "$arch" || "$arch" == arm64 || "$arch" == x86_64 ]] || die "architecture '$arch' must be arm64 or x86_64: fix --arch"
+[[ -z "$code_bucket" || "$code_bucket" =~ $bucket_re ]] || die "'$code_bucket' is not an S3 bucket name: fix --code-bucket"
+for kv in ${extra_parameters[@]+"${extra_parameters[@]}"}; do
+    [[ "$kv" =~ ^[A-Za-z0-9]+=.*$ ]] || die "--parameter '$kv' must look like KEY=VALUE"
+    key="${kv%%=*}"
+    grep -qE "^  ${key}:$" "$template" || die "--parameter '$kv': template.yml has no parameter '$key'"
+done
+code_bucket="${code_bucket:-$bucket}"
+[[ -f "$template" ]] || die "$template not found: run deploy.sh from a nightdump checkout"
+
+command -v aws >/dev/null 2>&1 || die "aws CLI not found: install AWS CLI v2 (https://docs.aws.amazon.com/cli/) or 'pip install awscli'"
+
+# Passed explicitly because not every AWS CLI release reads AWS_ENDPOINT_URL itself.
+aws_args=()
+[[ -n "$region" ]] && aws_args+=(--region "$region")
+[[ -n "${AWS_ENDPOINT_URL:-}" ]] && aws_args+=(--endpoint-url "$AWS_ENDPOINT_URL")
+awsc() { aws ${aws_args[@]+"${aws_args[@]}"} "$@"; }
+
+if [[ -z "$region" ]]; then
+    region="$(aws configure get region 2>/dev/null || true)"
+    [[ -n "$region" ]] || die "no AWS region: pass --region REGION or set AWS_REGION"
+    aws_args+=(--region "$region")
+fi
+
+venv_bin="$root/.venv/bin"
+if [[ -z "$zip_path" ]]; then
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs) or pass --zip PATH"
+    if ! cargo lambda --version >/dev/null 2>&1 && ! PATH="$venv_bin:$PATH" cargo lambda --version >/dev/null 2>&1; then
+        die "cargo-lambda not found: 'pip install cargo-lambda' (or .venv/bin/pip install -r tests/python/requirements-deploy.txt), or pass --zip PATH"
+    fi
+fi
+if [[ -n "$zip_path" ]]; then
+    [[ -f "$zip_path" && -r "$zip_path" ]] || die "zip '$zip_path' not found or unreadable: fix --zip"
+    if command -v unzip >/dev/null 2>&1; then
+        unzip -Z1 "$zip_path" 2>/dev/null | grep -qx bootstrap ||
+            die "zip '$zip_path' has no 'bootstrap' at its root: build it with 'cargo lambda build --release --output-format zip --bin nightdump'"
+    fi
+fi
+
+# --- check the account ---------------------------------------------------------------------
+
+account="$(awsc sts get-caller-identity --query Account --output text 2>/dev/null)" ||
+    die "no usable AWS credentials: configure them ('aws configure', AWS_PROFILE or AWS_ACCESS_KEY_ID) and retry"
+awsc s3api head-bucket --bucket "$bucket" >/dev/null 2>&1 ||
+    die "bucket '$bucket' does not exist or is not accessible in account $account: create it or fix --bucket"
+if [[ "$code_bucket" != "$bucket" ]]; then
+    awsc s3api head-bucket --bucket "$code_bucket" >/dev/null 2>&1 ||
+        die "code bucket '$code_bucket' does not exist or is not accessible: create it or fix --code-bucket"
+fi
+awsc secretsmanager describe-secret --secret-id "$secret_arn" >/dev/null 2>&1 ||
+    die "secret '$secret_arn' not found in $region: create it ('aws secretsmanager create-secret') or fix --secret-arn"
+
+stack_status="$(awsc cloudformation describe-stacks --stack-name "$stack_name" \
+    --query 'Stacks[0].StackStatus' --output text 2>/dev/null || true)"
+case "$stack_status" in
+    ROLLBACK_COMPLETE | ROLLBACK_FAILED | DELETE_FAILED)
+        die "stack '$stack_name' is $stack_status after a failed first deploy: delete it with 'aws cloudformation delete-stack --stack-name $stack_name' and rerun" ;;
+    *_IN_PROGRESS)
+        die "stack '$stack_name' is $stack_status: wait for it to finish ('aws cloudformation wait stack-update-complete --stack-name $stack_name') and rerun" ;;
+esac
+
+# Build for the architecture the stack will get: explicit, else the stack's current one, else
+# the template default.
+if [[ -z "$arch" ]]; then
+    if [[ -n "$stack_status" ]]; then
+        arch="$(awsc cloudformation describe-stacks --stack-name "$stack_name" \
+            --query "Stacks[0].Parameters[?ParameterKey=='Architecture'].ParameterValue" --output text 2>/dev/null || true)"
+    fi
+    [[ "$arch" == arm64 || "$arch" == x86_64 ]] || arch=arm64
+fi
+
+# --- build ---------------------------------------------------------------------------------
+
+if [[ -z "$zip_path" ]]; then
+    if [[ "$arch" == arm64 ]]; then
+        target=aarch64-unknown-linux-gnu
+        arch_flag=--arm64
+    else
+        target=x86_64-unknown-linux-gnu
+        arch_flag=--x86-64
+    fi
+    if command -v rustup >/dev/null 2>&1; then
+        rustup target list --installed 2>/dev/null | grep -qx "$target" ||
+            die "Rust target $target missing: run 'rustup target add $target' (or deploy with --arch x86_64)"
+    fi
+    echo "deploy.sh: building nightdump for $arch"
+    (cd "$root" && PATH="$PATH:$venv_bin" cargo lambda build --release "$arch_flag" --output-format zip --bin nightdump)
+    zip_path="$root/target/lambda/nightdump/bootstrap.zip"
+    [[ -f "$zip_path" ]] || die "build finished but $zip_path is missing: check the cargo lambda output above"
+fi
+
+# --- upload --------------------------------------------------------------------------------
+
+if command -v sha256sum >/dev/null 2>&1; then
+    sha="$(sha256sum "$zip_path" | cut -d' ' -f1)"
+else
+    sha="$(shasum -a 256 "$zip_path" | cut -d' ' -f1)"
+fi
+# Outside PREFIX/ so the function's role cannot reach it and listings of backups never see it;
+# named by content so an unchanged build is neither uploaded nor redeployed.
+code_key="_deploy/$prefix/nightdump-$arch-$sha.zip"
+if awsc s3api head-object --bucket "$code_bucket" --key "$code_key" >/dev/null 2>&1; then
+    echo "deploy.sh: s3://$code_bucket/$code_key already uploaded"
+else
+    echo "deploy.sh: uploading s3://$code_bucket/$code_key"
+    awsc s3api put-object --bucket "$code_bucket" --key "$code_key" --body "$zip_path" >/dev/null
+fi
+
+# --- deploy --------------------------------------------------------------------------------
+
+overrides=(
+    "BucketName=$bucket"
+    "Prefix=$prefix"
+    "MongoDbSecretArn=$secret_arn"
+    "AlertEmail=$alert_email"
+    "CodeBucket=$code_bucket"
+    "CodeKey=$code_key"
+    "Architecture=$arch"
+)
+[[ -n "$kms_key_arn" ]] && overrides+=("KmsKeyArn=$kms_key_arn")
+[[ -n "$schedule" ]] && overrides+=("ScheduleExpression=$schedule")
+[[ -n "$timezone" ]] && overrides+=("ScheduleTimezone=$timezone")
+overrides+=(${extra_parameters[@]+"${extra_parameters[@]}"})
+
+deploy_stack() {
+    echo "deploy.sh: deploying stack $stack_name in $region"
+    if ! awsc cloudformation deploy \
+        --template-file "$template" \
+        --stack-name "$stack_name" \
+        --capabilities CAPABILITY_IAM \
+        --no-fail-on-empty-changeset \
+        --tags project=nightdump \
+        --parameter-overrides "${overrides[@]}"; then
+        echo "deploy.sh: recent failures of stack $stack_name:" >&2
+        awsc cloudformation describe-stack-events --stack-name "$stack_name" --max-items 20 \
+            --query "StackEvents[?contains(ResourceStatus, 'FAILED')].[LogicalResourceId, ResourceStatusReason]" \
+            --output text >&2 || true
+        die "CloudFormation deploy of '$stack_name' failed: fix the cause above and rerun"
+    fi
+}
+
+# Same template text and same values for every parameter we pass (the others keep their
+# current values) means there is nothing to do; checking first avoids an empty change set.
+stack_is_current() {
+    local deployed params kv
+    case "$stack_status" in CREATE_COMPLETE | UPDATE_COMPLETE | UPDATE_ROLLBACK_COMPLETE) ;; *) return 1 ;; esac
+    deployed="$(awsc cloudformation get-template --stack-name "$stack_name" --query TemplateBody --output text 2>/dev/null)" || return 1
+    [[ "$deployed" == "$(cat "$template")" ]] || return 1
+    params="$(awsc cloudformation describe-stacks --stack-name "$stack_name" \
+        --query 'Stacks[0].Parameters[].[ParameterKey, ParameterValue]' --output text 2>/dev/null)" || return 1
+    for kv in "${overrides[@]}"; do
+        grep -qxF "${kv%%=*}"$'\t'"${kv#*=}" <<<"$params" || return 1
+    done
+}
+
+if stack_is_current; then
+    echo "deploy.sh: stack $stack_name is up to date, nothing to deploy"
+else
+    deploy_stack
+fi
+
+echo "deploy.sh: stack $stack_name outputs:"
+awsc cloudformation describe-stacks --stack-name "$stack_name" \
+    --query 'Stacks[0].Outputs[].[OutputKey, OutputValue]' --output text
+if [[ "$stack_status" == "" ]]; then
+    echo "deploy.sh: confirm the subscription email AWS sent to $alert_email, or alerts will not arrive"
+fi

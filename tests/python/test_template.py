@@ -1,0 +1,403 @@
+"""What cfn-lint and checkov do not check in template.yml: that the pieces are wired together.
+
+The template is parsed with PyYAML and evaluated (tests/python/cfn_eval.py) for several
+parameter sets, so each assertion is about the values a stack would really get.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from cfn_eval import ACCOUNT, REGION, STACK, Stack, load_template
+
+BUCKET = "acme-backups"
+PREFIX = "prod/mongo"
+SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:nightdump/mongo-AbC123"
+GIVEN_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555"
+SECRET_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/66666666-2222-3333-4444-555555555555"
+ENVELOPE_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/77777777-2222-3333-4444-555555555555"
+
+REQUIRED = {
+    "BucketName": BUCKET,
+    "Prefix": PREFIX,
+    "MongoDbSecretArn": SECRET,
+    "AlertEmail": "ops@example.com",
+    "CodeBucket": BUCKET,
+    "CodeKey": "_deploy/prod/mongo/nightdump-arm64-abc.zip",
+}
+
+# Parameter sets covering both sides of every condition in the template.
+CONFIGS = {
+    "defaults": {},
+    "given-key": {"KmsKeyArn": GIVEN_KEY},
+    "all-optional-on": {
+        "KmsKeyArn": GIVEN_KEY,
+        "SecretKmsKeyArn": SECRET_KEY,
+        "EncryptKmsKeyArn": ENVELOPE_KEY,
+        "Prune": "keep-daily=7,keep-weekly=5,keep-monthly=12",
+        "ObjectLock": "compliance",
+        "RetainFor": "35d",
+        "ReservedConcurrency": "0",
+        "Architecture": "x86_64",
+    },
+}
+
+CONTRACT_ENV = {
+    "NIGHTDUMP_TO",
+    "NIGHTDUMP_MONGODB_SECRET_ARN",
+    "NIGHTDUMP_SSE",
+    "NIGHTDUMP_KMS_KEY_ID",
+    "NIGHTDUMP_PARALLEL",
+    "NIGHTDUMP_INCLUDE",
+    "NIGHTDUMP_EXCLUDE",
+    "NIGHTDUMP_MAX_AGE",
+    "NIGHTDUMP_STORAGE_CLASS",
+    "NIGHTDUMP_ENCRYPT",
+    "NIGHTDUMP_PRUNE",
+    "NIGHTDUMP_OBJECT_LOCK",
+    "NIGHTDUMP_RETAIN_FOR",
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(params=sorted(CONFIGS), scope="module")
+def stack(request: pytest.FixtureRequest, template: dict[str, Any]) -> Stack:
+    return Stack(template, **REQUIRED, **CONFIGS[request.param])
+
+
+def single(resources: dict[str, dict[str, Any]], what: str) -> tuple[str, dict[str, Any]]:
+    assert len(resources) == 1, f"expected exactly one {what}, found {sorted(resources)}"
+    return next(iter(resources.items()))
+
+
+def function_id(stack: Stack) -> str:
+    return single(stack.resources_of_type("AWS::Lambda::Function"), "function")[0]
+
+
+def topic_id(stack: Stack) -> str:
+    return single(stack.resources_of_type("AWS::SNS::Topic"), "topic")[0]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def backup_key(stack: Stack) -> str:
+    """The key the backups are encrypted with: the given one or the one the stack creates."""
+    if stack.params["KmsKeyArn"]:
+        return stack.params["KmsKeyArn"]
+    created = [
+        logical_id
+        for logical_id, res in stack.template["Resources"].items()
+        if res["Type"] == "AWS::KMS::Key" and res.get("Condition") and stack.exists(logical_id)
+    ]
+    assert len(created) == 1, f"with no KmsKeyArn the stack must create one backup key, found {created}"
+    return f"Arn:{created[0]}"
+
+
+# --- the schedule ---------------------------------------------------------------------------
+
+
+def test_schedule_invokes_the_function_through_a_role_scoped_to_it(stack: Stack) -> None:
+    fn = function_id(stack)
+    schedules = stack.resources_of_type("AWS::Scheduler::Schedule")
+    rules = stack.resources_of_type("AWS::Events::Rule")
+    assert schedules or rules, "nothing schedules the backup"
+
+    for name, schedule in schedules.items():
+        target = schedule["Target"]
+        assert target["Arn"] == f"Arn:{fn}", f"{name} does not target the function"
+        assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}, "a flexible window shifts the backup time"
+        assert schedule["ScheduleExpressionTimezone"] == stack.params["ScheduleTimezone"]
+        assert schedule["ScheduleExpression"] == stack.params["ScheduleExpression"]
+        assert schedule.get("State", "ENABLED") == "ENABLED"
+
+        role_id = target["RoleArn"].removeprefix("Arn:")
+        role = stack.resource(role_id)
+        trust = role["AssumeRolePolicyDocument"]["Statement"]
+        assert [s["Principal"] for s in trust] == [{"Service": "scheduler.amazonaws.com"}]
+        assert role.get("ManagedPolicyArns", []) == []
+        statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+        grants = {(a, r) for s in statements if s["Effect"] == "Allow" for a in as_list(s["Action"]) for r in as_list(s["Resource"])}
+        assert grants == {("lambda:InvokeFunction", f"Arn:{fn}")}, "the scheduler role must only invoke this function"
+
+    # An Events rule would need a resource policy on the function limited to that rule.
+    permissions = stack.resources_of_type("AWS::Lambda::Permission").values()
+    for name in rules:
+        assert any(
+            p["FunctionName"] in (f"ref:{fn}", f"Arn:{fn}") and p["SourceArn"] == f"Arn:{name}" and p["Principal"] == "events.amazonaws.com"
+            for p in permissions
+        ), f"rule {name} has no Permission with its SourceArn"
+
+
+def test_schedule_delivers_a_scheduled_event_with_the_scheduled_time(stack: Stack) -> None:
+    for schedule in stack.resources_of_type("AWS::Scheduler::Schedule").values():
+        event = json.loads(schedule["Target"]["Input"])
+        assert event["detail-type"] == "Scheduled Event"
+        # Scheduler replaces this placeholder with the scheduled (not the delivery) time.
+        assert event["time"] == "<aws.scheduler.scheduled-time>"
+        assert event["account"] == ACCOUNT and event["region"] == REGION
+
+
+# --- the function ---------------------------------------------------------------------------
+
+
+def test_function_runtime_architecture_and_timeout(stack: Stack, template: dict[str, Any]) -> None:
+    fn = stack.resource(function_id(stack))
+    assert fn["Runtime"] == "provided.al2023"
+    assert fn["Handler"] == "bootstrap"
+    assert fn["Architectures"] == [stack.params["Architecture"]]
+    assert fn["Code"] == {"S3Bucket": stack.params["CodeBucket"], "S3Key": stack.params["CodeKey"]}
+    assert int(fn["Timeout"]) <= 900
+
+    arch = template["Parameters"]["Architecture"]
+    assert arch["Default"] == "arm64"
+    assert set(arch["AllowedValues"]) == {"arm64", "x86_64"}
+    timeout = template["Parameters"]["Timeout"]
+    assert timeout["MaxValue"] <= 900 and timeout["Default"] <= timeout["MaxValue"]
+
+
+def test_function_logs_json_to_its_own_encrypted_log_group_with_retention(stack: Stack) -> None:
+    fn = stack.resource(function_id(stack))
+    assert fn["LoggingConfig"]["LogFormat"] == "JSON"
+    log_group_id, log_group = single(stack.resources_of_type("AWS::Logs::LogGroup"), "log group")
+    assert fn["LoggingConfig"].get("LogGroup") in (None, f"ref:{log_group_id}")
+    assert log_group["LogGroupName"] == f"/aws/lambda/{STACK}"
+    assert fn["FunctionName"] == STACK, "the log group name assumes the function is named after the stack"
+    assert int(log_group["RetentionInDays"]) == int(stack.params["LogRetentionDays"])
+    assert log_group.get("KmsKeyId"), "the log group is not encrypted with a customer key"
+
+
+def test_every_contract_variable_is_set_from_its_parameter(stack: Stack) -> None:
+    env = stack.resource(function_id(stack))["Environment"]["Variables"]
+    assert set(env) == CONTRACT_ENV
+    p = stack.params
+    assert env["NIGHTDUMP_TO"] == f"s3://{BUCKET}/{PREFIX}"
+    assert env["NIGHTDUMP_MONGODB_SECRET_ARN"] == SECRET
+    assert env["NIGHTDUMP_SSE"] == "kms"
+    assert env["NIGHTDUMP_KMS_KEY_ID"] == backup_key(stack)
+    assert str(env["NIGHTDUMP_PARALLEL"]) == p["Parallelism"]
+    assert env["NIGHTDUMP_INCLUDE"] == p["Include"]
+    assert env["NIGHTDUMP_EXCLUDE"] == p["Exclude"]
+    assert env["NIGHTDUMP_MAX_AGE"] == p["MaxAge"]
+    assert env["NIGHTDUMP_STORAGE_CLASS"] == p["StorageClass"]
+    assert env["NIGHTDUMP_ENCRYPT"] == (f"kms:{p['EncryptKmsKeyArn']}" if p["EncryptKmsKeyArn"] else "")
+    assert env["NIGHTDUMP_PRUNE"] == p["Prune"]
+    assert env["NIGHTDUMP_OBJECT_LOCK"] == p["ObjectLock"]
+    assert env["NIGHTDUMP_RETAIN_FOR"] == p["RetainFor"]
+
+
+def test_contract_defaults(template: dict[str, Any]) -> None:
+    params = template["Parameters"]
+    assert str(params["Parallelism"]["Default"]) == "4"
+    assert params["StorageClass"]["Default"] == "STANDARD"
+    assert params["MaxAge"]["Default"] == "26h"
+    for later in ("EncryptKmsKeyArn", "Prune", "ObjectLock", "RetainFor", "Include", "Exclude"):
+        assert params[later]["Default"] == "", f"{later} must be off by default"
+
+
+# --- the role -------------------------------------------------------------------------------
+
+
+def role_grants(stack: Stack) -> tuple[dict[str, set[str]], list[dict[str, Any]]]:
+    fn = stack.resource(function_id(stack))
+    role_id = fn["Role"].removeprefix("Arn:")
+    role = stack.resource(role_id)
+    trust = role["AssumeRolePolicyDocument"]["Statement"]
+    assert [s["Principal"] for s in trust] == [{"Service": "lambda.amazonaws.com"}]
+    assert role.get("ManagedPolicyArns", []) == [], "managed policies are broader than this function needs"
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    grants: dict[str, set[str]] = {}
+    for s in statements:
+        assert s["Effect"] == "Allow"
+        assert "NotAction" not in s and "NotResource" not in s
+        for action in as_list(s["Action"]):
+            grants.setdefault(action, set()).update(as_list(s["Resource"]))
+    return grants, statements
+
+
+def test_role_grants_exactly_the_prefix_the_keys_the_secret_the_topic_and_the_log_group(stack: Stack) -> None:
+    grants, _ = role_grants(stack)
+    p = stack.params
+    objects = f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"
+    topic = f"ref:{topic_id(stack)}"
+    sns_key = stack.resource(topic_id(stack))["KmsMasterKeyId"]
+    log_group_id, _ = single(stack.resources_of_type("AWS::Logs::LogGroup"), "log group")
+
+    expected: dict[str, set[str]] = {
+        "s3:PutObject": {objects},
+        "s3:GetObject": {objects},
+        "s3:AbortMultipartUpload": {objects},
+        "s3:ListMultipartUploadParts": {objects},
+        "s3:ListBucket": {f"arn:aws:s3:::{BUCKET}"},
+        # Multipart SSE-KMS needs both; publishing to the encrypted topic needs both too.
+        "kms:GenerateDataKey": {backup_key(stack), sns_key},
+        "kms:Decrypt": {backup_key(stack), sns_key},
+        "secretsmanager:GetSecretValue": {SECRET},
+        "sns:Publish": {topic},
+        # GetAtt LogGroup.Arn ends in ":*", which covers exactly this group's streams.
+        "logs:CreateLogStream": {f"Arn:{log_group_id}"},
+        "logs:PutLogEvents": {f"Arn:{log_group_id}"},
+    }
+    if p["Prune"]:
+        expected["s3:DeleteObject"] = {objects}
+    if p["ObjectLock"]:
+        expected["s3:PutObjectRetention"] = {objects}
+    if p["SecretKmsKeyArn"]:
+        expected["kms:Decrypt"].add(p["SecretKmsKeyArn"])
+    if p["EncryptKmsKeyArn"]:
+        expected["kms:GenerateDataKey"].add(p["EncryptKmsKeyArn"])
+        expected["kms:Decrypt"].add(p["EncryptKmsKeyArn"])
+    assert grants == expected
+    assert all("*" not in a for a in grants), "wildcard actions"
+
+
+def test_role_conditions_narrow_listing_and_indirect_key_use(stack: Stack) -> None:
+    _, statements = role_grants(stack)
+    p = stack.params
+    listing = [s for s in statements if "s3:ListBucket" in as_list(s["Action"])]
+    assert len(listing) == 1
+    assert listing[0]["Condition"] == {"StringLike": {"s3:prefix": f"{PREFIX}/*"}}
+
+    sns_key = stack.resource(topic_id(stack))["KmsMasterKeyId"]
+    for s in statements:
+        resources = as_list(s["Resource"])
+        if sns_key in resources:
+            assert s["Condition"] == {"StringEquals": {"kms:ViaService": f"sns.{REGION}.amazonaws.com"}}
+        if p["SecretKmsKeyArn"] and p["SecretKmsKeyArn"] in resources:
+            assert as_list(s["Action"]) == ["kms:Decrypt"]
+            assert s["Condition"] == {"StringEquals": {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}}
+
+
+def test_wildcard_resources_appear_only_in_key_policies(template: dict[str, Any]) -> None:
+    # In a KMS key policy, Resource "*" means "this key" and is what AWS requires; anywhere
+    # else a "*" resource would be a real wildcard.
+    found: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "Resource" and "*" in as_list(v):
+                    found.append(path)
+                walk(v, f"{path}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+
+    for logical_id, res in template["Resources"].items():
+        walk(res.get("Properties", {}), f"{logical_id}({res['Type']})")
+    assert found, "the key policies are expected to use Resource '*'"
+    assert all("(AWS::KMS::Key).KeyPolicy" in where for where in found), found
+
+
+# --- failures and alerts --------------------------------------------------------------------
+
+
+def test_async_retries_twice_then_sends_the_failure_to_the_topic(stack: Stack) -> None:
+    fn = function_id(stack)
+    _, config = single(stack.resources_of_type("AWS::Lambda::EventInvokeConfig"), "EventInvokeConfig")
+    assert config["FunctionName"] == f"ref:{fn}"
+    assert config["Qualifier"] == "$LATEST"
+    assert config["MaximumRetryAttempts"] == 2
+    assert 60 <= config["MaximumEventAgeInSeconds"] <= 21600
+    assert config["DestinationConfig"]["OnFailure"]["Destination"] == f"ref:{topic_id(stack)}"
+
+
+def test_topic_is_encrypted_with_a_key_cloudwatch_may_use_and_emails_the_alert_address(stack: Stack) -> None:
+    topic = stack.resource(topic_id(stack))
+    key = topic.get("KmsMasterKeyId")
+    assert key, "the alert topic is not encrypted"
+    # CloudWatch alarms cannot publish to a topic under the AWS managed key aws/sns.
+    assert key.startswith("Arn:") or key.startswith("ref:"), key
+    key_id = key.split(":", 1)[1]
+    policy = stack.resource(key_id)["KeyPolicy"]["Statement"]
+    assert any(
+        s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(as_list(s["Action"]))
+        for s in policy
+    ), "the topic's key does not let CloudWatch alarms publish"
+
+    subs = stack.resources_of_type("AWS::SNS::Subscription").values()
+    assert [(s["Protocol"], s["Endpoint"], s["TopicArn"]) for s in subs] == [
+        ("email", "ops@example.com", f"ref:{topic_id(stack)}")
+    ]
+
+
+def alarms_on(stack: Stack, namespace: str, metric: str) -> list[dict[str, Any]]:
+    return [
+        a
+        for a in stack.resources_of_type("AWS::CloudWatch::Alarm").values()
+        if a.get("Namespace") == namespace and a.get("MetricName") == metric
+    ]
+
+
+def test_errors_alarm_notifies_the_topic(stack: Stack) -> None:
+    fn = function_id(stack)
+    alarms = alarms_on(stack, "AWS/Lambda", "Errors")
+    assert len(alarms) == 1
+    alarm = alarms[0]
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": f"ref:{fn}"}]
+    assert alarm["Statistic"] == "Sum"
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["Threshold"] == 1
+    assert f"ref:{topic_id(stack)}" in alarm["AlarmActions"]
+
+
+def test_staleness_alarm_fires_after_26_hours_without_a_success(stack: Stack) -> None:
+    fn = function_id(stack)
+    alarms = alarms_on(stack, "Nightdump", "BackupSuccess")
+    assert len(alarms) == 1
+    alarm = alarms[0]
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": f"ref:{fn}"}]
+    # A run that never happened leaves no data: that must count as "no success".
+    assert alarm["TreatMissingData"] == "breaching"
+    # Each period breaches unless it holds a 1 (a success).
+    assert alarm["Statistic"] == "Maximum"
+    assert alarm["ComparisonOperator"] == "LessThanThreshold" and alarm["Threshold"] == 1
+    period, periods = alarm["Period"], alarm["EvaluationPeriods"]
+    assert alarm.get("DatapointsToAlarm", periods) == periods, "every period of the window must lack a success"
+    assert period * periods >= 26 * 3600
+    # CloudWatch limits: 7 days in all, and 1 day when the period is under an hour.
+    assert period * periods <= 7 * 86400
+    assert period >= 3600 or period * periods <= 86400
+    assert f"ref:{topic_id(stack)}" in alarm["AlarmActions"]
+
+
+# --- outputs and metadata -------------------------------------------------------------------
+
+
+def test_outputs_name_the_function_topic_log_group_and_status_object(stack: Stack) -> None:
+    outputs = {k: stack.resolve(v["Value"]) for k, v in stack.template["Outputs"].items()}
+    fn = function_id(stack)
+    log_group_id, _ = single(stack.resources_of_type("AWS::Logs::LogGroup"), "log group")
+    assert outputs["FunctionName"] == f"ref:{fn}"
+    assert outputs["FunctionArn"] == f"Arn:{fn}"
+    assert outputs["AlertTopicArn"] == f"ref:{topic_id(stack)}"
+    assert outputs["LogGroupName"] == f"ref:{log_group_id}"
+    assert outputs["StatusObject"] == f"s3://{BUCKET}/{PREFIX}/latest.json"
+    assert outputs["BackupKmsKeyArn"] == backup_key(stack)
+
+
+def test_created_backup_key_survives_stack_deletion(template: dict[str, Any]) -> None:
+    stack = Stack(template, **REQUIRED)
+    key_id = backup_key(stack).removeprefix("Arn:")
+    res = template["Resources"][key_id]
+    assert res["DeletionPolicy"] == "Retain" and res["UpdateReplacePolicy"] == "Retain"
+    assert stack.resource(key_id)["EnableKeyRotation"] is True
+
+
+def test_checkov_skips_carry_a_reason(template: dict[str, Any]) -> None:
+    skips = [
+        (logical_id, skip)
+        for logical_id, res in template["Resources"].items()
+        for skip in res.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips
+    for logical_id, skip in skips:
+        assert skip["id"].startswith("CKV_"), (logical_id, skip)
+        assert len(skip.get("comment", "").split()) >= 8, f"{logical_id} skips {skip['id']} without a reason"
