@@ -4,5 +4,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod seed;
 
 pub use error::CommandError;
+pub use seed::Seed;
