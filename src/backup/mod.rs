@@ -1,0 +1,310 @@
+//! `nightdump backup`: one whole deployment, streamed as a mongodump-compatible gzip archive
+//! into a destination, then sealed by its manifest.
+//!
+//! The order of effects is the contract: the archive is completed first, the manifest is
+//! written only after it (and is the only mark of success), `latest.json` only after that.
+//! Any failure before the manifest aborts the upload, so a failed run leaves nothing that
+//! looks complete.
+
+mod pipeline;
+mod sink;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nightdump_archive::Header;
+use time::OffsetDateTime;
+
+pub use pipeline::{FinishWrite, SinkWrapper};
+pub use sink::Stored;
+
+use crate::error::{Error, Result};
+use crate::layout::{format_time, BackupId, ARCHIVE_NAME, LATEST_KEY};
+use crate::manifest::{self, crc_hex, Manifest, NamespaceEntry, Totals};
+use crate::namespace::NamespaceFilter;
+use crate::progress::Progress;
+use crate::source::{Source, SourceOptions};
+use crate::store::{Destination, S3Options, Sse, Store, StoreError};
+
+/// Everything a backup needs, validated before any connection is made.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub source: SourceOptions,
+    pub filter: NamespaceFilter,
+    /// Collections read at once; also the archive's `concurrent_collections`.
+    pub parallel: usize,
+    /// The schedule time this run stands for: it names the backup, so a duplicate trigger
+    /// finds the finished backup instead of making a second one.
+    pub scheduled_at: Option<OffsetDateTime>,
+    pub compression_level: u32,
+    /// When the run must have given up (Lambda's deadline less a margin).
+    pub deadline: Option<tokio::time::Instant>,
+    /// The S3 settings the store was opened with, recorded in the manifest (never secrets).
+    pub s3: S3Options,
+}
+
+pub const MAX_PARALLEL: usize = 64;
+
+impl BackupOptions {
+    pub fn validate(&self) -> Result<()> {
+        if self.parallel == 0 || self.parallel > MAX_PARALLEL {
+            return Err(Error::invalid(format!(
+                "--parallel must be between 1 and {MAX_PARALLEL}, got {}",
+                self.parallel
+            )));
+        }
+        if !(1..=9).contains(&self.compression_level) {
+            return Err(Error::invalid(format!(
+                "--compression-level must be between 1 and 9, got {}",
+                self.compression_level
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    pub manifest: Manifest,
+    /// True when a backup with this id was already complete and nothing was written.
+    pub already_existed: bool,
+    /// Set when the backup succeeded but `latest.json` could not be updated.
+    pub latest_warning: Option<String>,
+}
+
+pub async fn run(
+    options: &BackupOptions,
+    store: &Store,
+    progress: &Arc<Progress>,
+) -> Result<BackupOutcome> {
+    options.validate()?;
+    let started = OffsetDateTime::now_utc();
+    let id = BackupId::from_time(options.scheduled_at.unwrap_or(started));
+    let manifest_key = id.manifest_key();
+    if let Some(existing) = store.get(&manifest_key).await? {
+        let manifest = Manifest::parse(&existing).map_err(|e| Error::Integrity {
+            id: id.to_string(),
+            detail: e,
+        })?;
+        tracing::info!(backup_id = %id, "backup already complete; nothing to do");
+        return Ok(BackupOutcome {
+            manifest,
+            already_existed: true,
+            latest_warning: None,
+        });
+    }
+    let work = run_new(options, store, progress, id, started, &manifest_key);
+    match options.deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Deadline(format!(
+                "backup {id} was not finished in time"
+            ))),
+        },
+        None => work.await,
+    }
+}
+
+async fn run_new(
+    options: &BackupOptions,
+    store: &Store,
+    progress: &Arc<Progress>,
+    id: BackupId,
+    started: OffsetDateTime,
+    manifest_key: &str,
+) -> Result<BackupOutcome> {
+    let clock = Instant::now();
+    let source = Source::connect(&options.source).await?;
+    tracing::info!(target_uri = source.target(), server_version = %source.server_version, topology = source.topology.name(), "connected");
+    let plans = crate::source::discover(&source, &options.filter).await?;
+    progress
+        .namespaces_total
+        .store(plans.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(namespaces = plans.len(), backup_id = %id, "discovered");
+
+    let archive_key = id.archive_key(ARCHIVE_NAME);
+    let mut upload = store.start_upload(&archive_key).await?;
+    let settings = pipeline::DumpSettings {
+        parallel: options.parallel,
+        compression_level: options.compression_level,
+        header: Header {
+            concurrent_collections: i32::try_from(options.parallel).unwrap_or(4),
+            version: "0.1".into(),
+            server_version: archive_server_version(&source.server_version),
+            tool_version: format!("nightdump-{}", env!("CARGO_PKG_VERSION")),
+        },
+        wrap_sink: None,
+    };
+    // A guard owns the upload until it is finished, so every early return (error, deadline,
+    // cancellation) aborts it.
+    let dumped = pipeline::dump(&source, &plans, settings, &mut upload, progress).await;
+    let dumped = match dumped {
+        Ok(d) => d,
+        Err(e) => {
+            abort_quietly(upload, &archive_key).await;
+            return Err(e);
+        }
+    };
+    let receipt = upload.finish(false).await?;
+    if receipt.size != dumped.stored.size {
+        return Err(Error::Integrity {
+            id: id.to_string(),
+            detail: format!(
+                "the destination stored {} bytes but {} were written",
+                receipt.size, dumped.stored.size
+            ),
+        });
+    }
+
+    let finished = OffsetDateTime::now_utc();
+    let namespaces: Vec<NamespaceEntry> = plans
+        .iter()
+        .zip(&dumped.summaries)
+        .map(|(p, s)| NamespaceEntry {
+            db: p.db.clone(),
+            collection: p.collection.clone(),
+            kind: p.kind.as_str().to_string(),
+            documents: s.documents,
+            bytes: s.bytes,
+            crc64: crc_hex(s.crc),
+        })
+        .collect();
+    let totals = Totals {
+        namespaces: namespaces.len() as u64,
+        documents: namespaces.iter().map(|n| n.documents).sum(),
+        bytes: namespaces.iter().map(|n| n.bytes).sum(),
+    };
+    let is_s3 = matches!(store.destination(), Destination::S3 { .. });
+    let (sse, kms_key_id) = match &options.s3.sse {
+        _ if !is_s3 => ("none".to_string(), None),
+        Sse::None => ("none".to_string(), None),
+        Sse::S3 => ("AES256".to_string(), None),
+        Sse::Kms { key_id } => ("aws:kms".to_string(), key_id.clone()),
+    };
+    let manifest = Manifest {
+        schema_version: manifest::SCHEMA_VERSION,
+        backup_id: id.to_string(),
+        tool: manifest::Tool {
+            name: "nightdump".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        source: manifest::Source {
+            server_version: source.server_version.clone(),
+            topology: source.topology.name().into(),
+            replica_set: match &source.topology {
+                crate::source::Topology::ReplicaSet(name) => Some(name.clone()),
+                _ => None,
+            },
+            hosts: source.hosts.clone(),
+        },
+        scheduled_at: options.scheduled_at.map(format_time),
+        started_at: format_time(started),
+        finished_at: format_time(finished),
+        duration_seconds: round_ms(clock.elapsed()),
+        archive: manifest::Archive {
+            key: archive_key,
+            format: "mongodump-archive".into(),
+            compression: "gzip".into(),
+            compression_level: options.compression_level,
+            size: dumped.stored.size,
+            sha256: hex::encode(dumped.stored.sha256),
+            encryption: manifest::Encryption::none(),
+            concurrent_collections: options.parallel as u32,
+        },
+        storage: manifest::Storage {
+            backend: if is_s3 { "s3" } else { "file" }.into(),
+            sse,
+            kms_key_id,
+            storage_class: options.s3.storage_class.clone().filter(|_| is_s3),
+        },
+        namespaces,
+        totals,
+    };
+    match store
+        .put(manifest_key, Bytes::from(manifest.to_json()), true)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::AlreadyExists { .. }) => {
+            return Err(Error::Integrity {
+                id: id.to_string(),
+                detail: "another run completed this backup at the same time; its manifest was kept"
+                    .into(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(backup_id = %id, size = manifest.archive.size, documents = manifest.totals.documents, "backup complete");
+    let latest_warning = update_latest(store, &manifest, manifest_key).await.err();
+    if let Some(w) = &latest_warning {
+        tracing::warn!(warning = %w, "latest.json was not updated");
+    }
+    Ok(BackupOutcome {
+        manifest,
+        already_existed: false,
+        latest_warning,
+    })
+}
+
+/// mongorestore since 100.16 refuses a prelude whose version is not x.y.z.
+fn archive_server_version(version: &str) -> String {
+    let core = version.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        version.to_string()
+    } else {
+        "0.0.0".to_string()
+    }
+}
+
+fn round_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+async fn abort_quietly(upload: crate::store::Upload, key: &str) {
+    if let Err(e) = upload.abort().await {
+        tracing::error!(key, error = %e, "could not abort the unfinished upload; a bucket lifecycle rule that aborts incomplete multipart uploads will remove it");
+    }
+}
+
+/// Moves `latest.json` forward, never backwards: an older backup finishing late (a retry, a
+/// manual run for a past time) leaves a newer pointer alone.
+async fn update_latest(
+    store: &Store,
+    manifest: &Manifest,
+    manifest_key: &str,
+) -> Result<(), String> {
+    let current = store.get(LATEST_KEY).await.map_err(|e| e.to_string())?;
+    if let Some(bytes) = current {
+        if let Ok(latest) = serde_json::from_slice::<manifest::Latest>(&bytes) {
+            if latest.backup_id.as_str() >= manifest.backup_id.as_str() {
+                return Ok(());
+            }
+        }
+    }
+    let body = serde_json::to_vec_pretty(&manifest.latest(manifest_key.to_string()))
+        .map_err(|e| e.to_string())?;
+    store
+        .put(LATEST_KEY, Bytes::from(body), false)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_version_is_always_parseable_by_mongorestore() {
+        assert_eq!(archive_server_version("7.0.14"), "7.0.14");
+        assert_eq!(archive_server_version("7.0.14-rc0"), "7.0.14-rc0");
+        assert_eq!(archive_server_version("unknown"), "0.0.0");
+        assert_eq!(archive_server_version("7.0"), "0.0.0");
+    }
+}

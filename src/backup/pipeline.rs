@@ -1,0 +1,274 @@
+//! The streaming dump: collection readers (async, `parallel` at once) → one archive writer
+//! thread (archive framing, CRCs, gzip, hashing) → the uploader. Every stage is joined by a
+//! bounded channel, so memory is bounded by the queues, not by the database.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use nightdump_archive::{ArchiveWriter, Header, Namespace, NamespaceSummary, PreludeEntry};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::sink::{ChunkSink, Stored};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::source::{read_collection, Batch, CollectionPlan, Kind, Source};
+use crate::store::Upload;
+
+/// A byte sink that can be closed, yielding what was stored. Encryption layers implement it
+/// by finishing their own stream and then their inner sink.
+pub trait FinishWrite: Write + Send {
+    fn finish_stream(self: Box<Self>) -> io::Result<Stored>;
+}
+
+impl FinishWrite for ChunkSink {
+    fn finish_stream(self: Box<Self>) -> io::Result<Stored> {
+        (*self).finish()
+    }
+}
+
+/// Wraps the raw sink (e.g. in an encryptor) before compression is layered on top.
+pub type SinkWrapper = Box<dyn FnOnce(Box<dyn FinishWrite>) -> Box<dyn FinishWrite> + Send>;
+
+pub struct DumpSettings {
+    pub parallel: usize,
+    pub compression_level: u32,
+    pub header: Header,
+    pub wrap_sink: Option<SinkWrapper>,
+}
+
+pub struct DumpResult {
+    pub summaries: Vec<NamespaceSummary>,
+    pub stored: Stored,
+}
+
+enum Message {
+    Batch(Batch),
+    End(usize),
+}
+
+/// Queue depth between readers and the writer, per reader: two batches in flight lets a
+/// reader fetch while the writer compresses.
+const QUEUE_PER_READER: usize = 2;
+/// Chunks of compressed output waiting for the uploader.
+const UPLOAD_QUEUE: usize = 4;
+
+pub async fn dump(
+    source: &Source,
+    plans: &[CollectionPlan],
+    settings: DumpSettings,
+    upload: &mut Upload,
+    progress: &Arc<Progress>,
+) -> Result<DumpResult> {
+    let parallel = settings.parallel.max(1);
+    let (batch_tx, batch_rx) = mpsc::channel::<Message>(parallel * QUEUE_PER_READER);
+    let (chunk_tx, mut chunk_rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
+
+    let namespaces: Vec<Namespace> = plans
+        .iter()
+        .map(|p| Namespace {
+            db: p.db.clone(),
+            collection: p.data_collection.clone(),
+        })
+        .collect();
+    let prelude: Vec<PreludeEntry> = plans.iter().map(CollectionPlan::prelude_entry).collect();
+    let writer_progress = Arc::clone(progress);
+    let writer = tokio::task::spawn_blocking(move || {
+        write_archive(
+            batch_rx,
+            chunk_tx,
+            settings,
+            &namespaces,
+            &prelude,
+            writer_progress,
+        )
+    });
+
+    let readers = read_all(source, plans, parallel, batch_tx, progress);
+    let uploading = async {
+        while let Some(chunk) = chunk_rx.recv().await {
+            upload.write(chunk).await?;
+        }
+        Ok::<(), Error>(())
+    };
+    let writing = async {
+        writer
+            .await
+            .map_err(|e| Error::Internal(format!("the archive writer crashed: {e}")))?
+    };
+    let (read_result, upload_result, write_result) = tokio::join!(readers, uploading, writing);
+    // The first real cause wins: a reader's or uploader's failure makes the other stages fail
+    // with "stopped" errors that say nothing useful.
+    match (read_result, upload_result, write_result) {
+        (Ok(()), Ok(()), Ok(result)) => Ok(result),
+        (Err(e), _, _) if !is_teardown(&e) => Err(e),
+        (_, Err(e), _) => Err(e),
+        (_, _, Err(e)) if !is_teardown(&e) => Err(e),
+        (Err(e), _, _) => Err(e),
+        (_, _, Err(e)) => Err(e),
+    }
+}
+
+fn is_teardown(e: &Error) -> bool {
+    matches!(e, Error::Interrupted(_))
+}
+
+/// Special collections first and one by one (restore expects them complete before any
+/// other namespace starts), then everything else on `parallel` workers.
+async fn read_all(
+    source: &Source,
+    plans: &[CollectionPlan],
+    parallel: usize,
+    tx: mpsc::Sender<Message>,
+    progress: &Arc<Progress>,
+) -> Result<()> {
+    let special: Vec<usize> = (0..plans.len()).filter(|&i| plans[i].special).collect();
+    for i in special {
+        read_one(source, &plans[i], i, &tx, progress).await?;
+    }
+    let queue: Arc<Mutex<VecDeque<usize>>> = Arc::new(Mutex::new(
+        (0..plans.len()).filter(|&i| !plans[i].special).collect(),
+    ));
+    let mut workers = JoinSet::new();
+    for _ in 0..parallel {
+        let queue = Arc::clone(&queue);
+        let source = source.clone();
+        let plans: Arc<[CollectionPlan]> = plans.to_vec().into();
+        let tx = tx.clone();
+        let progress = Arc::clone(progress);
+        workers.spawn(async move {
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some(i) = next else { return Ok(()) };
+                read_one(&source, &plans[i], i, &tx, &progress).await?;
+            }
+        });
+    }
+    drop(tx);
+    let mut first_error: Option<Error> = None;
+    while let Some(joined) = workers.join_next().await {
+        let result =
+            joined.unwrap_or_else(|e| Err(Error::Internal(format!("a reader crashed: {e}"))));
+        if let Err(e) = result {
+            if first_error.as_ref().is_none_or(is_teardown) {
+                first_error = Some(e);
+            }
+            workers.abort_all();
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn read_one(
+    source: &Source,
+    plan: &CollectionPlan,
+    index: usize,
+    tx: &mpsc::Sender<Message>,
+    progress: &Arc<Progress>,
+) -> Result<()> {
+    if plan.kind != Kind::View {
+        let (btx, mut brx) = mpsc::channel::<Batch>(QUEUE_PER_READER);
+        let forward = async {
+            while let Some(batch) = brx.recv().await {
+                Progress::add(&progress.documents, batch.documents);
+                Progress::add(&progress.bytes, batch.bytes.len() as u64);
+                tx.send(Message::Batch(batch))
+                    .await
+                    .map_err(|_| Error::Interrupted("the archive writer stopped".into()))?;
+            }
+            Ok::<(), Error>(())
+        };
+        let read = async {
+            let r = read_collection(source, &plan.db, &plan.data_collection, index, &btx).await;
+            drop(btx);
+            r
+        };
+        let (read, forward) = tokio::join!(read, forward);
+        read?;
+        forward?;
+    }
+    tx.send(Message::End(index))
+        .await
+        .map_err(|_| Error::Interrupted("the archive writer stopped".into()))?;
+    Ok(())
+}
+
+fn write_archive(
+    mut rx: mpsc::Receiver<Message>,
+    chunk_tx: mpsc::Sender<Bytes>,
+    settings: DumpSettings,
+    namespaces: &[Namespace],
+    prelude: &[PreludeEntry],
+    progress: Arc<Progress>,
+) -> Result<DumpResult> {
+    let sink: Box<dyn FinishWrite> = Box::new(ChunkSink::new(chunk_tx, Arc::clone(&progress)));
+    let sink = match settings.wrap_sink {
+        Some(wrap) => wrap(sink),
+        None => sink,
+    };
+    let gz = GzEncoder::new(sink, Compression::new(settings.compression_level));
+    let mut writer = ArchiveWriter::new(
+        io::BufWriter::with_capacity(256 * 1024, gz),
+        &settings.header,
+        prelude,
+    )
+    .map_err(|e| map_archive_error(e))?;
+    let mut summaries: Vec<Option<NamespaceSummary>> = vec![None; namespaces.len()];
+    while let Some(message) = rx.blocking_recv() {
+        match message {
+            Message::Batch(batch) => writer
+                .write_documents(&namespaces[batch.index], &batch.bytes)
+                .map_err(map_archive_error)?,
+            Message::End(i) => {
+                summaries[i] = Some(
+                    writer
+                        .finish_namespace(&namespaces[i])
+                        .map_err(map_archive_error)?,
+                );
+                Progress::add(&progress.namespaces_done, 1);
+            }
+        }
+    }
+    let missing: Vec<String> = summaries
+        .iter()
+        .zip(namespaces)
+        .filter(|(s, _)| s.is_none())
+        .map(|(_, ns)| ns.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Interrupted(format!(
+            "the dump stopped before {} namespace(s) finished (first: {})",
+            missing.len(),
+            missing[0]
+        )));
+    }
+    let buffered = writer.finish().map_err(map_archive_error)?;
+    let gz = buffered
+        .into_inner()
+        .map_err(|e| stream_error(e.into_error()))?;
+    let sink = gz.finish().map_err(stream_error)?;
+    let stored = sink.finish_stream().map_err(stream_error)?;
+    Ok(DumpResult {
+        summaries: summaries.into_iter().flatten().collect(),
+        stored,
+    })
+}
+
+fn map_archive_error(e: nightdump_archive::ArchiveError) -> Error {
+    match e {
+        nightdump_archive::ArchiveError::Io { source, .. } => stream_error(source),
+        other => Error::Archive(other),
+    }
+}
+
+fn stream_error(e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Error::Interrupted("the upload stopped".into())
+    } else {
+        Error::Internal(format!("writing the archive stream failed: {e}"))
+    }
+}

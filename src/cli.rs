@@ -1,0 +1,486 @@
+//! The command line: argument parsing and validation (before any I/O), then one call into
+//! the library per command, with results on stdout and logs on stderr.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::backup::{self, BackupOptions};
+use crate::catalog::{self, Selector};
+use crate::error::{Error, Result};
+use crate::layout::parse_time;
+use crate::namespace::{NamespaceFilter, NamespacePattern};
+use crate::progress::Progress;
+use crate::secret::ConnectionString;
+use crate::source::SourceOptions;
+use crate::store::{Destination, S3Options, Sse, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nightdump",
+    version,
+    about = "Backs up MongoDB as mongodump-compatible gzip archives, to a directory or S3."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log verbosity (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, global = true, env = "NIGHTDUMP_LOG", default_value = "warn")]
+    pub log: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up a whole deployment into one archive.
+    Backup(BackupArgs),
+    /// List the backups at a destination, newest first.
+    List(ListArgs),
+    /// Show the last successful backup and its age.
+    Status(StatusArgs),
+    /// Re-read a stored backup and check it against its manifest (no MongoDB needed).
+    Verify(VerifyArgs),
+    /// Write a backup's archive to stdout, e.g. for `mongorestore --gzip --archive`.
+    Cat(CatArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Use path-style S3 addressing (for S3-compatible endpoints such as MinIO or moto).
+    #[arg(long, env = "NIGHTDUMP_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// AWS region of the bucket (default: from the AWS configuration).
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// MongoDB connection string (mongodb:// or mongodb+srv://).
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
+    pub uri: Option<String>,
+    /// Where to write: a directory, file:///path, or s3://bucket/prefix.
+    #[arg(long, env = "NIGHTDUMP_TO", default_value = "./backups")]
+    pub to: String,
+    /// Only these namespaces (mongorestore patterns: db.*, db.coll, *.coll). Repeatable.
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Skip these namespaces. Repeatable.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Collections read at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// The schedule time this backup stands for (RFC 3339); names the backup deterministically.
+    #[arg(long)]
+    pub scheduled_at: Option<String>,
+    /// Read preference for the source.
+    #[arg(long, default_value = "secondaryPreferred")]
+    pub read_preference: String,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    #[arg(long, default_value_t = 6)]
+    pub compression_level: u32,
+    /// How long to wait for a reachable server before giving up.
+    #[arg(long, default_value = "30s")]
+    pub connect_timeout: String,
+    /// Server-side encryption for S3: none, s3 (AES256) or kms.
+    #[arg(long, env = "NIGHTDUMP_SSE")]
+    pub sse: Option<String>,
+    /// KMS key for SSE-KMS (implies --sse kms).
+    #[arg(long, env = "NIGHTDUMP_KMS_KEY_ID")]
+    pub kms_key_id: Option<String>,
+    /// S3 storage class (e.g. STANDARD_IA).
+    #[arg(long, env = "NIGHTDUMP_STORAGE_CLASS")]
+    pub storage_class: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// No progress bar and no summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FromArgs {
+    /// The destination to read: a directory, file:///path, or s3://bucket/prefix.
+    #[arg(long, env = "NIGHTDUMP_FROM", default_value = "./backups")]
+    pub from: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub from: FromArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub from: FromArgs,
+    /// Exit with code 7 when the last success is older than this (e.g. 26h).
+    #[arg(long)]
+    pub max_age: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A backup id or `latest`.
+    #[arg(default_value = "latest")]
+    pub backup: String,
+    #[command(flatten)]
+    pub from: FromArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// A backup id or `latest`.
+    #[arg(default_value = "latest")]
+    pub backup: String,
+    #[command(flatten)]
+    pub from: FromArgs,
+}
+
+pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
+    humantime::parse_duration(s.trim()).map_err(|_| {
+        Error::invalid(format!(
+            "{what} '{s}' is not a duration: use e.g. 30s, 26h or 7d"
+        ))
+    })
+}
+
+fn parse_patterns(flag: &str, values: &[String]) -> Result<Vec<NamespacePattern>> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse()
+                .map_err(|e: String| Error::invalid(format!("{flag}: {e}")))
+        })
+        .collect()
+}
+
+fn parse_destination(flag: &str, s: &str) -> Result<Destination> {
+    s.parse()
+        .map_err(|e| Error::invalid(format!("{flag}: {e}")))
+}
+
+fn s3_options(args: &StoreArgs, sse: Sse, storage_class: Option<String>) -> S3Options {
+    S3Options {
+        force_path_style: args.s3_path_style,
+        region: args.region.clone(),
+        sse,
+        storage_class,
+        ..S3Options::default()
+    }
+}
+
+impl BackupArgs {
+    /// Every check that needs no network, so a typo fails in milliseconds.
+    pub fn to_options(&self) -> Result<(BackupOptions, Destination, S3Options)> {
+        let uri = self.uri.as_deref().ok_or_else(|| {
+            Error::invalid("no MongoDB source: pass --uri mongodb://HOST:PORT/ or set MONGODB_URI")
+        })?;
+        let uri = ConnectionString::parse(uri).map_err(Error::Invalid)?;
+        let destination = parse_destination("--to", &self.to)?;
+        let sse = parse_sse(self.sse.as_deref(), self.kms_key_id.clone())?;
+        let options = BackupOptions {
+            source: SourceOptions {
+                uri,
+                read_preference: self
+                    .read_preference
+                    .parse()
+                    .map_err(|e: String| Error::invalid(format!("--read-preference: {e}")))?,
+                server_selection_timeout: parse_duration(
+                    "--connect-timeout",
+                    &self.connect_timeout,
+                )?,
+            },
+            filter: NamespaceFilter {
+                include: parse_patterns("--include", &self.include)?,
+                exclude: parse_patterns("--exclude", &self.exclude)?,
+            },
+            parallel: self.parallel,
+            scheduled_at: self
+                .scheduled_at
+                .as_deref()
+                .map(|s| parse_time(s).map_err(|e| Error::invalid(format!("--scheduled-at: {e}"))))
+                .transpose()?,
+            compression_level: self.compression_level,
+            deadline: None,
+            s3: s3_options(&self.store, sse, self.storage_class.clone()),
+        };
+        options.validate()?;
+        options
+            .s3
+            .validate()
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        let s3 = options.s3.clone();
+        Ok((options, destination, s3))
+    }
+}
+
+pub fn parse_sse(sse: Option<&str>, kms_key_id: Option<String>) -> Result<Sse> {
+    let kms_key_id = kms_key_id.filter(|k| !k.trim().is_empty());
+    match (sse.map(str::trim).filter(|s| !s.is_empty()), kms_key_id) {
+        (None, None) => Ok(Sse::None),
+        (None | Some("kms") | Some("aws:kms"), Some(key)) => Ok(Sse::Kms { key_id: Some(key) }),
+        (Some("kms") | Some("aws:kms"), None) => Ok(Sse::Kms { key_id: None }),
+        (Some("s3") | Some("AES256"), None) => Ok(Sse::S3),
+        (Some("none"), None) => Ok(Sse::None),
+        (Some(other), Some(_)) if other != "kms" => Err(Error::invalid(format!(
+            "--kms-key-id needs --sse kms, not --sse {other}"
+        ))),
+        (Some(other), _) => Err(Error::invalid(format!(
+            "unknown --sse '{other}': use none, s3 or kms"
+        ))),
+    }
+}
+
+async fn open_store(dest_flag: &str, dest: &str, args: &StoreArgs) -> Result<Store> {
+    let destination = parse_destination(dest_flag, dest)?;
+    let s3 = s3_options(args, Sse::None, None);
+    Ok(Store::open(&destination, &s3).await?)
+}
+
+fn parse_selector(s: &str) -> Result<Selector> {
+    s.parse().map_err(Error::Invalid)
+}
+
+/// Runs one parsed command. Returns the process exit code.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Backup(args) => run_backup(args).await,
+        Command::List(args) => {
+            let store = open_store("--from", &args.from.from, &args.from.store).await?;
+            let backups = catalog::list(&store).await?;
+            let mut out = std::io::stdout().lock();
+            if args.json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&backups).unwrap_or_default()
+                )
+                .ok();
+            } else if backups.is_empty() {
+                writeln!(out, "no backups at {}", store.destination()).ok();
+            } else {
+                writeln!(
+                    out,
+                    "{:<18} {:<10} {:>12} {:>10} {:>12}",
+                    "ID", "STATUS", "SIZE", "NS", "DOCUMENTS"
+                )
+                .ok();
+                for b in &backups {
+                    writeln!(
+                        out,
+                        "{:<18} {:<10} {:>12} {:>10} {:>12}",
+                        b.id,
+                        b.status,
+                        b.size.map(human_bytes).unwrap_or_else(|| "-".into()),
+                        b.namespaces
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        b.documents
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                    )
+                    .ok();
+                }
+            }
+            Ok(())
+        }
+        Command::Status(args) => {
+            let max_age = args
+                .max_age
+                .as_deref()
+                .map(|s| parse_duration("--max-age", s))
+                .transpose()?;
+            let store = open_store("--from", &args.from.from, &args.from.store).await?;
+            let status = catalog::status(&store, max_age).await?;
+            let mut out = std::io::stdout().lock();
+            if args.json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                )
+                .ok();
+            } else {
+                match (&status.last_success, status.age_seconds) {
+                    (Some(last), Some(age)) => {
+                        writeln!(
+                            out,
+                            "last successful backup: {} (finished {}, {} ago)",
+                            last.backup_id,
+                            last.finished_at,
+                            human_age(age)
+                        )
+                        .ok();
+                        writeln!(
+                            out,
+                            "size {}, {} namespaces, {} documents",
+                            human_bytes(last.size),
+                            last.namespaces,
+                            last.documents
+                        )
+                        .ok();
+                    }
+                    _ => {
+                        writeln!(out, "no successful backup at {}", status.destination).ok();
+                    }
+                }
+            }
+            match (&status.last_success, status.age_seconds, max_age) {
+                (None, _, _) => Err(Error::NoBackups {
+                    destination: status.destination.clone(),
+                }),
+                (Some(last), Some(age), Some(max)) if !status.healthy => Err(Error::Stale {
+                    id: last.backup_id.clone(),
+                    age: human_age(age),
+                    max_age: humantime::format_duration(max).to_string(),
+                }),
+                _ => Ok(()),
+            }
+        }
+        Command::Verify(args) => {
+            let selector = parse_selector(&args.backup)?;
+            let store = open_store("--from", &args.from.from, &args.from.store).await?;
+            let report = crate::verify::verify(&store, &selector).await?;
+            let mut out = std::io::stdout().lock();
+            if args.json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                )
+                .ok();
+            } else {
+                writeln!(
+                    out,
+                    "backup {} is intact: {} namespaces, {} documents, {} stored, sha256 {}",
+                    report.backup_id,
+                    report.namespaces,
+                    report.documents,
+                    human_bytes(report.size),
+                    report.sha256
+                )
+                .ok();
+            }
+            Ok(())
+        }
+        Command::Cat(args) => {
+            let selector = parse_selector(&args.backup)?;
+            if std::io::stdout().is_terminal() {
+                return Err(Error::invalid(
+                    "refusing to write a binary archive to a terminal: pipe it, e.g. `nightdump cat latest | mongorestore --gzip --archive`",
+                ));
+            }
+            let store = open_store("--from", &args.from.from, &args.from.store).await?;
+            crate::cat::cat(&store, &selector, tokio::io::stdout()).await
+        }
+    }
+}
+
+async fn run_backup(args: BackupArgs) -> Result<()> {
+    let (options, destination, s3) = args.to_options()?;
+    let store = Store::open(&destination, &s3).await?;
+    let progress = Arc::new(Progress::default());
+    let show_bar = !args.quiet && !args.json && std::io::stderr().is_terminal();
+    let bar = show_bar.then(|| crate::progress_bar::spawn(Arc::clone(&progress)));
+    let result = backup::run(&options, &store, &progress).await;
+    if let Some(bar) = bar {
+        bar.finish().await;
+    }
+    let outcome = result?;
+    let m = &outcome.manifest;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let summary = serde_json::json!({
+            "backup_id": m.backup_id,
+            "already_existed": outcome.already_existed,
+            "destination": destination.to_string(),
+            "archive": m.archive.key,
+            "size": m.archive.size,
+            "sha256": m.archive.sha256,
+            "namespaces": m.totals.namespaces,
+            "documents": m.totals.documents,
+            "bytes": m.totals.bytes,
+            "duration_seconds": m.duration_seconds,
+            "latest_warning": outcome.latest_warning,
+        });
+        writeln!(out, "{summary}").ok();
+    } else if !args.quiet {
+        if outcome.already_existed {
+            writeln!(
+                out,
+                "backup {} already exists at {}; nothing to do",
+                m.backup_id, destination
+            )
+            .ok();
+        } else {
+            writeln!(
+                out,
+                "backup {} complete: {} namespaces, {} documents, {} of BSON stored as {} in {:.1}s",
+                m.backup_id,
+                m.totals.namespaces,
+                m.totals.documents,
+                human_bytes(m.totals.bytes),
+                human_bytes(m.archive.size),
+                m.duration_seconds
+            )
+            .ok();
+            writeln!(out, "archive: {}/{}", destination, m.archive.key).ok();
+        }
+        if let Some(w) = &outcome.latest_warning {
+            writeln!(out, "warning: latest.json not updated: {w}").ok();
+        }
+    }
+    Ok(())
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn human_age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    if s < 120 {
+        format!("{s}s")
+    } else if s < 7200 {
+        format!("{}m", s / 60)
+    } else if s < 172_800 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}d{}h", s / 86400, (s % 86400) / 3600)
+    }
+}

@@ -1,0 +1,261 @@
+//! The manifest: a backup's record of itself, written last, as the only mark of success.
+//! Its schema is versioned (`schema_version`) and documented in docs/manifest.md. It never
+//! holds a secret: no connection string, no credentials, no key material.
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub backup_id: String,
+    pub tool: Tool,
+    pub source: Source,
+    /// The schedule time this backup stands for, when it was started by a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_seconds: f64,
+    pub archive: Archive,
+    pub storage: Storage,
+    pub namespaces: Vec<NamespaceEntry>,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// `buildInfo.version` of the server read, also written in the archive's prelude.
+    pub server_version: String,
+    /// `standalone`, `replica_set` or `sharded`.
+    pub topology: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_set: Option<String>,
+    /// Host names only (no user, no password, no options).
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Archive {
+    /// Object key relative to the destination.
+    pub key: String,
+    /// Always `mongodump-archive`: restorable with `mongorestore --archive`.
+    pub format: String,
+    pub compression: String,
+    pub compression_level: u32,
+    /// Stored size in bytes, and the SHA-256 of exactly those bytes.
+    pub size: u64,
+    pub sha256: String,
+    pub encryption: Encryption,
+    /// `concurrent_collections` written in the archive header.
+    pub concurrent_collections: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    /// `none`, `age` or `kms`.
+    pub scheme: String,
+    /// age recipients (public keys) when scheme is `age`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// KMS key id when scheme is `kms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// The data key wrapped by KMS (base64), useless without KMS access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped_key: Option<String>,
+}
+
+impl Encryption {
+    pub fn none() -> Self {
+        Self {
+            scheme: "none".into(),
+            recipients: Vec::new(),
+            kms_key_id: None,
+            wrapped_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// `file` or `s3`.
+    pub backend: String,
+    /// Server-side encryption: `none`, `AES256` or `aws:kms`.
+    pub sse: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceEntry {
+    pub db: String,
+    /// The logical collection name (a time-series collection's own name, not its buckets').
+    pub collection: String,
+    /// `collection`, `view`, `timeseries` or `oplog`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub documents: u64,
+    /// Uncompressed BSON bytes of the documents.
+    pub bytes: u64,
+    /// CRC-64/XZ of the documents as written in the archive's EOF block, as 16 hex digits
+    /// (JSON numbers cannot carry 64 bits safely).
+    pub crc64: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Totals {
+    pub namespaces: u64,
+    pub documents: u64,
+    pub bytes: u64,
+}
+
+/// The status object at `<prefix>/latest.json`: the newest successful backup, for monitoring
+/// and the admin portal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latest {
+    pub schema_version: u32,
+    pub backup_id: String,
+    pub finished_at: String,
+    pub manifest: String,
+    pub archive: String,
+    pub size: u64,
+    pub documents: u64,
+    pub namespaces: u64,
+    pub duration_seconds: f64,
+}
+
+impl Manifest {
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| format!("manifest is not valid: {e}"))?;
+        if m.schema_version != SCHEMA_VERSION {
+            return Err(format!(
+                "manifest schema version {} is not supported by this nightdump (supports {SCHEMA_VERSION}): upgrade nightdump",
+                m.schema_version
+            ));
+        }
+        Ok(m)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    pub fn latest(&self, manifest_key: String) -> Latest {
+        Latest {
+            schema_version: SCHEMA_VERSION,
+            backup_id: self.backup_id.clone(),
+            finished_at: self.finished_at.clone(),
+            manifest: manifest_key,
+            archive: self.archive.key.clone(),
+            size: self.archive.size,
+            documents: self.totals.documents,
+            namespaces: self.totals.namespaces,
+            duration_seconds: self.duration_seconds,
+        }
+    }
+}
+
+pub fn crc_hex(crc: u64) -> String {
+    format!("{crc:016x}")
+}
+
+pub fn parse_crc_hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Manifest {
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            backup_id: "20261125T030000Z".into(),
+            tool: Tool {
+                name: "nightdump".into(),
+                version: "0.1.0".into(),
+            },
+            source: Source {
+                server_version: "7.0.14".into(),
+                topology: "standalone".into(),
+                replica_set: None,
+                hosts: vec!["127.0.0.1:27017".into()],
+            },
+            scheduled_at: Some("2026-11-25T03:00:00Z".into()),
+            started_at: "2026-11-25T03:00:01Z".into(),
+            finished_at: "2026-11-25T03:00:09Z".into(),
+            duration_seconds: 8.0,
+            archive: Archive {
+                key: "20261125T030000Z/dump.archive.gz".into(),
+                format: "mongodump-archive".into(),
+                compression: "gzip".into(),
+                compression_level: 6,
+                size: 1234,
+                sha256: "00".repeat(32),
+                encryption: Encryption::none(),
+                concurrent_collections: 4,
+            },
+            storage: Storage {
+                backend: "s3".into(),
+                sse: "aws:kms".into(),
+                kms_key_id: Some("k".into()),
+                storage_class: None,
+            },
+            namespaces: vec![NamespaceEntry {
+                db: "test".into(),
+                collection: "c".into(),
+                kind: "collection".into(),
+                documents: 1,
+                bytes: 14,
+                crc64: crc_hex(0xF3EA_6143_6A44_59FE),
+            }],
+            totals: Totals {
+                namespaces: 1,
+                documents: 1,
+                bytes: 14,
+            },
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rejects_other_versions() {
+        let m = sample();
+        let back = Manifest::parse(&m.to_json()).unwrap();
+        assert_eq!(back, m);
+        let mut v: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+        v["schema_version"] = 2.into();
+        let err = Manifest::parse(v.to_string().as_bytes()).unwrap_err();
+        assert!(err.contains("upgrade nightdump"), "{err}");
+        assert!(Manifest::parse(b"{").is_err());
+    }
+
+    #[test]
+    fn crc_is_hex_and_reversible() {
+        assert_eq!(crc_hex(0xF3EA_6143_6A44_59FE), "f3ea61436a4459fe");
+        assert_eq!(
+            parse_crc_hex("f3ea61436a4459fe"),
+            Some(0xF3EA_6143_6A44_59FE)
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! Values that must never reach a log, an error, a manifest or a notification.
+//!
+//! `Secret` has no `Display`, a `Debug` that prints a placeholder and no `Serialize`, so the
+//! compiler refuses the usual ways of leaking it. `ConnectionString` keeps the full URI secret
+//! and offers only a redacted form for humans.
+
+use std::fmt;
+
+/// A value readable only through [`Secret::expose`], which makes every use greppable.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Query options whose values are credentials in a MongoDB connection string.
+const SECRET_QUERY_KEYS: &[&str] = &[
+    "password",
+    "authmechanismproperties",
+    "tlscertificatekeyfilepassword",
+    "sslpemkeypassword",
+];
+
+/// A MongoDB connection string. Its password (and any credential-bearing query option) is
+/// only reachable through [`ConnectionString::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionString {
+    uri: Secret<String>,
+    redacted: String,
+    password: Option<Secret<String>>,
+}
+
+impl ConnectionString {
+    /// Accepts `mongodb://` and `mongodb+srv://`; anything else is rejected with a message that
+    /// names the expected form (without echoing the input, which may hold a password).
+    pub fn parse(uri: &str) -> Result<Self, String> {
+        let uri = uri.trim();
+        if uri.is_empty() {
+            return Err("the MongoDB connection string is empty: pass --uri mongodb://HOST:PORT/ or set MONGODB_URI".into());
+        }
+        let Some((scheme, rest)) = uri.split_once("://") else {
+            return Err("the MongoDB connection string is malformed: expected mongodb://HOST[:PORT]/ or mongodb+srv://HOST/".into());
+        };
+        if scheme != "mongodb" && scheme != "mongodb+srv" {
+            return Err(format!(
+                "unsupported scheme '{}' in the MongoDB connection string: use mongodb:// or mongodb+srv://",
+                scheme.chars().take(20).collect::<String>()
+            ));
+        }
+        let (authority, tail) = match rest.find(['/', '?']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (userinfo, hosts) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        if hosts.is_empty() {
+            return Err(
+                "the MongoDB connection string names no host: expected mongodb://HOST[:PORT]/"
+                    .into(),
+            );
+        }
+        let mut password = None;
+        let user_part = match userinfo {
+            Some(info) => match info.split_once(':') {
+                Some((user, pass)) => {
+                    password = Some(Secret::new(percent_decode(pass)));
+                    format!("{user}:***@")
+                }
+                None => format!("{info}@"),
+            },
+            None => String::new(),
+        };
+        let redacted = format!("{scheme}://{user_part}{hosts}{}", redact_query(tail));
+        Ok(Self {
+            uri: Secret::new(uri.to_string()),
+            redacted,
+            password,
+        })
+    }
+
+    pub fn expose(&self) -> &str {
+        self.uri.expose()
+    }
+
+    /// The URI with the password and credential options replaced by `***`.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// The raw and percent-decoded password, so it can be scrubbed from third-party messages.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_ref().map(|p| p.expose().as_str())
+    }
+
+    /// Removes every trace of this URI's secrets from `text` (driver messages may quote options).
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.replace(self.uri.expose(), &self.redacted);
+        if let Some(pass) = self.password() {
+            if !pass.is_empty() {
+                out = out.replace(pass, "***");
+                let raw = self.raw_password();
+                if let Some(raw) = raw.filter(|r| !r.is_empty()) {
+                    out = out.replace(&raw, "***");
+                }
+            }
+        }
+        out
+    }
+
+    fn raw_password(&self) -> Option<String> {
+        let rest = self.uri.expose().split_once("://")?.1;
+        let authority = rest.split(['/', '?']).next()?;
+        let info = &authority[..authority.rfind('@')?];
+        info.split_once(':').map(|(_, p)| p.to_string())
+    }
+}
+
+impl fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnectionString({})", self.redacted)
+    }
+}
+
+impl fmt::Display for ConnectionString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+fn redact_query(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_string();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if SECRET_QUERY_KEYS.contains(&k.to_ascii_lowercase().as_str()) => {
+                format!("{k}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", parts.join("&"))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_redacted_everywhere() {
+        let cs = ConnectionString::parse("mongodb://alice:s3cr%21t@db1:27017,db2/admin?tls=true&authMechanismProperties=AWS_SESSION_TOKEN:tok").unwrap();
+        assert_eq!(
+            cs.redacted(),
+            "mongodb://alice:***@db1:27017,db2/admin?tls=true&authMechanismProperties=***"
+        );
+        assert_eq!(cs.password(), Some("s3cr!t"));
+        assert!(!format!("{cs:?}").contains("s3cr"));
+        assert!(!format!("{cs}").contains("s3cr"));
+        assert_eq!(
+            cs.scrub("failed: s3cr!t and s3cr%21t"),
+            "failed: *** and ***"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_uris_without_echoing_them() {
+        for bad in [
+            "",
+            "localhost:27017",
+            "http://u:pw@h/",
+            "mongodb://",
+            "mongodb://u:pw@/x",
+        ] {
+            let err = ConnectionString::parse(bad).unwrap_err();
+            assert!(!err.contains("pw"), "{err}");
+        }
+    }
+
+    #[test]
+    fn secret_debug_hides_value() {
+        let s = Secret::new("hunter2".to_string());
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+}

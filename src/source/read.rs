@@ -1,0 +1,83 @@
+//! Reading one collection's documents as raw BSON, in natural order, handed on in batches of
+//! bounded size so memory stays flat whatever the collection's size.
+
+use bson::{doc, RawDocumentBuf};
+use mongodb::options::Hint;
+use tokio::sync::mpsc;
+
+use super::Source;
+use crate::error::{Error, Result};
+
+/// A run of whole documents, concatenated, for the namespace at `index` in the plan.
+#[derive(Debug)]
+pub struct Batch {
+    pub index: usize,
+    pub bytes: Vec<u8>,
+    pub documents: u64,
+}
+
+/// Target size of a batch: big enough to amortise channel hand-offs, small enough that
+/// `parallel × queue depth` batches stay well inside the memory budget. A single larger
+/// document travels alone.
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// Streams `db.collection` into `tx`. Returns the number of documents read. Fails if the
+/// receiving side has gone (the backup is being torn down).
+pub async fn read_collection(
+    source: &Source,
+    db: &str,
+    collection: &str,
+    index: usize,
+    tx: &mpsc::Sender<Batch>,
+) -> Result<u64> {
+    let coll = source
+        .client
+        .database(db)
+        .collection::<RawDocumentBuf>(collection);
+    let ns = format!("{db}.{collection}");
+    let mut cursor = coll
+        .find(doc! {})
+        .hint(Hint::Keys(doc! { "$natural": 1 }))
+        .await
+        .map_err(|e| source.error(&format!("find on {ns}"), &e))?;
+    let mut total = 0u64;
+    let mut batch = Batch {
+        index,
+        bytes: Vec::with_capacity(BATCH_BYTES),
+        documents: 0,
+    };
+    loop {
+        let more = cursor
+            .advance()
+            .await
+            .map_err(|e| source.error(&format!("getMore on {ns} after {total} documents"), &e))?;
+        if !more {
+            break;
+        }
+        let raw = cursor.current().as_bytes();
+        if !batch.bytes.is_empty() && batch.bytes.len() + raw.len() > BATCH_BYTES {
+            let full = std::mem::replace(
+                &mut batch,
+                Batch {
+                    index,
+                    bytes: Vec::with_capacity(BATCH_BYTES),
+                    documents: 0,
+                },
+            );
+            send(tx, full).await?;
+        }
+        batch.bytes.extend_from_slice(raw);
+        batch.documents += 1;
+        total += 1;
+    }
+    if batch.documents > 0 {
+        send(tx, batch).await?;
+    }
+    Ok(total)
+}
+
+async fn send(tx: &mpsc::Sender<Batch>, batch: Batch) -> Result<()> {
+    tx.send(batch)
+        .await
+        .map_err(|_| Error::Interrupted("the archive writer stopped".into()))
+}

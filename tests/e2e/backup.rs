@@ -1,0 +1,272 @@
+//! The backup engine end to end: seeded source → destination → read back and compared.
+
+use std::time::Duration;
+
+use bson::Document;
+use nightdump::backup;
+use nightdump::catalog::Selector;
+use nightdump::layout::{parse_time, LATEST_KEY};
+use nightdump::manifest::crc_hex;
+use nightdump::Error;
+use nightdump_archive::CollectionMetadata;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn backup_to_a_directory_holds_every_document_index_and_option() {
+    let source = demo_source().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let outcome = backup::run(&options(&source.uri), &store, &progress())
+        .await
+        .unwrap();
+    let m = &outcome.manifest;
+    assert!(!outcome.already_existed);
+    assert_eq!(
+        files(dir.path()),
+        vec![
+            m.archive.key.clone(),
+            format!("{}/manifest.json", m.backup_id),
+            LATEST_KEY.to_string()
+        ]
+    );
+
+    let stored = std::fs::read(dir.path().join(&m.archive.key)).unwrap();
+    assert_eq!(stored.len() as u64, m.archive.size);
+    let contents = read_archive(&stored);
+    assert_eq!(contents.header.server_version, "7.0.14");
+    assert_eq!(contents.header.concurrent_collections, 4);
+    assert_eq!(contents.prelude.len(), m.namespaces.len());
+    assert!(m
+        .namespaces
+        .iter()
+        .all(|n| n.db != "local" && n.db != "config"));
+
+    let mut kinds = std::collections::BTreeSet::new();
+    for entry in &contents.prelude {
+        kinds.insert(entry.kind.clone());
+        let data_coll = if entry.kind == "timeseries" {
+            format!("system.buckets.{}", entry.collection)
+        } else {
+            entry.collection.clone()
+        };
+        let archived = &contents.docs[&format!("{}.{}", entry.db, data_coll)];
+        let manifest_entry = m
+            .namespaces
+            .iter()
+            .find(|n| n.db == entry.db && n.collection == entry.collection)
+            .unwrap();
+        assert_eq!(
+            manifest_entry.documents,
+            archived.len() as u64,
+            "{}",
+            entry.collection
+        );
+        if entry.kind == "view" {
+            assert!(archived.is_empty());
+        } else {
+            let original = source_documents(&source.uri, &entry.db, &data_coll).await;
+            assert_eq!(original.len(), archived.len(), "{}.{}", entry.db, data_coll);
+            for (a, b) in original.iter().zip(archived) {
+                assert_eq!(a.as_bytes(), b.as_bytes(), "{}.{}", entry.db, data_coll);
+            }
+            let crc = nightdump_archive::crc64(
+                &archived
+                    .iter()
+                    .flat_map(|d| d.as_bytes().to_vec())
+                    .collect::<Vec<u8>>(),
+            );
+            assert_eq!(manifest_entry.crc64, crc_hex(crc));
+        }
+        // Metadata carries the source's options and indexes verbatim.
+        let meta = CollectionMetadata::parse(&entry.metadata).unwrap();
+        assert_eq!(meta.collection_name, entry.collection);
+        let specs = list_collections(&source.uri, &entry.db).await;
+        let spec = specs
+            .iter()
+            .find(|s| s.get_str("name") == Ok(entry.collection.as_str()))
+            .unwrap();
+        let options = spec.get_document("options").cloned().unwrap_or_default();
+        assert_eq!(meta.options, options, "{}.{}", entry.db, entry.collection);
+        if entry.kind != "view" {
+            let indexes: Vec<Document> =
+                list_indexes(&source.uri, &entry.db, &entry.collection).await;
+            assert_eq!(meta.indexes, indexes, "{}.{}", entry.db, entry.collection);
+        }
+    }
+    assert!(kinds.contains("view") && kinds.contains("timeseries") && kinds.contains("collection"));
+
+    let report = nightdump::verify::verify(&store, &Selector::Latest)
+        .await
+        .unwrap();
+    assert_eq!(report.backup_id, m.backup_id);
+    assert_eq!(report.documents, m.totals.documents);
+}
+
+#[tokio::test]
+async fn verify_catches_a_single_flipped_byte() {
+    let source = demo_source().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let m = backup::run(&options(&source.uri), &store, &progress())
+        .await
+        .unwrap()
+        .manifest;
+    let path = dir.path().join(&m.archive.key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = nightdump::verify::verify(&store, &Selector::Latest)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Integrity { .. }), "{err}");
+    assert_eq!(err.exit_code(), 6);
+}
+
+#[tokio::test]
+async fn a_duplicate_trigger_for_the_same_schedule_time_makes_one_backup() {
+    let source = demo_source().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let mut opts = options(&source.uri);
+    opts.scheduled_at = Some(parse_time("2026-11-25T03:00:00Z").unwrap());
+    let first = backup::run(&opts, &store, &progress()).await.unwrap();
+    assert_eq!(first.manifest.backup_id, "20261125T030000Z");
+    let before = files(dir.path());
+    let manifest_bytes = std::fs::read(dir.path().join("20261125T030000Z/manifest.json")).unwrap();
+    let second = backup::run(&opts, &store, &progress()).await.unwrap();
+    assert!(second.already_existed);
+    assert_eq!(second.manifest, first.manifest);
+    assert_eq!(files(dir.path()), before);
+    assert_eq!(
+        std::fs::read(dir.path().join("20261125T030000Z/manifest.json")).unwrap(),
+        manifest_bytes
+    );
+}
+
+#[tokio::test]
+async fn include_and_exclude_select_namespaces() {
+    let source = demo_source().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let all = backup::run(&options(&source.uri), &store, &progress())
+        .await
+        .unwrap()
+        .manifest;
+    let first_db = all
+        .namespaces
+        .iter()
+        .find(|n| n.db != "admin")
+        .unwrap()
+        .db
+        .clone();
+    let mut opts = options(&source.uri);
+    opts.filter.include = vec![format!("{first_db}.*").parse().unwrap()];
+    opts.scheduled_at = Some(parse_time("2030-01-01T00:00:00Z").unwrap());
+    let only = backup::run(&opts, &store, &progress())
+        .await
+        .unwrap()
+        .manifest;
+    assert!(!only.namespaces.is_empty());
+    assert!(only.namespaces.iter().all(|n| n.db == first_db));
+    let expected = all.namespaces.iter().filter(|n| n.db == first_db).count();
+    assert_eq!(only.namespaces.len(), expected);
+
+    let excluded = only.namespaces[0].clone();
+    opts.filter.exclude = vec![format!("{}.{}", excluded.db, excluded.collection)
+        .parse()
+        .unwrap()];
+    opts.scheduled_at = Some(parse_time("2030-01-02T00:00:00Z").unwrap());
+    let fewer = backup::run(&opts, &store, &progress())
+        .await
+        .unwrap()
+        .manifest;
+    assert_eq!(fewer.namespaces.len(), expected - 1);
+    assert!(!fewer
+        .namespaces
+        .iter()
+        .any(|n| n.collection == excluded.collection && n.db == excluded.db));
+}
+
+#[tokio::test]
+async fn an_unreachable_source_fails_fast_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    // A port nothing listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut opts = options(&format!(
+        "mongodb://backup:hunter2secret@127.0.0.1:{port}/?directConnection=true"
+    ));
+    opts.source.server_selection_timeout = Duration::from_millis(800);
+    let started = std::time::Instant::now();
+    let err = backup::run(&opts, &store, &progress()).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(matches!(err, Error::MongoUnreachable { .. }), "{err}");
+    let text = err.to_string();
+    assert!(!text.contains("hunter2secret"), "{text}");
+    assert!(text.contains("backup:***@127.0.0.1"), "{text}");
+    assert!(files(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_collection_fails_and_keeps_the_previous_backup() {
+    let source = demo_source().await;
+    let server = source.server.as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let mut opts = options(&source.uri);
+    opts.scheduled_at = Some(parse_time("2026-11-24T03:00:00Z").unwrap());
+    let previous = backup::run(&opts, &store, &progress())
+        .await
+        .unwrap()
+        .manifest;
+    let before = files(dir.path());
+    let latest_before = std::fs::read(dir.path().join(LATEST_KEY)).unwrap();
+
+    server.faults().close_after_documents(300);
+    opts.scheduled_at = Some(parse_time("2026-11-25T03:00:00Z").unwrap());
+    let err = backup::run(&opts, &store, &progress()).await.unwrap_err();
+    server.faults().clear();
+    assert!(
+        matches!(err, Error::MongoUnreachable { .. } | Error::Mongo { .. }),
+        "{err}"
+    );
+    assert_eq!(err.to_string().lines().count(), 1);
+    assert_eq!(
+        files(dir.path()),
+        before,
+        "a failed backup must leave nothing behind"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join(LATEST_KEY)).unwrap(),
+        latest_before
+    );
+    let report = nightdump::verify::verify(&store, &Selector::Latest)
+        .await
+        .unwrap();
+    assert_eq!(report.backup_id, previous.backup_id);
+}
+
+#[tokio::test]
+async fn latest_never_moves_backwards() {
+    let source = demo_source().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let mut opts = options(&source.uri);
+    opts.filter.include = vec!["admin.*".parse().unwrap()];
+    opts.scheduled_at = Some(parse_time("2026-11-25T03:00:00Z").unwrap());
+    backup::run(&opts, &store, &progress()).await.unwrap();
+    opts.scheduled_at = Some(parse_time("2026-11-20T03:00:00Z").unwrap());
+    backup::run(&opts, &store, &progress()).await.unwrap();
+    let latest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(LATEST_KEY)).unwrap()).unwrap();
+    assert_eq!(latest["backup_id"], "20261125T030000Z");
+    let listed = nightdump::catalog::list(&store).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
+        vec!["20261125T030000Z", "20261120T030000Z"]
+    );
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests of nightdump against the in-memory MongoDB test server (or a real server
+//! when `NIGHTDUMP_TEST_MONGODB_URI` is set), with directory and S3 destinations.
+
+mod backup;
+mod cli;
+mod harness;
