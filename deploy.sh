@@ -106,7 +106,8 @@ kms_re='^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$'
 for kv in ${extra_parameters[@]+"${extra_parameters[@]}"}; do
     [[ "$kv" =~ ^[A-Za-z0-9]+=.*$ ]] || die "--parameter '$kv' must look like KEY=VALUE"
     key="${kv%%=*}"
-    grep -qE "^  ${key}:$" "$template" || die "--parameter '$kv': template.yml has no parameter '$key'"
+    awk '/^[A-Za-z]/ { section = $1 } section == "Parameters:" && /^  [A-Za-z0-9]+:$/ { print substr($1, 1, length($1) - 1) }' "$template" |
+        grep -qxF "$key" || die "--parameter '$kv': template.yml has no parameter '$key'"
 done
 code_bucket="${code_bucket:-$bucket}"
 [[ -f "$template" ]] || die "$template not found: run deploy.sh from a nightdump checkout"
@@ -125,11 +126,15 @@ if [[ -z "$region" ]]; then
     aws_args+=(--region "$region")
 fi
 
-venv_bin="$root/.venv/bin"
+# cargo-lambda from the project venv links with the venv's ziglang (`python3 -m ziglang`), so
+# the venv goes first on PATH for the build when that is where cargo-lambda lives.
+build_path="$PATH"
 if [[ -z "$zip_path" ]]; then
     command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs) or pass --zip PATH"
-    if ! cargo lambda --version >/dev/null 2>&1 && ! PATH="$venv_bin:$PATH" cargo lambda --version >/dev/null 2>&1; then
-        die "cargo-lambda not found: 'pip install cargo-lambda' (or .venv/bin/pip install -r tests/python/requirements-deploy.txt), or pass --zip PATH"
+    if ! cargo lambda --version >/dev/null 2>&1; then
+        build_path="$root/.venv/bin:$PATH"
+        PATH="$build_path" cargo lambda --version >/dev/null 2>&1 ||
+            die "cargo-lambda not found: 'pip install cargo-lambda' (or .venv/bin/pip install -r tests/python/requirements-deploy.txt), or pass --zip PATH"
     fi
 fi
 if [[ -n "$zip_path" ]]; then
@@ -157,9 +162,9 @@ stack_status="$(awsc cloudformation describe-stacks --stack-name "$stack_name" \
     --query 'Stacks[0].StackStatus' --output text 2>/dev/null || true)"
 case "$stack_status" in
     ROLLBACK_COMPLETE | ROLLBACK_FAILED | DELETE_FAILED)
-        die "stack '$stack_name' is $stack_status after a failed first deploy: delete it with 'aws cloudformation delete-stack --stack-name $stack_name' and rerun" ;;
+        die "stack '$stack_name' is $stack_status and cannot be updated: delete it with 'aws cloudformation delete-stack --stack-name $stack_name' and rerun" ;;
     *_IN_PROGRESS)
-        die "stack '$stack_name' is $stack_status: wait for it to finish ('aws cloudformation wait stack-update-complete --stack-name $stack_name') and rerun" ;;
+        die "stack '$stack_name' is $stack_status: wait until 'aws cloudformation describe-stacks --stack-name $stack_name' shows it finished, then rerun" ;;
 esac
 
 # Build for the architecture the stack will get: explicit, else the stack's current one, else
@@ -187,8 +192,10 @@ if [[ -z "$zip_path" ]]; then
             die "Rust target $target missing: run 'rustup target add $target' (or deploy with --arch x86_64)"
     fi
     echo "deploy.sh: building nightdump for $arch"
-    (cd "$root" && PATH="$PATH:$venv_bin" cargo lambda build --release "$arch_flag" --output-format zip --bin nightdump)
-    zip_path="$root/target/lambda/nightdump/bootstrap.zip"
+    (cd "$root" && PATH="$build_path" cargo lambda build --release "$arch_flag" --output-format zip --bin nightdump)
+    target_dir="${CARGO_TARGET_DIR:-$root/target}"
+    [[ "$target_dir" == /* ]] || target_dir="$root/$target_dir"
+    zip_path="$target_dir/lambda/nightdump/bootstrap.zip"
     [[ -f "$zip_path" ]] || die "build finished but $zip_path is missing: check the cargo lambda output above"
 fi
 
