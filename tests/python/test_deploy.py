@@ -359,3 +359,16 @@ def test_help_lists_every_option() -> None:
     for option in ("--bucket", "--prefix", "--secret-arn", "--alert-email", "--stack-name", "--region",
                    "--kms-key-arn", "--schedule", "--timezone", "--arch", "--zip", "--parameter"):
         assert option in result.stdout
+
+
+def test_every_parameter_deploy_sh_sets_exists_in_the_template() -> None:
+    from cfn_eval import load_template
+
+    script = DEPLOY.read_text(encoding="utf-8")
+    # Entries like "BucketName=$bucket" in the overrides array.
+    keys = set(re.findall(r'"([A-Z][A-Za-z0-9]+)=\$', script))
+    assert {"BucketName", "Prefix", "MongoDbSecretArn", "AlertEmail", "CodeBucket", "CodeKey"} <= keys
+    params = load_template()["Parameters"]
+    assert keys <= set(params), sorted(keys - set(params))
+    # Whatever deploy.sh does not pass must have a default in the template.
+    assert all("Default" in spec for name, spec in params.items() if name not in keys)
