@@ -52,6 +52,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Write a backup's archive to stdout, e.g. for `mongorestore --gzip --archive`.
     Cat(CatArgs),
+    /// Restore a backup, or any mongodump archive, into MongoDB.
+    Restore(RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +160,97 @@ pub struct CatArgs {
     pub backup: String,
     #[command(flatten)]
     pub from: FromArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A backup id or `latest` (ignored with --archive).
+    #[arg(default_value = "latest")]
+    pub backup: String,
+    /// The destination holding the backup: a directory, file:///path, or s3://bucket/prefix.
+    #[arg(long, env = "NIGHTDUMP_FROM", default_value = "./backups")]
+    pub from: String,
+    /// The newest successful backup finished at or before this time (RFC 3339).
+    #[arg(long, conflicts_with = "archive")]
+    pub at: Option<String>,
+    /// Restore a mongodump archive file instead (gzipped or not); `-` reads stdin.
+    #[arg(long, value_name = "FILE")]
+    pub archive: Option<String>,
+    /// MongoDB connection string of the target.
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
+    pub uri: Option<String>,
+    /// Only these namespaces of the archive (DB.COLL, DB.*, *.COLL). Repeatable.
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Leave out these namespaces. Repeatable.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Restore under another name: 'FROM=TO' with matching `*`s, e.g. 'shop.*=shop_copy.*'.
+    #[arg(long = "rename", value_name = "FROM=TO")]
+    pub rename: Vec<String>,
+    /// Drop each target collection before restoring it (never system.*).
+    #[arg(long)]
+    pub drop: bool,
+    /// Do not build secondary indexes.
+    #[arg(long)]
+    pub no_indexes: bool,
+    /// Read and check the archive and print the plan; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Create collections with their archived UUIDs (needs --drop).
+    #[arg(long)]
+    pub preserve_uuid: bool,
+    /// Restore users and roles too (not supported yet).
+    #[arg(long)]
+    pub with_users: bool,
+    /// Insert commands in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Skip checking the stored archive's size and SHA-256 before the first write.
+    #[arg(long)]
+    pub no_verify_first: bool,
+    /// How long to wait for a reachable server before giving up.
+    #[arg(long, default_value = "30s")]
+    pub connect_timeout: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// No progress bar and no table.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RestoreArgs {
+    /// Every check that needs no network.
+    pub fn to_options(&self) -> Result<crate::restore::RestoreOptions> {
+        let target = self
+            .uri
+            .as_deref()
+            .map(|u| ConnectionString::parse(u).map_err(Error::Invalid))
+            .transpose()?;
+        let mut options = crate::restore::RestoreOptions::new(target);
+        options.server_selection_timeout =
+            parse_duration("--connect-timeout", &self.connect_timeout)?;
+        options.filter = NamespaceFilter {
+            include: parse_patterns("--include", &self.include)?,
+            exclude: parse_patterns("--exclude", &self.exclude)?,
+        };
+        options.renames = self
+            .rename
+            .iter()
+            .map(|r| r.parse().map_err(|e: String| Error::invalid(format!("--rename: {e}"))))
+            .collect::<Result<_>>()?;
+        options.drop = self.drop;
+        options.no_indexes = self.no_indexes;
+        options.dry_run = self.dry_run;
+        options.preserve_uuid = self.preserve_uuid;
+        options.with_users = self.with_users;
+        options.parallel = self.parallel;
+        options.validate()?;
+        Ok(options)
+    }
 }
 
 pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
@@ -397,7 +490,53 @@ pub async fn run(cli: Cli) -> Result<()> {
             let store = open_store("--from", &args.from.from, &args.from.store).await?;
             crate::cat::cat(&store, &selector, tokio::io::stdout()).await
         }
+        Command::Restore(args) => run_restore(args).await,
     }
+}
+
+async fn run_restore(args: RestoreArgs) -> Result<()> {
+    use crate::restore::{self, Input};
+    let options = args.to_options()?;
+    let store;
+    let input = match args.archive.as_deref() {
+        Some("-") => Input::Stdin,
+        Some(path) => Input::File(path.into()),
+        None => {
+            let selector = match args.at.as_deref() {
+                Some(at) => catalog::parse_at(at).map_err(|e| Error::invalid(format!("--at: {e}")))?,
+                None => parse_selector(&args.backup)?,
+            };
+            store = open_store("--from", &args.from, &args.store).await?;
+            Input::Backup {
+                store: &store,
+                selector,
+                verify_first: !args.no_verify_first,
+            }
+        }
+    };
+    let progress = Arc::new(Progress::default());
+    let show_bar = !args.quiet && !args.json && std::io::stderr().is_terminal();
+    let bar = show_bar.then(|| crate::progress_bar::spawn(Arc::clone(&progress)));
+    let result = restore::run(&options, input, &progress).await;
+    if let Some(bar) = bar {
+        bar.finish().await;
+    }
+    let report = match &result {
+        Ok(report) => Some(report),
+        Err(Error::RestoreFailed { report, .. }) => Some(report.as_ref()),
+        Err(_) => None,
+    };
+    if let Some(report) = report {
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(report).unwrap_or_default()).ok();
+        } else if !args.quiet {
+            write!(out, "{}", report.table()).ok();
+            let verb = if report.dry_run { "dry run" } else { "restore" };
+            writeln!(out, "{verb} of {}: {}", report.source, report.headline()).ok();
+        }
+    }
+    result.map(|_| ())
 }
 
 async fn run_backup(args: BackupArgs) -> Result<()> {

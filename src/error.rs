@@ -36,6 +36,23 @@ pub enum Error {
     #[error("archive: {0}")]
     Archive(#[from] ArchiveError),
 
+    /// The archive is damaged at a known place in the stream.
+    #[error("archive damaged at byte {offset} of the decompressed stream (while reading {ns}): {source}")]
+    ArchiveAt {
+        ns: String,
+        offset: u64,
+        #[source]
+        source: ArchiveError,
+    },
+
+    /// A restore wrote some data and then stopped, or the server refused some documents; the
+    /// report says exactly what was and was not restored.
+    #[error("{summary}")]
+    RestoreFailed {
+        summary: String,
+        report: Box<crate::restore::RestoreReport>,
+    },
+
     #[error("backup {id} not found at {destination}: run `nightdump list --from {destination}` to see the backups")]
     BackupNotFound { id: String, destination: String },
 
@@ -72,9 +89,10 @@ impl Error {
             Error::MongoUnreachable { .. } | Error::MongoAuth { .. } | Error::Mongo { .. } => 3,
             Error::Store(_) => 4,
             Error::BackupNotFound { .. } | Error::NoBackups { .. } => 5,
-            Error::Integrity { .. } | Error::Archive(_) => 6,
+            Error::Integrity { .. } | Error::Archive(_) | Error::ArchiveAt { .. } => 6,
             Error::Stale { .. } => 7,
             Error::Deadline(_) | Error::Interrupted(_) => 8,
+            Error::RestoreFailed { .. } => 9,
             Error::Internal(_) => 1,
         }
     }
@@ -87,7 +105,8 @@ impl Error {
             Error::MongoAuth { .. } => "MongoAuthenticationFailed",
             Error::Mongo { .. } => "MongoCommandFailed",
             Error::Store(_) => "StorageFailed",
-            Error::Archive(_) => "ArchiveInvalid",
+            Error::Archive(_) | Error::ArchiveAt { .. } => "ArchiveInvalid",
+            Error::RestoreFailed { .. } => "RestoreFailed",
             Error::BackupNotFound { .. } => "BackupNotFound",
             Error::NoBackups { .. } => "NoBackups",
             Error::Integrity { .. } => "IntegrityCheckFailed",

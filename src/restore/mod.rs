@@ -1,0 +1,548 @@
+//! `nightdump restore`: puts a backup (nightdump's own, or any mongodump archive, gzipped or
+//! not) back into MongoDB, in mongorestore's order: collections created with their archived
+//! options, documents inserted in unordered batches, several collections at once, then the
+//! secondary indexes. Memory stays bounded: a few batches per open namespace.
+
+mod commands;
+mod insert;
+mod plan;
+mod rename;
+mod report;
+mod stream;
+mod target;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::{Document, RawDocumentBuf};
+use nightdump_archive::Namespace;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+pub use plan::{Kind, SkipReason};
+pub use rename::Rename;
+pub use report::{Action, NamespaceReport, RestoreReport, Status, Totals};
+
+use crate::catalog::{self, Selector};
+use crate::error::{Error, Result};
+use crate::namespace::NamespaceFilter;
+use crate::progress::Progress;
+use crate::secret::ConnectionString;
+use crate::store::Store;
+use plan::NamespacePlan;
+use report::Counters;
+use stream::{Routing, StreamSummary};
+use target::Target;
+
+/// The most insert commands in flight at once.
+pub const MAX_PARALLEL: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Where to restore; only a dry run may go without.
+    pub target: Option<ConnectionString>,
+    pub server_selection_timeout: Duration,
+    pub filter: NamespaceFilter,
+    pub renames: Vec<Rename>,
+    /// Drop each target collection (never `system.*`) before restoring it.
+    pub drop: bool,
+    pub no_indexes: bool,
+    /// Read and check the whole archive, print the plan, write nothing.
+    pub dry_run: bool,
+    /// Create collections with their archived UUIDs (needs `drop`).
+    pub preserve_uuid: bool,
+    pub with_users: bool,
+    /// Insert commands in flight at once.
+    pub parallel: usize,
+}
+
+impl RestoreOptions {
+    pub fn new(target: Option<ConnectionString>) -> Self {
+        Self {
+            target,
+            server_selection_timeout: Duration::from_secs(30),
+            filter: NamespaceFilter::default(),
+            renames: Vec::new(),
+            drop: false,
+            no_indexes: false,
+            dry_run: false,
+            preserve_uuid: false,
+            with_users: false,
+            parallel: 4,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.parallel == 0 || self.parallel > MAX_PARALLEL {
+            return Err(Error::invalid(format!(
+                "--parallel must be between 1 and {MAX_PARALLEL}, got {}",
+                self.parallel
+            )));
+        }
+        if self.preserve_uuid && !self.drop {
+            return Err(Error::invalid(
+                "--preserve-uuid needs --drop: a collection can only get its old UUID when it is created anew",
+            ));
+        }
+        if self.with_users {
+            return Err(Error::invalid(
+                "--with-users is not supported yet: restore without it and recreate users and roles with createUser/createRole",
+            ));
+        }
+        if self.target.is_none() && !self.dry_run {
+            return Err(Error::invalid(
+                "no MongoDB target: pass --uri mongodb://HOST:PORT/ or set MONGODB_URI (or use --dry-run)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where the archive comes from.
+pub enum Input<'a> {
+    /// A backup at a destination, checked against its manifest.
+    Backup {
+        store: &'a Store,
+        selector: Selector,
+        /// Check the stored object's size and SHA-256 before the first write.
+        verify_first: bool,
+    },
+    /// A mongodump archive file, gzipped or not.
+    File(PathBuf),
+    /// A mongodump archive on standard input.
+    Stdin,
+    /// Any byte stream holding an archive, gzipped or not.
+    Reader {
+        name: String,
+        reader: Box<dyn Read + Send>,
+    },
+}
+
+type Opener = Box<dyn FnOnce() -> Result<Box<dyn Read + Send>> + Send>;
+
+async fn open_input(input: Input<'_>, dry_run: bool) -> Result<(String, Opener)> {
+    Ok(match input {
+        Input::Backup {
+            store,
+            selector,
+            verify_first,
+        } => {
+            let (id, manifest) = catalog::resolve(store, &selector).await?;
+            if manifest.archive.encryption.scheme != "none" {
+                return Err(Error::Integrity {
+                    id: id.to_string(),
+                    detail: format!(
+                        "the archive is encrypted ({}); restore cannot decrypt it",
+                        manifest.archive.encryption.scheme
+                    ),
+                });
+            }
+            if verify_first && !dry_run {
+                crate::verify::verify(store, &Selector::Id(id)).await?;
+            }
+            let reader = store
+                .open_read(&manifest.archive.key)
+                .await?
+                .ok_or_else(|| Error::BackupNotFound {
+                    id: id.to_string(),
+                    destination: store.destination().to_string(),
+                })?;
+            let bridge = tokio_util::io::SyncIoBridge::new(reader);
+            let open: Opener = Box::new(move || Ok(Box::new(bridge) as Box<dyn Read + Send>));
+            (id.to_string(), open)
+        }
+        Input::File(path) => {
+            let name = path.display().to_string();
+            let open: Opener = Box::new(move || {
+                let file = std::fs::File::open(&path).map_err(|e| {
+                    Error::invalid(format!("cannot open archive {}: {e}", path.display()))
+                })?;
+                Ok(Box::new(file) as Box<dyn Read + Send>)
+            });
+            (name, open)
+        }
+        Input::Stdin => {
+            let open: Opener = Box::new(|| Ok(Box::new(std::io::stdin()) as Box<dyn Read + Send>));
+            ("-".to_string(), open)
+        }
+        Input::Reader { name, reader } => {
+            let open: Opener = Box::new(move || Ok(reader));
+            (name, open)
+        }
+    })
+}
+
+async fn join_stream(
+    done: tokio::task::JoinHandle<Result<StreamSummary>>,
+) -> Result<StreamSummary> {
+    match done.await {
+        Ok(result) => result,
+        Err(e) => Err(Error::Internal(format!("the archive reader crashed: {e}"))),
+    }
+}
+
+/// Restores `input` as `options` say. A failure before anything was written comes back as
+/// that error; once data was written, as [`Error::RestoreFailed`] carrying the full report.
+pub async fn run(
+    options: &RestoreOptions,
+    input: Input<'_>,
+    progress: &Arc<Progress>,
+) -> Result<RestoreReport> {
+    options.validate()?;
+    let started = Instant::now();
+    let (source_name, open) = open_input(input, options.dry_run).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = stream::spawn(open, Arc::clone(&stop));
+    let prelude = match stream.prelude.await {
+        Ok(prelude) => prelude,
+        Err(_) => {
+            return Err(join_stream(stream.done).await.err().unwrap_or_else(|| {
+                Error::Internal("the archive reader ended without a prelude".into())
+            }))
+        }
+    };
+    let plans = plan::build(
+        &prelude.header,
+        &prelude.entries,
+        &prelude.metadata,
+        &options.filter,
+        &options.renames,
+    )?;
+    let target = match &options.target {
+        Some(uri) => Some(Target::connect(uri, options.server_selection_timeout).await?),
+        None => None,
+    };
+    let mut existing: HashMap<String, HashMap<String, Document>> = HashMap::new();
+    if let Some(target) = &target {
+        for p in plans.iter().filter(|p| p.restored()) {
+            if !existing.contains_key(&p.target.db) {
+                let found = target.collections(&p.target.db).await?;
+                existing.insert(p.target.db.clone(), found);
+            }
+        }
+    }
+    let actions: Vec<Action> = plans
+        .iter()
+        .map(|p| decide(p, &existing, options.drop))
+        .collect();
+    let mute: Vec<Namespace> = plans
+        .iter()
+        .filter(|p| !p.restored())
+        .map(|p| p.data.clone())
+        .collect();
+    Progress::add(
+        &progress.namespaces_total,
+        plans.iter().filter(|p| p.restored()).count() as u64,
+    );
+
+    let mut run = Run {
+        report: RestoreReport {
+            source: source_name,
+            target: options.target.as_ref().map(|u| u.redacted().to_string()),
+            dry_run: options.dry_run,
+            namespaces: Vec::new(),
+            totals: Totals::default(),
+            error: None,
+            duration_seconds: 0.0,
+        },
+        prepared: vec![false; plans.len()],
+        indexed: vec![false; plans.len()],
+        indexes: vec![0; plans.len()],
+        counters: (0..plans.len()).map(|_| None).collect(),
+        wrote: false,
+    };
+
+    let Some(target) = target.filter(|_| !options.dry_run) else {
+        let routing = Routing {
+            mute,
+            routes: HashMap::new(),
+        };
+        if stream.routing.send(Some(routing)).is_err() {
+            return Err(join_stream(stream.done).await.err().unwrap_or_else(|| {
+                Error::Internal("the archive reader stopped before reading documents".into())
+            }));
+        }
+        let summary = join_stream(stream.done).await?;
+        run.finish(&plans, &actions, Some(&summary), started);
+        return Ok(run.report);
+    };
+
+    // Collections first, in prelude order, so that nothing is inserted into a collection
+    // the server would create implicitly without its options.
+    let mut failure = None;
+    for (i, p) in plans.iter().enumerate() {
+        if let Err(e) = prepare(&target, p, actions[i], options, &mut run.wrote).await {
+            failure = Some(e);
+            break;
+        }
+        run.prepared[i] = true;
+    }
+    if let Some(e) = failure {
+        // Dropping the routing sender ends the reader before any document.
+        drop(stream.routing);
+        let _ = join_stream(stream.done).await;
+        return Err(run.fail(&plans, &actions, None, e, started));
+    }
+
+    let target = Arc::new(target);
+    let conn = Arc::new(target.conn.clone());
+    let permits = Arc::new(Semaphore::new(options.parallel));
+    // Enough workers for every namespace the archive may interleave, however small
+    // --parallel is: a namespace without a reader would stall the whole stream.
+    let mut workers = JoinSet::new();
+    let mut routes = HashMap::new();
+    for (i, p) in plans.iter().enumerate() {
+        if !p.restored() || p.kind == Kind::View {
+            continue;
+        }
+        let (tx, rx) = mpsc::channel(2);
+        routes.insert(p.data.clone(), tx);
+        let counters = Arc::new(Counters::default());
+        run.counters[i] = Some(Arc::clone(&counters));
+        let worker = insert::Worker {
+            collection: conn
+                .client()
+                .database(&p.insert_into.db)
+                .collection::<RawDocumentBuf>(&p.insert_into.collection),
+            counters,
+            permits: Arc::clone(&permits),
+            progress: Arc::clone(progress),
+            target: Arc::clone(&conn),
+        };
+        workers.spawn(worker.run(rx));
+    }
+    run.wrote = true;
+    if stream.routing.send(Some(Routing { mute, routes })).is_err() {
+        // The reader already ended; its error is collected below.
+    }
+    let mut failure: Option<Error> = None;
+    while let Some(joined) = workers.join_next().await {
+        let outcome = match joined {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_cancelled() => Ok(()),
+            Err(e) => Err(Error::Internal(format!("an insert worker crashed: {e}"))),
+        };
+        if let Err(e) = outcome {
+            if failure.is_none() {
+                failure = Some(e);
+                stop.store(true, Ordering::Relaxed);
+                workers.abort_all();
+            }
+        }
+    }
+    let summary = match join_stream(stream.done).await {
+        Ok(summary) => Some(summary),
+        Err(e) => {
+            if failure.is_none() {
+                failure = Some(e);
+            }
+            None
+        }
+    };
+    if let Some(e) = failure {
+        return Err(run.fail(&plans, &actions, summary.as_ref(), e, started));
+    }
+
+    if !options.no_indexes {
+        for (i, p) in plans.iter().enumerate() {
+            if !p.restored() || p.kind == Kind::View {
+                continue;
+            }
+            let specs = p
+                .metadata
+                .as_ref()
+                .map(|m| commands::index_specs(&p.target, m))
+                .unwrap_or_default();
+            if !specs.is_empty() {
+                let count = specs.len() as u64;
+                let cmd = commands::create_indexes_command(&p.target, specs, target.version);
+                let what = format!("createIndexes on {}", p.target);
+                if let Err(e) = target.run(&p.target.db, &what, cmd).await {
+                    return Err(run.fail(&plans, &actions, summary.as_ref(), e, started));
+                }
+                run.indexes[i] = count;
+            }
+            run.indexed[i] = true;
+        }
+    }
+    run.finish(&plans, &actions, summary.as_ref(), started);
+    if run.report.totals.failed > 0 {
+        let first = run
+            .report
+            .namespaces
+            .iter()
+            .find_map(|n| n.first_error.as_ref().map(|e| format!("{}: {e}", n.target)))
+            .unwrap_or_default();
+        let summary = format!(
+            "the server refused {} documents (first: {first}); {}",
+            run.report.totals.failed,
+            run.report.headline()
+        );
+        return Err(Error::RestoreFailed {
+            summary,
+            report: Box::new(run.report),
+        });
+    }
+    Ok(run.report)
+}
+
+fn decide(
+    p: &NamespacePlan,
+    existing: &HashMap<String, HashMap<String, Document>>,
+    drop: bool,
+) -> Action {
+    if !p.restored() {
+        return Action::Skip;
+    }
+    let names = existing.get(&p.target.db);
+    let present = names.is_some_and(|n| {
+        n.contains_key(&p.target.collection)
+            || (p.kind == Kind::Timeseries && n.contains_key(&p.insert_into.collection))
+    });
+    match (present, drop) {
+        (false, _) => Action::Create,
+        (true, true) if !p.target.collection.starts_with("system.") => Action::DropAndCreate,
+        (true, _) => Action::UseExisting,
+    }
+}
+
+async fn prepare(
+    target: &Target,
+    p: &NamespacePlan,
+    action: Action,
+    options: &RestoreOptions,
+    wrote: &mut bool,
+) -> Result<()> {
+    if matches!(action, Action::Skip | Action::UseExisting) {
+        return Ok(());
+    }
+    if action == Action::DropAndCreate {
+        *wrote = true;
+        target.drop(&p.target).await?;
+    }
+    let create = commands::create_command(
+        &p.target,
+        p.metadata.as_ref(),
+        target.version,
+        options.preserve_uuid,
+    );
+    let uuid = p
+        .metadata
+        .as_ref()
+        .and_then(|m| m.uuid.as_deref())
+        .and_then(commands::uuid_from_hex);
+    *wrote = true;
+    match uuid.filter(|_| options.preserve_uuid) {
+        Some(uuid) => {
+            let cmd = commands::apply_ops_create(&p.target, create, uuid);
+            target
+                .run("admin", &format!("applyOps create {}", p.target), cmd)
+                .await?;
+        }
+        None => {
+            if options.preserve_uuid {
+                tracing::warn!(ns = %p.target, "no UUID in the archive; created with a new one");
+            }
+            target
+                .run(&p.target.db, &format!("create {}", p.target), create)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// What one restore accumulates for its report.
+struct Run {
+    report: RestoreReport,
+    prepared: Vec<bool>,
+    indexed: Vec<bool>,
+    indexes: Vec<u64>,
+    counters: Vec<Option<Arc<Counters>>>,
+    wrote: bool,
+}
+
+impl Run {
+    fn finish(
+        &mut self,
+        plans: &[NamespacePlan],
+        actions: &[Action],
+        summary: Option<&StreamSummary>,
+        started: Instant,
+    ) {
+        let dry_run = self.report.dry_run;
+        self.report.namespaces = plans
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let counters = self.counters[i].as_deref();
+                let get = |f: fn(&Counters) -> u64| counters.map(f).unwrap_or(0);
+                let inserted = get(|c| Counters::get(&c.inserted));
+                let skipped = get(|c| Counters::get(&c.skipped));
+                let failed = get(|c| Counters::get(&c.failed));
+                let seen = summary.and_then(|s| s.namespaces.get(&p.data));
+                let ended = match counters {
+                    Some(c) => c.ended.load(Ordering::Relaxed),
+                    None => seen.is_some(),
+                };
+                let status = if actions[i] == Action::Skip {
+                    Status::Skipped
+                } else if dry_run {
+                    Status::Planned
+                } else if self.prepared[i] && ended && (self.indexed[i] || p.kind == Kind::View) {
+                    Status::Complete
+                } else if (self.prepared[i] && actions[i] != Action::UseExisting)
+                    || inserted + skipped + failed > 0
+                {
+                    Status::Partial
+                } else {
+                    Status::NotStarted
+                };
+                NamespaceReport {
+                    source: p.source.to_string(),
+                    target: p.target.to_string(),
+                    kind: p.kind,
+                    action: actions[i],
+                    skip_reason: p.skip,
+                    status,
+                    archive_documents: seen.map(|s| s.documents),
+                    inserted,
+                    skipped,
+                    failed,
+                    indexes_created: self.indexes[i],
+                    first_error: counters.and_then(Counters::first_error),
+                }
+            })
+            .collect();
+        self.report.compute_totals();
+        self.report.duration_seconds = started.elapsed().as_secs_f64();
+    }
+
+    /// The error to return: as it is when nothing was written, otherwise wrapped with the
+    /// report of what was and was not restored.
+    fn fail(
+        mut self,
+        plans: &[NamespacePlan],
+        actions: &[Action],
+        summary: Option<&StreamSummary>,
+        cause: Error,
+        started: Instant,
+    ) -> Error {
+        if !self.wrote {
+            return cause;
+        }
+        self.finish(plans, actions, summary, started);
+        self.report.error = Some(cause.to_string());
+        let summary = format!(
+            "restore stopped: {cause}; so far {}. Fix the cause and run it again: documents already restored are skipped",
+            self.report.headline()
+        );
+        Error::RestoreFailed {
+            summary,
+            report: Box::new(self.report),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The archive side of a restore: a blocking thread parses the (possibly gzipped) archive and
+//! hands batches of documents to the async insert workers through bounded channels.
+//!
+//! Neither side can strand the other: the thread checks a shared stop flag between documents
+//! and gives up as soon as a worker's channel is gone, and when the thread ends, for any
+//! reason, every sender it holds is dropped, so every worker sees its channel close.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bson::RawDocumentBuf;
+use flate2::read::MultiGzDecoder;
+use nightdump_archive::{
+    sniff, ArchiveError, ArchiveReader, CollectionMetadata, Compression, Event, Header, Namespace,
+    NamespaceSummary, PreludeEntry,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+
+/// Documents per insert batch, as mongorestore's default `--batchSize`.
+pub const BATCH_DOCUMENTS: usize = 1000;
+/// Bytes per insert batch; the driver splits further by the server's message limits.
+pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+const READ_BUFFER: usize = 256 * 1024;
+
+/// Everything the archive says before its first document.
+#[derive(Debug, Clone)]
+pub struct Prelude {
+    pub header: Header,
+    pub entries: Vec<PreludeEntry>,
+    pub metadata: Vec<Option<CollectionMetadata>>,
+}
+
+/// What travels to an insert worker.
+#[derive(Debug)]
+pub enum Chunk {
+    Documents {
+        docs: Vec<RawDocumentBuf>,
+        bytes: u64,
+    },
+    /// The namespace reached its EOF block with this CRC-checked summary.
+    End(NamespaceSummary),
+}
+
+/// Where each data namespace's documents go. Namespaces without a route are parsed and
+/// dropped; muted ones also skip the CRC check.
+#[derive(Debug, Default)]
+pub struct Routing {
+    pub mute: Vec<Namespace>,
+    pub routes: HashMap<Namespace, mpsc::Sender<Chunk>>,
+}
+
+/// What the whole pass over the archive saw, per data namespace.
+#[derive(Debug, Default)]
+pub struct StreamSummary {
+    pub namespaces: HashMap<Namespace, NamespaceSummary>,
+    pub offset: u64,
+}
+
+/// Opens gzip or plain input by its first bytes.
+pub fn decode(input: Box<dyn Read + Send>) -> std::io::Result<Box<dyn Read + Send>> {
+    let mut buffered = BufReader::with_capacity(READ_BUFFER, input);
+    let first = buffered.fill_buf()?;
+    Ok(match sniff(first) {
+        Some(Compression::Gzip) => Box::new(BufReader::with_capacity(
+            READ_BUFFER,
+            MultiGzDecoder::new(buffered),
+        )),
+        _ => Box::new(buffered),
+    })
+}
+
+/// The handle the async side keeps on the reading thread.
+pub struct Stream {
+    pub prelude: oneshot::Receiver<Prelude>,
+    pub routing: oneshot::Sender<Option<Routing>>,
+    pub done: tokio::task::JoinHandle<Result<StreamSummary>>,
+}
+
+/// Starts reading `open()`'s bytes on a blocking thread. The thread sends the prelude, waits
+/// for the routing (`None` ends it before any document), then streams.
+pub fn spawn(
+    open: impl FnOnce() -> Result<Box<dyn Read + Send>> + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> Stream {
+    let (prelude_tx, prelude_rx) = oneshot::channel();
+    let (routing_tx, routing_rx) = oneshot::channel();
+    let done = tokio::task::spawn_blocking(move || {
+        let input = open()?;
+        let input = decode(input).map_err(|e| {
+            Error::Archive(ArchiveError::Io {
+                offset: 0,
+                source: e,
+            })
+        })?;
+        let mut reader = ArchiveReader::new(input)?;
+        let prelude = Prelude {
+            header: reader.header().clone(),
+            entries: reader.prelude().to_vec(),
+            metadata: reader.metadata().to_vec(),
+        };
+        if prelude_tx.send(prelude).is_err() {
+            return Ok(StreamSummary::default());
+        }
+        match routing_rx.blocking_recv() {
+            Ok(Some(routing)) => pump(&mut reader, routing, &stop),
+            _ => Ok(StreamSummary::default()),
+        }
+    });
+    Stream {
+        prelude: prelude_rx,
+        routing: routing_tx,
+        done,
+    }
+}
+
+fn pump<R: Read>(
+    reader: &mut ArchiveReader<R>,
+    mut routing: Routing,
+    stop: &AtomicBool,
+) -> Result<StreamSummary> {
+    for ns in &routing.mute {
+        reader.mute(ns);
+    }
+    let mut pending: HashMap<Namespace, (Vec<RawDocumentBuf>, u64)> = HashMap::new();
+    let mut summary = StreamSummary::default();
+    let mut current: Option<Namespace> = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted(format!(
+                "reading the archive stopped at byte {} because the restore failed",
+                reader.offset()
+            )));
+        }
+        let event = match reader.next_event() {
+            Ok(event) => event,
+            Err(source) => {
+                return Err(Error::ArchiveAt {
+                    ns: current.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                    offset: reader.offset(),
+                    source,
+                })
+            }
+        };
+        match event {
+            None => break,
+            Some(Event::Document { ns, raw }) => {
+                if current.as_ref() != Some(ns) {
+                    current = Some(ns.clone());
+                }
+                let Some(tx) = routing.routes.get(ns) else {
+                    continue;
+                };
+                let doc = RawDocumentBuf::from_bytes(raw.to_vec()).map_err(|e| {
+                    Error::Archive(ArchiveError::InvalidMetadata {
+                        detail: format!("a document of {ns} is not valid BSON: {e}"),
+                    })
+                })?;
+                let batch = pending.entry(ns.clone()).or_default();
+                batch.1 += raw.len() as u64;
+                batch.0.push(doc);
+                if batch.0.len() >= BATCH_DOCUMENTS || batch.1 >= BATCH_BYTES as u64 {
+                    let (docs, bytes) = std::mem::take(batch);
+                    send(tx, Chunk::Documents { docs, bytes }, ns)?;
+                }
+            }
+            Some(Event::NamespaceEnd { ns, summary: end }) => {
+                current = None;
+                if let Some(tx) = routing.routes.remove(&ns) {
+                    if let Some((docs, bytes)) = pending.remove(&ns).filter(|b| !b.0.is_empty()) {
+                        send(&tx, Chunk::Documents { docs, bytes }, &ns)?;
+                    }
+                    send(&tx, Chunk::End(end.clone()), &ns)?;
+                }
+                summary.namespaces.insert(ns, end);
+            }
+        }
+    }
+    summary.offset = reader.offset();
+    Ok(summary)
+}
+
+fn send(tx: &mpsc::Sender<Chunk>, chunk: Chunk, ns: &Namespace) -> Result<()> {
+    tx.blocking_send(chunk).map_err(|_| {
+        Error::Interrupted(format!(
+            "the insert worker for {ns} stopped, so reading the archive stopped"
+        ))
+    })
+}
