@@ -1,0 +1,373 @@
+//! The function's configuration: the environment variables the template sets, parsed from a
+//! map (so tests pass their own) and checked completely before anything is contacted.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::backup::MAX_PARALLEL;
+use crate::cli::parse_duration;
+use crate::error::{Error, Result};
+use crate::namespace::{parse_list, NamespacePattern};
+use crate::secret::ConnectionString;
+use crate::store::{Destination, S3Options, Sse};
+
+pub const TO: &str = "NIGHTDUMP_TO";
+pub const SECRET_ARN: &str = "NIGHTDUMP_MONGODB_SECRET_ARN";
+pub const SSE: &str = "NIGHTDUMP_SSE";
+pub const KMS_KEY_ID: &str = "NIGHTDUMP_KMS_KEY_ID";
+pub const PARALLEL: &str = "NIGHTDUMP_PARALLEL";
+pub const INCLUDE: &str = "NIGHTDUMP_INCLUDE";
+pub const EXCLUDE: &str = "NIGHTDUMP_EXCLUDE";
+pub const MAX_AGE: &str = "NIGHTDUMP_MAX_AGE";
+pub const STORAGE_CLASS: &str = "NIGHTDUMP_STORAGE_CLASS";
+pub const CONNECT_TIMEOUT: &str = "NIGHTDUMP_CONNECT_TIMEOUT";
+pub const S3_PATH_STYLE: &str = "NIGHTDUMP_S3_PATH_STYLE";
+pub const PLAIN_URI: &str = "MONGODB_URI";
+pub const ALLOW_PLAIN_URI: &str = "NIGHTDUMP_ALLOW_PLAIN_URI";
+pub const FUNCTION_NAME: &str = "AWS_LAMBDA_FUNCTION_NAME";
+
+/// Settings the template already passes for features this version does not have. A value
+/// must fail the run rather than be ignored: a backup believed encrypted or locked that is
+/// not would be worse than no backup.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("NIGHTDUMP_ENCRYPT", "client-side encryption"),
+    ("NIGHTDUMP_PRUNE", "pruning"),
+    ("NIGHTDUMP_OBJECT_LOCK", "S3 Object Lock"),
+    ("NIGHTDUMP_RETAIN_FOR", "Object Lock retention"),
+];
+
+const DEFAULT_PARALLEL: usize = 4;
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const COMPRESSION_LEVEL: u32 = 6;
+
+/// Where the connection string comes from.
+#[derive(Debug, Clone)]
+pub enum UriSource {
+    /// Production: `GetSecretValue` of this ARN on every run, so a rotated password is used
+    /// by the next run without a redeploy.
+    Secret { arn: String },
+    /// Local testing only (`NIGHTDUMP_ALLOW_PLAIN_URI=1`).
+    Plain(ConnectionString),
+}
+
+#[derive(Debug, Clone)]
+pub struct LambdaConfig {
+    pub destination: Destination,
+    pub uri: UriSource,
+    pub s3: S3Options,
+    pub parallel: usize,
+    pub include: Vec<NamespacePattern>,
+    pub exclude: Vec<NamespacePattern>,
+    /// Read for parity with `nightdump status --max-age`; the staleness alarm itself lives
+    /// in CloudWatch.
+    pub max_age: Option<Duration>,
+    pub connect_timeout: Duration,
+    /// The metrics dimension; empty outside Lambda.
+    pub function_name: String,
+}
+
+fn get<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+fn flag(env: &HashMap<String, String>, name: &str) -> Result<bool> {
+    match get(env, name) {
+        None | Some("0") | Some("false") => Ok(false),
+        Some("1") | Some("true") => Ok(true),
+        Some(other) => Err(Error::invalid(format!(
+            "{name}='{other}' is not a switch: set it to 1 or 0"
+        ))),
+    }
+}
+
+impl LambdaConfig {
+    /// Parses and validates every setting; the first bad one is reported, naming its
+    /// variable and the fix.
+    pub fn from_env(env: &HashMap<String, String>) -> Result<LambdaConfig> {
+        for (name, feature) in UNSUPPORTED {
+            if get(env, name).is_some() {
+                return Err(Error::invalid(format!(
+                    "{name} is set but {feature} is not supported by this version of nightdump: leave it empty or deploy a version that supports it"
+                )));
+            }
+        }
+        let destination = parse_destination(env)?;
+        let uri = parse_uri_source(env)?;
+        let s3 = parse_s3(env)?;
+        let parallel = match get(env, PARALLEL) {
+            None => DEFAULT_PARALLEL,
+            Some(v) => parse_parallel(PARALLEL, v)?,
+        };
+        let include = patterns(env, INCLUDE)?;
+        let exclude = patterns(env, EXCLUDE)?;
+        let max_age = get(env, MAX_AGE)
+            .map(|v| parse_duration(MAX_AGE, v))
+            .transpose()?;
+        let connect_timeout = match get(env, CONNECT_TIMEOUT) {
+            None => DEFAULT_CONNECT_TIMEOUT,
+            Some(v) => parse_duration(CONNECT_TIMEOUT, v)?,
+        };
+        if connect_timeout.is_zero() {
+            return Err(Error::invalid(format!(
+                "{CONNECT_TIMEOUT} must be longer than 0s: use e.g. 30s"
+            )));
+        }
+        Ok(LambdaConfig {
+            destination,
+            uri,
+            s3,
+            parallel,
+            include,
+            exclude,
+            max_age,
+            connect_timeout,
+            function_name: get(env, FUNCTION_NAME).unwrap_or_default().to_string(),
+        })
+    }
+}
+
+fn parse_destination(env: &HashMap<String, String>) -> Result<Destination> {
+    let to = get(env, TO).ok_or_else(|| {
+        Error::invalid(format!(
+            "{TO} is not set: set it to the backup location, s3://BUCKET/PREFIX"
+        ))
+    })?;
+    to.parse().map_err(|e| Error::invalid(format!("{TO}: {e}")))
+}
+
+fn parse_uri_source(env: &HashMap<String, String>) -> Result<UriSource> {
+    let allow_plain = flag(env, ALLOW_PLAIN_URI)?;
+    let plain = get(env, PLAIN_URI);
+    let arn = get(env, SECRET_ARN);
+    match (plain, arn, allow_plain) {
+        (Some(_), _, false) => Err(Error::invalid(format!(
+            "{PLAIN_URI} is set but a plain connection string is only accepted for local testing: store it in Secrets Manager and set {SECRET_ARN}, or set {ALLOW_PLAIN_URI}=1"
+        ))),
+        (Some(_), Some(_), true) => Err(Error::invalid(format!(
+            "both {PLAIN_URI} and {SECRET_ARN} are set: unset one of them"
+        ))),
+        (Some(uri), None, true) => ConnectionString::parse(uri)
+            .map(UriSource::Plain)
+            .map_err(|e| Error::invalid(format!("{PLAIN_URI}: {e}"))),
+        (None, Some(arn), _) => {
+            if is_secret_arn(arn) {
+                Ok(UriSource::Secret {
+                    arn: arn.to_string(),
+                })
+            } else {
+                Err(Error::invalid(format!(
+                    "{SECRET_ARN} '{arn}' is not a Secrets Manager secret ARN: use the full ARN, arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-SUFFIX"
+                )))
+            }
+        }
+        (None, None, _) => Err(Error::invalid(format!(
+            "{SECRET_ARN} is not set: set it to the ARN of the secret holding the MongoDB connection string"
+        ))),
+    }
+}
+
+fn is_secret_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(7, ':').collect();
+    parts.len() == 7
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "secretsmanager"
+        && !parts[3].is_empty()
+        && !parts[4].is_empty()
+        && parts[5] == "secret"
+        && !parts[6].is_empty()
+}
+
+fn parse_s3(env: &HashMap<String, String>) -> Result<S3Options> {
+    let sse = parse_sse(get(env, SSE), get(env, KMS_KEY_ID))?;
+    let s3 = S3Options {
+        force_path_style: flag(env, S3_PATH_STYLE)?,
+        sse,
+        storage_class: get(env, STORAGE_CLASS).map(str::to_string),
+        ..S3Options::default()
+    };
+    if let Some(class) = &s3.storage_class {
+        if !class.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+            return Err(Error::invalid(format!(
+                "{STORAGE_CLASS} '{class}' is not an S3 storage class: use e.g. STANDARD, STANDARD_IA or GLACIER_IR"
+            )));
+        }
+    }
+    s3.validate()
+        .map_err(|e| Error::invalid(format!("{SSE}/{KMS_KEY_ID}/{STORAGE_CLASS}: {e}")))?;
+    Ok(s3)
+}
+
+fn parse_sse(sse: Option<&str>, key: Option<&str>) -> Result<Sse> {
+    match (sse, key) {
+        (None | Some("none"), None) => Ok(Sse::None),
+        (Some("s3") | Some("AES256"), None) => Ok(Sse::S3),
+        (Some("kms") | Some("aws:kms"), key) | (None, key @ Some(_)) => Ok(Sse::Kms {
+            key_id: key.map(str::to_string),
+        }),
+        (Some(mode @ ("none" | "s3" | "AES256")), Some(_)) => Err(Error::invalid(format!(
+            "{KMS_KEY_ID} is set but {SSE}={mode}: set {SSE}=kms or clear {KMS_KEY_ID}"
+        ))),
+        (Some(other), _) => Err(Error::invalid(format!(
+            "{SSE}='{other}' is not a server-side encryption mode: use none, s3 or kms"
+        ))),
+    }
+}
+
+/// Parses a parallelism given by the environment or an event (`what` names it).
+pub fn parse_parallel(what: &str, value: &str) -> Result<usize> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_PARALLEL).contains(&n) => Ok(n),
+        _ => Err(Error::invalid(format!(
+            "{what}='{value}' is not a valid parallelism: use a whole number from 1 to {MAX_PARALLEL}"
+        ))),
+    }
+}
+
+fn patterns(env: &HashMap<String, String>, name: &str) -> Result<Vec<NamespacePattern>> {
+    get(env, name)
+        .map(|v| parse_list(v).map_err(|e| Error::invalid(format!("{name}: {e}"))))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/mongo-AbCdEf";
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn base() -> HashMap<String, String> {
+        env(&[
+            (TO, "s3://backups/nightdump"),
+            (SECRET_ARN, ARN),
+            (SSE, "kms"),
+            (KMS_KEY_ID, "arn:aws:kms:eu-west-1:123456789012:key/k-1"),
+            (PARALLEL, "8"),
+            (INCLUDE, "app.*, billing.invoices"),
+            (EXCLUDE, ""),
+            (MAX_AGE, "26h"),
+            (STORAGE_CLASS, "STANDARD_IA"),
+            ("NIGHTDUMP_ENCRYPT", ""),
+            ("NIGHTDUMP_PRUNE", ""),
+            ("NIGHTDUMP_OBJECT_LOCK", ""),
+            ("NIGHTDUMP_RETAIN_FOR", ""),
+            (FUNCTION_NAME, "nightdump-prod"),
+        ])
+    }
+
+    fn err(mut e: HashMap<String, String>, changes: &[(&str, Option<&str>)]) -> String {
+        for (k, v) in changes {
+            match v {
+                Some(v) => e.insert(k.to_string(), v.to_string()),
+                None => e.remove(*k),
+            };
+        }
+        let error = LambdaConfig::from_env(&e).unwrap_err();
+        assert_eq!(error.error_type(), "InvalidConfiguration");
+        let msg = error.to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        msg
+    }
+
+    #[test]
+    fn template_environment_parses() {
+        let c = LambdaConfig::from_env(&base()).unwrap();
+        assert_eq!(c.destination.to_string(), "s3://backups/nightdump");
+        assert!(matches!(&c.uri, UriSource::Secret { arn } if arn == ARN));
+        assert_eq!(
+            c.s3.sse,
+            Sse::Kms {
+                key_id: Some("arn:aws:kms:eu-west-1:123456789012:key/k-1".into())
+            }
+        );
+        assert_eq!(c.s3.storage_class.as_deref(), Some("STANDARD_IA"));
+        assert_eq!(c.parallel, 8);
+        assert_eq!(c.include.len(), 2);
+        assert!(c.include[0].matches("app.users"));
+        assert!(c.include[1].matches("billing.invoices"));
+        assert!(c.exclude.is_empty());
+        assert_eq!(c.max_age, Some(Duration::from_secs(26 * 3600)));
+        assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(c.function_name, "nightdump-prod");
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases: &[(&[(&str, Option<&str>)], &str)] = &[
+            (&[(TO, None)], TO),
+            (&[(TO, Some("ftp://x"))], TO),
+            (&[(SECRET_ARN, None)], SECRET_ARN),
+            (&[(SECRET_ARN, Some("prod/mongo"))], SECRET_ARN),
+            (&[(SSE, Some("aes"))], SSE),
+            (&[(SSE, Some("s3"))], KMS_KEY_ID),
+            (&[(PARALLEL, Some("0"))], PARALLEL),
+            (&[(PARALLEL, Some("65"))], PARALLEL),
+            (&[(PARALLEL, Some("four"))], PARALLEL),
+            (&[(INCLUDE, Some("nodot"))], INCLUDE),
+            (&[(EXCLUDE, Some("a.b,nodot"))], EXCLUDE),
+            (&[(MAX_AGE, Some("soon"))], MAX_AGE),
+            (&[(STORAGE_CLASS, Some("standard-ia"))], STORAGE_CLASS),
+            (&[(CONNECT_TIMEOUT, Some("0s"))], CONNECT_TIMEOUT),
+            (&[(S3_PATH_STYLE, Some("yes"))], S3_PATH_STYLE),
+            (&[(PLAIN_URI, Some("mongodb://h/"))], ALLOW_PLAIN_URI),
+        ];
+        for (changes, variable) in cases {
+            let msg = err(base(), changes);
+            assert!(msg.contains(variable), "{changes:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn later_features_are_refused_when_set() {
+        for name in [
+            "NIGHTDUMP_ENCRYPT",
+            "NIGHTDUMP_PRUNE",
+            "NIGHTDUMP_OBJECT_LOCK",
+            "NIGHTDUMP_RETAIN_FOR",
+        ] {
+            let msg = err(base(), &[(name, Some("x"))]);
+            assert!(msg.contains(name), "{msg}");
+            assert!(msg.contains("not supported by this version"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn plain_uri_only_when_allowed_and_never_echoed() {
+        let uri = "mongodb://u:hunter2@db:27017/";
+        let mut e = base();
+        e.remove(SECRET_ARN);
+        e.insert(PLAIN_URI.into(), uri.into());
+        let msg = err(e.clone(), &[]);
+        assert!(!msg.contains("hunter2"), "{msg}");
+        e.insert(ALLOW_PLAIN_URI.into(), "1".into());
+        let c = LambdaConfig::from_env(&e).unwrap();
+        assert!(matches!(&c.uri, UriSource::Plain(cs) if cs.expose() == uri));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let msg = err(e, &[(SECRET_ARN, Some(ARN))]);
+        assert!(msg.contains("both"), "{msg}");
+    }
+
+    #[test]
+    fn defaults_when_optional_values_are_empty() {
+        let e = env(&[
+            (TO, "s3://bkt/p"),
+            (SECRET_ARN, ARN),
+            (SSE, ""),
+            (PARALLEL, ""),
+        ]);
+        let c = LambdaConfig::from_env(&e).unwrap();
+        assert_eq!(c.s3.sse, Sse::None);
+        assert_eq!(c.parallel, DEFAULT_PARALLEL);
+        assert_eq!(c.s3.storage_class, None);
+        assert_eq!(c.max_age, None);
+        assert!(!c.s3.force_path_style);
+    }
+}

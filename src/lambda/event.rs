@@ -1,0 +1,243 @@
+//! The invocation payload: the scheduler's event, or a manual run's overrides.
+
+use serde::Deserialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::layout::parse_time;
+use crate::namespace::NamespacePattern;
+
+use super::config::parse_parallel;
+
+/// What one invocation asks for, on top of the environment's configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Invocation {
+    /// Names the backup; `None` means "now".
+    pub scheduled_at: Option<OffsetDateTime>,
+    /// Replace the environment's lists when given.
+    pub include: Option<Vec<NamespacePattern>>,
+    pub exclude: Option<Vec<NamespacePattern>>,
+    pub parallel: Option<usize>,
+    /// True for an EventBridge / Scheduler event.
+    pub scheduled: bool,
+}
+
+/// Fields EventBridge puts in a scheduled event; only `time` matters, the rest is accepted.
+const SCHEDULED_EVENT_FIELDS: &[&str] = &[
+    "version",
+    "id",
+    "detail-type",
+    "source",
+    "account",
+    "time",
+    "region",
+    "resources",
+    "detail",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manual {
+    scheduled_at: Option<String>,
+    include: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+    parallel: Option<u64>,
+}
+
+const MANUAL_FORM: &str = r#"{"scheduled_at": "2026-11-25T03:00:00Z", "include": ["db.*"], "exclude": ["db.tmp"], "parallel": 4}"#;
+
+impl Invocation {
+    /// Accepts an EventBridge scheduled event (its `time` names the backup, so a repeated
+    /// delivery finds the finished backup), a manual object, `{}` or `null` (back up now).
+    pub fn parse(payload: &Value) -> Result<Invocation> {
+        let map = match payload {
+            Value::Null => return Ok(Invocation::default()),
+            Value::Object(map) => map,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "the event must be a JSON object: send {{}} to back up now, or {MANUAL_FORM}"
+                )))
+            }
+        };
+        if map.contains_key("detail-type") || map.contains_key("source") {
+            return Self::parse_scheduled(map);
+        }
+        if let Some(unknown) = map
+            .keys()
+            .find(|k| !["scheduled_at", "include", "exclude", "parallel"].contains(&k.as_str()))
+        {
+            return Err(Error::invalid(format!(
+                "unknown field '{}' in the event: the fields are scheduled_at, include, exclude and parallel, e.g. {MANUAL_FORM}",
+                truncate(unknown)
+            )));
+        }
+        // Messages are built here rather than taken from serde, which quotes values.
+        let manual: Manual = serde_json::from_value(payload.clone()).map_err(|_| {
+            Error::invalid(format!(
+                "the event's fields have the wrong types: scheduled_at is an RFC 3339 string, include and exclude are lists of strings, parallel is a number, e.g. {MANUAL_FORM}"
+            ))
+        })?;
+        Ok(Invocation {
+            scheduled_at: manual
+                .scheduled_at
+                .as_deref()
+                .map(|s| {
+                    parse_time(s).map_err(|e| Error::invalid(format!("event scheduled_at: {e}")))
+                })
+                .transpose()?,
+            include: manual
+                .include
+                .map(|v| patterns("include", &v))
+                .transpose()?,
+            exclude: manual
+                .exclude
+                .map(|v| patterns("exclude", &v))
+                .transpose()?,
+            parallel: manual
+                .parallel
+                .map(|n| parse_parallel("event parallel", &n.to_string()))
+                .transpose()?,
+            scheduled: false,
+        })
+    }
+
+    fn parse_scheduled(map: &serde_json::Map<String, Value>) -> Result<Invocation> {
+        if let Some(unknown) = map
+            .keys()
+            .find(|k| !SCHEDULED_EVENT_FIELDS.contains(&k.as_str()))
+        {
+            return Err(Error::invalid(format!(
+                "unknown field '{}' in the scheduled event: a scheduled event carries only EventBridge's fields; send overrides as a manual event instead",
+                truncate(unknown)
+            )));
+        }
+        let time = map.get("time").and_then(Value::as_str).ok_or_else(|| {
+            Error::invalid(
+                "the scheduled event has no \"time\": the schedule's input must carry \"time\": \"<aws.scheduler.scheduled-time>\"",
+            )
+        })?;
+        let at = parse_time(time).map_err(|e| {
+            Error::invalid(format!(
+                "the scheduled event's time: {e}; the schedule's input must use <aws.scheduler.scheduled-time>"
+            ))
+        })?;
+        Ok(Invocation {
+            scheduled_at: Some(at),
+            scheduled: true,
+            ..Invocation::default()
+        })
+    }
+}
+
+fn patterns(field: &str, values: &[String]) -> Result<Vec<NamespacePattern>> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse()
+                .map_err(|e: String| Error::invalid(format!("event {field}: {e}")))
+        })
+        .collect()
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scheduler_event(time: &str) -> Value {
+        json!({
+            "version": "0", "id": "e-1", "detail-type": "Scheduled Event",
+            "source": "aws.scheduler", "account": "123456789012", "time": time,
+            "region": "eu-west-1",
+            "resources": ["arn:aws:scheduler:eu-west-1:123456789012:schedule/default/x"],
+            "detail": {}
+        })
+    }
+
+    #[test]
+    fn scheduled_event_time_names_the_backup() {
+        let a = Invocation::parse(&scheduler_event("2026-11-25T03:00:00Z")).unwrap();
+        let b = Invocation::parse(&scheduler_event("2026-11-25T03:00:00Z")).unwrap();
+        assert!(a.scheduled);
+        assert_eq!(a, b);
+        assert_eq!(
+            crate::layout::BackupId::from_time(a.scheduled_at.unwrap()).to_string(),
+            "20261125T030000Z"
+        );
+    }
+
+    #[test]
+    fn scheduled_event_with_unreplaced_placeholder_fails_clearly() {
+        let e = Invocation::parse(&scheduler_event("<aws.scheduler.scheduled-time>")).unwrap_err();
+        assert!(
+            e.to_string().contains("aws.scheduler.scheduled-time"),
+            "{e}"
+        );
+        let mut no_time = scheduler_event("x");
+        no_time.as_object_mut().unwrap().remove("time");
+        assert!(Invocation::parse(&no_time)
+            .unwrap_err()
+            .to_string()
+            .contains("no \"time\""));
+    }
+
+    #[test]
+    fn manual_overrides() {
+        let inv = Invocation::parse(&json!({
+            "scheduled_at": "2026-01-02T03:04:05+01:00",
+            "include": ["app.*"], "exclude": ["app.tmp"], "parallel": 2
+        }))
+        .unwrap();
+        assert!(!inv.scheduled);
+        assert_eq!(
+            crate::layout::format_time(inv.scheduled_at.unwrap()),
+            "2026-01-02T02:04:05Z"
+        );
+        assert!(inv.include.as_ref().unwrap()[0].matches("app.users"));
+        assert!(inv.exclude.as_ref().unwrap()[0].matches("app.tmp"));
+        assert_eq!(inv.parallel, Some(2));
+    }
+
+    #[test]
+    fn empty_and_null_mean_now() {
+        for v in [json!({}), Value::Null] {
+            assert_eq!(Invocation::parse(&v).unwrap(), Invocation::default());
+        }
+    }
+
+    #[test]
+    fn bad_events_are_rejected_with_one_line() {
+        let cases = [
+            (json!({"paralel": 2}), "unknown field 'paralel'"),
+            (json!({"parallel": 0}), "event parallel"),
+            (json!({"parallel": 100}), "event parallel"),
+            (json!({"parallel": "2"}), "wrong types"),
+            (json!({"include": "app.*"}), "wrong types"),
+            (json!({"include": ["nodot"]}), "event include"),
+            (json!({"scheduled_at": "yesterday"}), "event scheduled_at"),
+            (json!([1, 2]), "JSON object"),
+            (json!("backup"), "JSON object"),
+        ];
+        for (event, expected) in cases {
+            let e = Invocation::parse(&event).unwrap_err();
+            assert_eq!(e.error_type(), "InvalidConfiguration");
+            let msg = e.to_string();
+            assert!(msg.contains(expected), "{event}: {msg}");
+            assert!(!msg.contains('\n'));
+        }
+        let mut extra = scheduler_event("2026-11-25T03:00:00Z");
+        extra
+            .as_object_mut()
+            .unwrap()
+            .insert("include".into(), json!(["a.b"]));
+        assert!(Invocation::parse(&extra)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field 'include'"));
+    }
+}

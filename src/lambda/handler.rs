@@ -1,0 +1,332 @@
+//! One invocation: configuration and event checked first, then the secret, the store and
+//! the backup; one metrics record whatever happens; an error returned (never swallowed) so
+//! Lambda retries the run and finally reports it to the on-failure destination.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::backup::{self, BackupOptions, BackupOutcome};
+use crate::error::Error;
+use crate::namespace::NamespaceFilter;
+use crate::progress::Progress;
+use crate::secret::ConnectionString;
+use crate::source::{ReadPreferenceChoice, SourceOptions};
+use crate::store::Store;
+
+use super::config::{LambdaConfig, UriSource, COMPRESSION_LEVEL};
+use super::event::Invocation;
+use super::metrics::{MetricsSink, RunMetrics};
+use super::secrets::{connection_string_from_secret, SecretSource};
+
+/// Longest time kept back from Lambda's deadline to abort the upload and report.
+const MAX_SAFETY_MARGIN: Duration = Duration::from_secs(20);
+/// Upper bound on waiting for background clean-up (upload aborts) before returning.
+const SETTLE_LIMIT: Duration = Duration::from_secs(15);
+
+/// What the handler needs, built once per container.
+pub struct Deps<S, M> {
+    /// The function's environment (`std::env::vars()` in Lambda).
+    pub env: HashMap<String, String>,
+    /// Shared AWS configuration (HTTP client, credentials, region) for every client.
+    pub sdk: aws_config::SdkConfig,
+    pub secrets: S,
+    pub metrics: M,
+}
+
+/// The error Lambda records: a stable `errorType` and a one-line message without secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct HandlerError {
+    error_type: &'static str,
+    message: String,
+}
+
+impl HandlerError {
+    /// The connection string could not be obtained from Secrets Manager.
+    pub fn secret(message: String) -> Self {
+        HandlerError {
+            error_type: "SecretUnavailable",
+            message,
+        }
+    }
+
+    /// Wraps a library error, scrubbing what `uri` knows of its secrets as a last guard.
+    pub fn from_error(error: &Error, uri: Option<&ConnectionString>) -> Self {
+        let text = error.to_string();
+        let text = uri.map(|u| u.scrub(&text)).unwrap_or(text);
+        HandlerError {
+            error_type: error.error_type(),
+            message: crate::error::one_line(&text, 1000),
+        }
+    }
+
+    pub fn error_type(&self) -> &'static str {
+        self.error_type
+    }
+}
+
+impl From<Error> for HandlerError {
+    fn from(error: Error) -> Self {
+        HandlerError::from_error(&error, None)
+    }
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(error: HandlerError) -> Diagnostic {
+        Diagnostic {
+            error_type: error.error_type.to_string(),
+            error_message: error.message,
+        }
+    }
+}
+
+/// What a successful run returns to the caller (and what Lambda logs for it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub backup_id: String,
+    pub already_existed: bool,
+    pub destination: String,
+    pub archive: String,
+    pub size: u64,
+    pub documents: u64,
+    pub namespaces: u64,
+    pub scheduled_at: Option<String>,
+    pub duration_seconds: f64,
+    pub latest_warning: Option<String>,
+}
+
+/// The whole invocation. Exactly one metrics record is emitted per call.
+pub async fn handle<S, M>(
+    event: LambdaEvent<Value>,
+    deps: &Deps<S, M>,
+) -> Result<Summary, HandlerError>
+where
+    S: SecretSource,
+    M: MetricsSink,
+{
+    let clock = Instant::now();
+    let deadline = run_deadline(event.context.deadline(), SystemTime::now());
+    let result = run(&event.payload, deadline, deps).await;
+    let elapsed = clock.elapsed().as_secs_f64();
+    let function_name = deps
+        .env
+        .get(super::config::FUNCTION_NAME)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let metrics = match &result {
+        Ok(s) => RunMetrics {
+            success: true,
+            duration_seconds: elapsed,
+            bytes: s.size,
+            documents: s.documents,
+            backup_id: Some(s.backup_id.clone()),
+            error_type: None,
+            already_existed: s.already_existed,
+        },
+        Err(e) => RunMetrics {
+            success: false,
+            duration_seconds: elapsed,
+            bytes: 0,
+            documents: 0,
+            backup_id: None,
+            error_type: Some(e.error_type.to_string()),
+            already_existed: false,
+        },
+    };
+    deps.metrics
+        .emit(&metrics.to_emf(function_name, OffsetDateTime::now_utc()));
+    match &result {
+        Ok(s) if s.already_existed => {
+            tracing::info!(backup_id = %s.backup_id, "backup for this schedule already complete")
+        }
+        Ok(s) => {
+            tracing::info!(backup_id = %s.backup_id, size = s.size, documents = s.documents, "backup complete")
+        }
+        Err(e) => tracing::error!(error_type = e.error_type, error = %e, "backup failed"),
+    }
+    result
+}
+
+async fn run<S, M>(
+    payload: &Value,
+    deadline: Deadline,
+    deps: &Deps<S, M>,
+) -> Result<Summary, HandlerError>
+where
+    S: SecretSource,
+    M: MetricsSink,
+{
+    // Everything that can be checked without a connection is checked first.
+    let config = LambdaConfig::from_env(&deps.env)?;
+    let invocation = Invocation::parse(payload)?;
+    let deadline = match deadline {
+        Deadline::None => None,
+        Deadline::At(at) => Some(at),
+        Deadline::TooLate { remaining } => {
+            return Err(Error::Deadline(format!(
+                "only {} ms were left when the run started",
+                remaining.as_millis()
+            ))
+            .into())
+        }
+    };
+    let uri = match &config.uri {
+        UriSource::Plain(uri) => uri.clone(),
+        UriSource::Secret { arn } => {
+            let value = deps.secrets.secret_string(arn).await?;
+            connection_string_from_secret(arn, &value)?
+        }
+    };
+    let options = backup_options(&config, &invocation, uri.clone(), deadline);
+    options
+        .validate()
+        .map_err(|e| HandlerError::from_error(&e, Some(&uri)))?;
+    let store = Store::open_with_sdk_config(&config.destination, &deps.sdk, &config.s3)
+        .await
+        .map_err(|e| HandlerError::from_error(&e.into(), Some(&uri)))?;
+    let progress = Arc::new(Progress::default());
+    let outcome = backup::run(&options, &store, &progress).await;
+    // An abandoned multipart upload is aborted in the background; a frozen container would
+    // leave it half done.
+    if tokio::time::timeout(SETTLE_LIMIT, store.settle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("an unfinished upload could not be aborted in time; a bucket lifecycle rule that aborts incomplete multipart uploads will remove it");
+    }
+    let outcome = outcome.map_err(|e| HandlerError::from_error(&e, Some(&uri)))?;
+    Ok(summary(&config, &outcome))
+}
+
+fn backup_options(
+    config: &LambdaConfig,
+    invocation: &Invocation,
+    uri: ConnectionString,
+    deadline: Option<tokio::time::Instant>,
+) -> BackupOptions {
+    BackupOptions {
+        source: SourceOptions {
+            uri,
+            read_preference: ReadPreferenceChoice::default(),
+            server_selection_timeout: config.connect_timeout,
+        },
+        filter: NamespaceFilter {
+            include: invocation
+                .include
+                .clone()
+                .unwrap_or_else(|| config.include.clone()),
+            exclude: invocation
+                .exclude
+                .clone()
+                .unwrap_or_else(|| config.exclude.clone()),
+        },
+        parallel: invocation.parallel.unwrap_or(config.parallel),
+        scheduled_at: invocation.scheduled_at,
+        compression_level: COMPRESSION_LEVEL,
+        deadline,
+        s3: config.s3.clone(),
+    }
+}
+
+fn summary(config: &LambdaConfig, outcome: &BackupOutcome) -> Summary {
+    let m = &outcome.manifest;
+    Summary {
+        backup_id: m.backup_id.clone(),
+        already_existed: outcome.already_existed,
+        destination: config.destination.to_string(),
+        archive: m.archive.key.clone(),
+        size: m.archive.size,
+        documents: m.totals.documents,
+        namespaces: m.totals.namespaces,
+        scheduled_at: m.scheduled_at.clone(),
+        duration_seconds: m.duration_seconds,
+        latest_warning: outcome.latest_warning.clone(),
+    }
+}
+
+/// When the backup must give up, derived from Lambda's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// The context has no deadline (a direct call outside Lambda).
+    None,
+    At(tokio::time::Instant),
+    /// Less time left than the safety margin: do not start.
+    TooLate {
+        remaining: Duration,
+    },
+}
+
+/// Keeps back a tenth of the remaining time, at most 20 s, so the upload can be aborted and
+/// the failure reported before Lambda kills the process.
+pub fn safety_margin(remaining: Duration) -> Duration {
+    (remaining / 10).min(MAX_SAFETY_MARGIN)
+}
+
+pub fn run_deadline(lambda_deadline: SystemTime, now: SystemTime) -> Deadline {
+    if lambda_deadline == SystemTime::UNIX_EPOCH {
+        return Deadline::None;
+    }
+    let remaining = lambda_deadline
+        .duration_since(now)
+        .unwrap_or(Duration::ZERO);
+    let usable = remaining.saturating_sub(safety_margin(remaining));
+    // Below one second nothing useful can be done; a retry with a fresh timeout will.
+    if usable < Duration::from_secs(1) {
+        return Deadline::TooLate { remaining };
+    }
+    Deadline::At(tokio::time::Instant::now() + usable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margin_is_a_tenth_capped_at_twenty_seconds() {
+        assert_eq!(
+            safety_margin(Duration::from_secs(900)),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            safety_margin(Duration::from_secs(60)),
+            Duration::from_secs(6)
+        );
+    }
+
+    #[tokio::test]
+    async fn deadline_from_context() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(run_deadline(SystemTime::UNIX_EPOCH, now), Deadline::None);
+        assert_eq!(
+            run_deadline(now - Duration::from_secs(1), now),
+            Deadline::TooLate {
+                remaining: Duration::ZERO
+            }
+        );
+        let before = tokio::time::Instant::now();
+        let Deadline::At(at) = run_deadline(now + Duration::from_secs(100), now) else {
+            panic!("a deadline 100 s away leaves time to work");
+        };
+        let after = tokio::time::Instant::now();
+        assert!(at >= before + Duration::from_secs(90) && at <= after + Duration::from_secs(90));
+    }
+
+    #[test]
+    fn diagnostic_keeps_the_stable_type_and_scrubs_the_password() {
+        let uri = ConnectionString::parse("mongodb://u:pa55word@db:1/").unwrap();
+        let e = Error::MongoUnreachable {
+            target: "db:1".into(),
+            detail: "auth with pa55word\nsecond line".into(),
+        };
+        let d: Diagnostic = HandlerError::from_error(&e, Some(&uri)).into();
+        assert_eq!(d.error_type, "MongoUnreachable");
+        assert!(!d.error_message.contains("pa55word"), "{}", d.error_message);
+        assert!(!d.error_message.contains('\n'));
+    }
+}

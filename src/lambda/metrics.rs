@@ -1,0 +1,130 @@
+//! One CloudWatch Embedded Metric Format record per run, success or failure: the staleness
+//! alarm reads `BackupSuccess`, so a run that prints nothing counts as a failure.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+pub const NAMESPACE: &str = "Nightdump";
+
+/// What one run reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunMetrics {
+    pub success: bool,
+    pub duration_seconds: f64,
+    /// Archive bytes stored; 0 when the run failed.
+    pub bytes: u64,
+    pub documents: u64,
+    pub backup_id: Option<String>,
+    pub error_type: Option<String>,
+    pub already_existed: bool,
+}
+
+impl RunMetrics {
+    /// The EMF record as one JSON line.
+    pub fn to_emf(&self, function_name: &str, at: OffsetDateTime) -> String {
+        let timestamp_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let mut record = json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["FunctionName"]],
+                    "Metrics": [
+                        {"Name": "BackupSuccess", "Unit": "Count"},
+                        {"Name": "BackupDurationSeconds", "Unit": "Seconds"},
+                        {"Name": "BackupBytes", "Unit": "Bytes"},
+                        {"Name": "BackupDocuments", "Unit": "Count"},
+                    ],
+                }],
+            },
+            "FunctionName": function_name,
+            "BackupSuccess": u8::from(self.success),
+            "BackupDurationSeconds": self.duration_seconds,
+            "BackupBytes": self.bytes,
+            "BackupDocuments": self.documents,
+            "AlreadyExisted": self.already_existed,
+        });
+        if let Value::Object(map) = &mut record {
+            if let Some(id) = &self.backup_id {
+                map.insert("BackupId".into(), Value::String(id.clone()));
+            }
+            if let Some(t) = &self.error_type {
+                map.insert("ErrorType".into(), Value::String(t.clone()));
+            }
+        }
+        record.to_string()
+    }
+}
+
+/// Where EMF lines go: stdout in Lambda, a buffer in tests.
+pub trait MetricsSink: Send + Sync {
+    fn emit(&self, line: &str);
+}
+
+/// Prints each record as one line on stdout, where Lambda's log capture picks EMF up.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stdout;
+
+impl MetricsSink for Stdout {
+    fn emit(&self, line: &str) {
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            tracing::error!("could not write the metrics record to stdout");
+        }
+    }
+}
+
+/// Keeps the lines it is given (for tests and for callers that forward them elsewhere).
+#[derive(Debug, Default)]
+pub struct Captured(Mutex<Vec<String>>);
+
+impl Captured {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl MetricsSink for Captured {
+    fn emit(&self, line: &str) {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(line.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_record_declares_every_metric_under_the_function_dimension() {
+        let m = RunMetrics {
+            success: false,
+            duration_seconds: 12.5,
+            bytes: 0,
+            documents: 0,
+            backup_id: Some("20261125T030000Z".into()),
+            error_type: Some("MongoUnreachable".into()),
+            already_existed: false,
+        };
+        let at = time::macros::datetime!(2026-11-25 03:00:01.250 UTC);
+        let line = m.to_emf("nightdump-prod", at);
+        assert!(!line.contains('\n'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["_aws"]["Timestamp"], 1_795_575_601_250_i64);
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "Nightdump");
+        assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
+        for metric in directive["Metrics"].as_array().unwrap() {
+            let name = metric["Name"].as_str().unwrap();
+            assert!(v[name].is_number(), "{name} has no value");
+        }
+        assert_eq!(v["FunctionName"], "nightdump-prod");
+        assert_eq!(v["BackupSuccess"], 0);
+        assert_eq!(v["BackupDurationSeconds"], 12.5);
+        assert_eq!(v["ErrorType"], "MongoUnreachable");
+    }
+}

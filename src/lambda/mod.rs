@@ -1,0 +1,38 @@
+//! The AWS Lambda function: the same binary as the CLI, serving Lambda's Runtime API when
+//! `AWS_LAMBDA_RUNTIME_API` is set.
+//!
+//! Configuration comes from the environment the template sets ([`config`]), the payload is a
+//! scheduled event or a manual run's overrides ([`event`]), the connection string is read
+//! from Secrets Manager on every run ([`secrets`]), and every run prints one CloudWatch
+//! Embedded Metric Format record ([`metrics`]). [`handler::handle`] is a plain function over
+//! small seams, so tests call it directly.
+
+pub mod config;
+pub mod event;
+pub mod handler;
+pub mod metrics;
+pub mod secrets;
+
+pub use handler::{handle, Deps, HandlerError, Summary};
+
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
+
+use crate::store::{load_sdk_config, S3Options};
+
+/// Serves invocations until the runtime stops. The AWS configuration and the Secrets
+/// Manager client are built once here and shared by every invocation of this container.
+pub async fn serve() -> Result<(), lambda_runtime::Error> {
+    let sdk = load_sdk_config(&S3Options::default()).await;
+    let deps = Deps {
+        env: std::env::vars().collect(),
+        secrets: secrets::SecretsManager::new(&sdk),
+        sdk,
+        metrics: metrics::Stdout,
+    };
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handle(event, deps).await
+    }))
+    .await
+}
