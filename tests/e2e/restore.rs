@@ -1,0 +1,422 @@
+//! Restore end to end: backups and real mongodump archives back into a fresh test server,
+//! compared document by document (raw bytes), index by index and option by option.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bson::{Bson, Document, RawDocumentBuf};
+use mongo_test_server::{ServerConfig, ServerHandle};
+use nightdump::backup;
+use nightdump::catalog::Selector;
+use nightdump::restore::{self, Action, Input, RestoreOptions, RestoreReport, Status};
+use nightdump::secret::ConnectionString;
+use nightdump::store::Store;
+use nightdump::Error;
+
+use crate::harness::*;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/mongodump/"
+    ))
+    .join(name)
+}
+
+async fn fresh_target() -> ServerHandle {
+    mongo_test_server::start(ServerConfig::default())
+        .await
+        .expect("test server starts")
+}
+
+fn restore_options(uri: &str) -> RestoreOptions {
+    let mut o = RestoreOptions::new(Some(ConnectionString::parse(uri).unwrap()));
+    o.server_selection_timeout = Duration::from_secs(3);
+    o
+}
+
+fn from_backup(store: &Store) -> Input<'_> {
+    Input::Backup {
+        store,
+        selector: Selector::Latest,
+        verify_first: true,
+    }
+}
+
+/// Documents by `_id` (as text), each as its raw bytes.
+async fn by_id(uri: &str, db: &str, coll: &str) -> BTreeMap<String, Vec<u8>> {
+    source_documents(uri, db, coll)
+        .await
+        .into_iter()
+        .map(|d: RawDocumentBuf| {
+            let id: Bson = d
+                .get("_id")
+                .unwrap()
+                .map(|v| v.to_raw_bson().try_into().unwrap())
+                .unwrap_or(Bson::Null);
+            (format!("{id:?}"), d.as_bytes().to_vec())
+        })
+        .collect()
+}
+
+fn without(mut d: Document, keys: &[&str]) -> Document {
+    for k in keys {
+        d.remove(*k);
+    }
+    d
+}
+
+async fn collections(uri: &str, db: &str) -> BTreeMap<String, Document> {
+    list_collections(uri, db)
+        .await
+        .into_iter()
+        .map(|c| {
+            let name = c.get_str("name").unwrap().to_string();
+            (name, without(c, &["info", "idIndex"]))
+        })
+        .collect()
+}
+
+async fn indexes(uri: &str, db: &str, coll: &str) -> BTreeMap<String, Document> {
+    list_indexes(uri, db, coll)
+        .await
+        .into_iter()
+        .map(|i| (i.get_str("name").unwrap().to_string(), without(i, &["ns"])))
+        .collect()
+}
+
+struct Backed {
+    source: Source,
+    _dir: tempfile::TempDir,
+    store: Store,
+    manifest: nightdump::manifest::Manifest,
+}
+
+async fn backed_up_demo() -> Backed {
+    let source = demo_source().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let outcome = backup::run(&options(&source.uri), &store, &progress())
+        .await
+        .unwrap();
+    Backed {
+        source,
+        _dir: dir,
+        store,
+        manifest: outcome.manifest,
+    }
+}
+
+fn user_namespaces(m: &nightdump::manifest::Manifest) -> Vec<(String, String, String)> {
+    m.namespaces
+        .iter()
+        .filter(|n| n.db != "admin" && n.kind != "oplog")
+        .map(|n| (n.db.clone(), n.collection.clone(), n.kind.clone()))
+        .collect()
+}
+
+fn row<'a>(report: &'a RestoreReport, target: &str) -> &'a restore::NamespaceReport {
+    report
+        .namespaces
+        .iter()
+        .find(|n| n.target == target)
+        .unwrap_or_else(|| panic!("{target} not in the report"))
+}
+
+#[tokio::test]
+async fn the_demo_data_set_round_trips_byte_for_byte() {
+    let b = backed_up_demo().await;
+    let target = fresh_target().await;
+    let report = restore::run(
+        &restore_options(&target.uri()),
+        from_backup(&b.store),
+        &progress(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.totals.failed, 0);
+    assert_eq!(report.totals.skipped, 0);
+    let namespaces = user_namespaces(&b.manifest);
+    assert!(namespaces.iter().any(|n| n.2 == "view"));
+    assert!(namespaces.iter().any(|n| n.2 == "timeseries"));
+    let dbs: std::collections::BTreeSet<&String> = namespaces.iter().map(|n| &n.0).collect();
+    for db in dbs {
+        assert_eq!(
+            collections(&b.source.uri, db).await,
+            collections(&target.uri(), db).await,
+            "listCollections of {db}"
+        );
+    }
+    for (db, coll, kind) in &namespaces {
+        let ns = format!("{db}.{coll}");
+        let r = row(&report, &ns);
+        assert_eq!(r.status, Status::Complete, "{ns}");
+        assert_eq!(r.action, Action::Create, "{ns}");
+        let (src, dst) = (
+            by_id(&b.source.uri, db, coll).await,
+            by_id(&target.uri(), db, coll).await,
+        );
+        assert_eq!(src.len(), dst.len(), "{ns} document count");
+        assert!(src == dst, "{ns}: documents differ");
+        if kind != "view" {
+            assert_eq!(
+                indexes(&b.source.uri, db, coll).await,
+                indexes(&target.uri(), db, coll).await,
+                "indexes of {ns}"
+            );
+        }
+    }
+    let users = row(&report, "admin.system.users");
+    assert_eq!(users.status, Status::Skipped);
+    assert_eq!(users.inserted, 0);
+}
+
+#[tokio::test]
+async fn restoring_twice_skips_everything_the_second_time() {
+    let b = backed_up_demo().await;
+    let target = fresh_target().await;
+    let opts = restore_options(&target.uri());
+    let first = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap();
+    let second = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap();
+    assert!(first.totals.inserted > 0);
+    assert_eq!(second.totals.inserted, 0);
+    assert_eq!(second.totals.skipped, first.totals.inserted);
+    let orders = row(&second, "shop.orders");
+    assert_eq!(orders.action, Action::UseExisting);
+    assert_eq!(orders.skipped, 500);
+    assert_eq!(by_id(&target.uri(), "shop", "orders").await.len(), 500);
+}
+
+#[tokio::test]
+async fn include_rename_and_drop() {
+    let b = backed_up_demo().await;
+    let target = fresh_target().await;
+    let mut opts = restore_options(&target.uri());
+    opts.filter.include = vec![
+        "shop.orders".parse().unwrap(),
+        "shop.products".parse().unwrap(),
+    ];
+    opts.renames = vec!["shop.*=copy.*".parse().unwrap()];
+    let report = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap();
+    assert_eq!(report.totals.namespaces, 2);
+    assert_eq!(row(&report, "copy.orders").inserted, 500);
+    assert_eq!(row(&report, "shop.café").status, Status::Skipped);
+    let names: Vec<String> = collections(&target.uri(), "copy")
+        .await
+        .into_keys()
+        .collect();
+    assert_eq!(names, vec!["orders".to_string(), "products".to_string()]);
+    assert!(collections(&target.uri(), "shop").await.is_empty());
+    assert_eq!(
+        by_id(&b.source.uri, "shop", "products").await,
+        by_id(&target.uri(), "copy", "products").await
+    );
+    let idx = indexes(&target.uri(), "copy", "orders").await;
+    assert!(idx.contains_key("customerId_hashed"), "{idx:?}");
+
+    // A document changed on the target: without --drop it stays, with --drop it is restored.
+    let client = mongodb::Client::with_uri_str(target.uri()).await.unwrap();
+    let orders = client.database("copy").collection::<Document>("orders");
+    orders.delete_many(bson::doc! {}).await.unwrap();
+    orders
+        .insert_one(bson::doc! { "_id": "stranger" })
+        .await
+        .unwrap();
+    opts.drop = true;
+    let report = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap();
+    assert_eq!(row(&report, "copy.orders").action, Action::DropAndCreate);
+    assert_eq!(row(&report, "copy.orders").inserted, 500);
+    assert_eq!(
+        by_id(&b.source.uri, "shop", "orders").await,
+        by_id(&target.uri(), "copy", "orders").await
+    );
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing_and_counts_documents() {
+    let b = backed_up_demo().await;
+    let target = fresh_target().await;
+    let mut opts = restore_options(&target.uri());
+    opts.dry_run = true;
+    let report = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap();
+    assert!(report.dry_run);
+    assert_eq!(row(&report, "shop.orders").status, Status::Planned);
+    assert_eq!(row(&report, "shop.orders").archive_documents, Some(500));
+    assert_eq!(report.totals.inserted, 0);
+    for db in ["shop", "analytics", "app-users"] {
+        assert!(collections(&target.uri(), db).await.is_empty(), "{db}");
+    }
+    // Without a target at all, too.
+    let mut offline = RestoreOptions::new(None);
+    offline.dry_run = true;
+    let report = restore::run(&offline, from_backup(&b.store), &progress())
+        .await
+        .unwrap();
+    assert_eq!(
+        row(&report, "analytics.events").archive_documents,
+        Some(1000)
+    );
+}
+
+#[tokio::test]
+async fn mongodump_fixtures_restore_from_files() {
+    let target = fresh_target().await;
+    let opts = restore_options(&target.uri());
+    let report = restore::run(&opts, Input::File(fixture("test.bar.archive")), &progress())
+        .await
+        .unwrap();
+    assert_eq!(row(&report, "test.bar").inserted, 1);
+    assert_eq!(by_id(&target.uri(), "test", "bar").await.len(), 1);
+
+    let report = restore::run(
+        &opts,
+        Input::File(fixture("dump-w-oplog.archive")),
+        &progress(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(row(&report, "test.foo").inserted, 25);
+    assert_eq!(row(&report, "test.foo").status, Status::Complete);
+    assert_eq!(row(&report, ".oplog").status, Status::Skipped);
+    assert_eq!(by_id(&target.uri(), "test", "foo").await.len(), 25);
+}
+
+#[tokio::test]
+async fn bad_format_archive_fails_cleanly_and_restores_nothing() {
+    let target = fresh_target().await;
+    let opts = restore_options(&target.uri());
+    let err = restore::run(
+        &opts,
+        Input::File(fixture("bad-format.archive")),
+        &progress(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 6, "{err}");
+    assert!(err.to_string().contains("test.ixtest"), "{err}");
+    assert!(collections(&target.uri(), "test").await.is_empty());
+}
+
+fn gunzip(stored: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut plain = Vec::new();
+    flate2::read::MultiGzDecoder::new(stored)
+        .read_to_end(&mut plain)
+        .unwrap();
+    plain
+}
+
+#[tokio::test]
+async fn damaged_archives_stop_with_a_clear_error() {
+    let b = backed_up_demo().await;
+    let path = b._dir.path().join(&b.manifest.archive.key);
+    let stored = std::fs::read(&path).unwrap();
+
+    // With a manifest, damage is found before the first write.
+    let mut flipped = stored.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x55;
+    std::fs::write(&path, &flipped).unwrap();
+    let target = fresh_target().await;
+    let opts = restore_options(&target.uri());
+    let err = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Integrity { .. }), "{err}");
+    assert!(collections(&target.uri(), "shop").await.is_empty());
+
+    // Streaming a plain archive: a flipped byte inside a document fails at its namespace's CRC.
+    let plain = gunzip(&stored);
+    let mut damaged = plain.clone();
+    let at = plain.len() * 3 / 4;
+    damaged[at] ^= 0x01;
+    let err = restore::run(
+        &opts,
+        Input::Reader {
+            name: "flipped".into(),
+            reader: Box::new(std::io::Cursor::new(damaged)),
+        },
+        &progress(),
+    )
+    .await
+    .unwrap_err();
+    let Error::RestoreFailed { report, .. } = &err else {
+        panic!("expected a report, got {err}");
+    };
+    let text = err.to_string();
+    assert!(text.contains("archive") || text.contains("CRC"), "{text}");
+    assert!(report
+        .namespaces
+        .iter()
+        .any(|n| n.status != Status::Complete && n.status != Status::Skipped));
+
+    // A truncated stream names the offset.
+    let target = fresh_target().await;
+    let opts = restore_options(&target.uri());
+    let cut = plain[..plain.len() / 2].to_vec();
+    let err = restore::run(
+        &opts,
+        Input::Reader {
+            name: "cut".into(),
+            reader: Box::new(std::io::Cursor::new(cut)),
+        },
+        &progress(),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("unexpected end of input"), "{text}");
+    assert_eq!(err.exit_code(), 9, "{text}");
+}
+
+#[tokio::test]
+async fn target_dying_mid_restore_is_reported_exactly() {
+    let b = backed_up_demo().await;
+    let target = fresh_target().await;
+    let mut opts = restore_options(&target.uri());
+    opts.parallel = 1;
+    opts.server_selection_timeout = Duration::from_secs(1);
+    target.faults().close_after_commands(30);
+    let err = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap_err();
+    let Error::RestoreFailed { report, .. } = &err else {
+        panic!("expected a report, got {err}");
+    };
+    assert_eq!(err.exit_code(), 9);
+    assert!(report.error.is_some());
+    assert!(report
+        .namespaces
+        .iter()
+        .any(|n| matches!(n.status, Status::Partial | Status::NotStarted)));
+    target.faults().clear();
+    // What the report calls inserted is exactly what the target holds.
+    for n in report
+        .namespaces
+        .iter()
+        .filter(|n| n.kind == restore::Kind::Collection)
+    {
+        if n.status == Status::Skipped {
+            continue;
+        }
+        let (db, coll) = n.target.split_once('.').unwrap();
+        let held = by_id(&target.uri(), db, coll).await.len() as u64;
+        assert!(
+            held >= n.inserted,
+            "{}: report says {} inserted, target holds {held}",
+            n.target,
+            n.inserted
+        );
+    }
+}
