@@ -173,12 +173,13 @@ pub async fn status(store: &Store, max_age: Option<std::time::Duration>) -> Resu
         },
     };
     let now = OffsetDateTime::now_utc();
-    let age_seconds = last
+    let age = last
         .as_ref()
         .and_then(|l| parse_time(&l.finished_at).ok())
-        .map(|t| (now - t).whole_seconds());
-    let healthy = match (age_seconds, max_age) {
-        (Some(age), Some(max)) => age <= i64::try_from(max.as_secs()).unwrap_or(i64::MAX),
+        .map(|t| now - t);
+    let age_seconds = age.map(|a| a.whole_seconds());
+    let healthy = match (age, max_age) {
+        (Some(age), Some(max)) => age <= max,
         (Some(_), None) => true,
         (None, _) => false,
     };
