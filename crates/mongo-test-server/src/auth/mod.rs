@@ -1,0 +1,379 @@
+//! Users and SCRAM authentication, with mongod's commands (`saslStart`, `saslContinue`,
+//! speculative authentication in `hello`) and its refusals.
+
+pub mod scram;
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use bson::{rawdoc, spec::BinarySubtype, RawBsonRef, RawDocument, RawDocumentBuf};
+
+use crate::error::CommandError;
+use scram::{Conversation, Credentials, Mechanism, ScramError};
+
+/// One account the server accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+    /// The authentication database (`authSource`).
+    pub db: String,
+}
+
+impl User {
+    /// A user authenticating against `admin`, as most deployments have them.
+    pub fn new(name: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            password: password.into(),
+            db: "admin".into(),
+        }
+    }
+}
+
+impl Default for User {
+    fn default() -> Self {
+        Self::new("", "")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("user {user}@{db}: {source}")]
+pub struct UserError {
+    user: String,
+    db: String,
+    source: scram::BadPassword,
+}
+
+#[derive(Debug)]
+struct StoredUser {
+    sha1: Credentials,
+    sha256: Credentials,
+}
+
+/// The accounts of one server instance. Authentication is enforced iff it was configured
+/// with at least one user, as `--auth` would be.
+#[derive(Debug)]
+pub struct UserStore {
+    enforced: bool,
+    users: RwLock<HashMap<(String, String), StoredUser>>,
+}
+
+/// mongod answers every failed authentication the same way, whatever the cause.
+pub fn authentication_failed() -> CommandError {
+    CommandError::new(18, "AuthenticationFailed", "Authentication failed.")
+}
+
+impl UserStore {
+    pub fn new(users: &[User]) -> Result<Self, UserError> {
+        let store = Self {
+            enforced: !users.is_empty(),
+            users: RwLock::new(HashMap::new()),
+        };
+        for user in users {
+            store.add(user)?;
+        }
+        Ok(store)
+    }
+
+    pub fn enforced(&self) -> bool {
+        self.enforced
+    }
+
+    pub fn add(&self, user: &User) -> Result<(), UserError> {
+        let derive = |mech| {
+            Credentials::derive(mech, &user.name, &user.password).map_err(|source| UserError {
+                user: user.name.clone(),
+                db: user.db.clone(),
+                source,
+            })
+        };
+        let stored = StoredUser {
+            sha1: derive(Mechanism::Sha1)?,
+            sha256: derive(Mechanism::Sha256)?,
+        };
+        self.write()
+            .insert((user.db.clone(), user.name.clone()), stored);
+        Ok(())
+    }
+
+    /// Removes every user called `name` (in any database); returns whether one existed.
+    pub fn revoke(&self, name: &str) -> bool {
+        let mut users = self.write();
+        let before = users.len();
+        users.retain(|(_, n), _| n != name);
+        users.len() != before
+    }
+
+    pub fn exists(&self, db: &str, name: &str) -> bool {
+        self.read().contains_key(&(db.to_owned(), name.to_owned()))
+    }
+
+    fn credentials(&self, db: &str, name: &str, mech: Mechanism) -> Option<Credentials> {
+        self.read()
+            .get(&(db.to_owned(), name.to_owned()))
+            .map(|u| match mech {
+                Mechanism::Sha1 => u.sha1.clone(),
+                Mechanism::Sha256 => u.sha256.clone(),
+            })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<(String, String), StoredUser>> {
+        self.users.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), StoredUser>> {
+        self.users.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The authenticated identity of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub db: String,
+}
+
+#[derive(Debug)]
+struct Pending {
+    conversation_id: i32,
+    db: String,
+    user: String,
+    conversation: Conversation,
+    skip_empty_exchange: bool,
+    /// The proof was accepted; only the empty final exchange is outstanding.
+    verified: bool,
+}
+
+/// Authentication state of one connection.
+#[derive(Debug, Default)]
+pub struct Session {
+    identity: Option<Identity>,
+    pending: Option<Pending>,
+    next_conversation_id: i32,
+}
+
+impl Session {
+    /// The identity, if still valid: a revoked user is no longer authenticated.
+    pub fn identity(&mut self, store: &UserStore) -> Option<&Identity> {
+        if let Some(id) = &self.identity {
+            if !store.exists(&id.db, &id.user) {
+                tracing::info!(user = %id.user, db = %id.db, "user was removed; connection deauthenticated");
+                self.identity = None;
+            }
+        }
+        self.identity.as_ref()
+    }
+
+    /// `saslStart` on `db`. Returns the reply without `ok` (so it can also be embedded
+    /// as `speculativeAuthenticate`).
+    pub fn sasl_start(
+        &mut self,
+        store: &UserStore,
+        db: &str,
+        cmd: &RawDocument,
+    ) -> Result<RawDocumentBuf, CommandError> {
+        let mechanism = cmd.get_str("mechanism").map_err(|_| {
+            CommandError::bad_value("saslStart requires a string 'mechanism' field")
+        })?;
+        let mech = Mechanism::parse(mechanism).ok_or_else(|| {
+            CommandError::new(
+                334,
+                "MechanismUnavailable",
+                format!(
+                    "Received authentication for mechanism {mechanism} which is unknown or not enabled"
+                ),
+            )
+        })?;
+        let payload = payload(cmd)?;
+        let skip_empty_exchange = cmd
+            .get_document("options")
+            .ok()
+            .and_then(|o| o.get_bool("skipEmptyExchange").ok())
+            .unwrap_or(false);
+        let first = scram::parse_client_first(&payload).map_err(|e| {
+            tracing::info!(error = %e, "saslStart refused");
+            authentication_failed()
+        })?;
+        let Some(credentials) = store.credentials(db, &first.user, mech) else {
+            tracing::info!(user = %first.user, %db, "authentication for an unknown user");
+            return Err(authentication_failed());
+        };
+        let (conversation, server_first) = Conversation::start(&first, credentials);
+        self.next_conversation_id += 1;
+        let conversation_id = self.next_conversation_id;
+        self.pending = Some(Pending {
+            conversation_id,
+            db: db.to_owned(),
+            user: first.user.clone(),
+            conversation,
+            skip_empty_exchange,
+            verified: false,
+        });
+        Ok(rawdoc! {
+            "conversationId": conversation_id,
+            "done": false,
+            "payload": binary(server_first.into_bytes()),
+        })
+    }
+
+    /// `saslContinue`. Returns the reply without `ok`.
+    pub fn sasl_continue(&mut self, cmd: &RawDocument) -> Result<RawDocumentBuf, CommandError> {
+        let conversation_id = match cmd.get("conversationId") {
+            Ok(Some(RawBsonRef::Int32(i))) => i,
+            Ok(Some(RawBsonRef::Int64(i))) => i32::try_from(i).unwrap_or(-1),
+            Ok(Some(RawBsonRef::Double(d))) => d as i32,
+            _ => {
+                return Err(CommandError::bad_value(
+                    "saslContinue requires a numeric 'conversationId' field",
+                ))
+            }
+        };
+        let payload = payload(cmd)?;
+        let Some(pending) = self.pending.take() else {
+            return Err(CommandError::new(
+                17,
+                "ProtocolError",
+                "No SASL session state found",
+            ));
+        };
+        if pending.conversation_id != conversation_id {
+            return Err(CommandError::new(
+                17,
+                "ProtocolError",
+                "Mismatched SASL conversation id",
+            ));
+        }
+        if pending.verified {
+            self.identity = Some(Identity {
+                user: pending.user,
+                db: pending.db,
+            });
+            return Ok(rawdoc! {
+                "conversationId": conversation_id,
+                "done": true,
+                "payload": binary(Vec::new()),
+            });
+        }
+        let server_final = pending
+            .conversation
+            .finish(&payload)
+            .map_err(|e: ScramError| {
+                tracing::info!(
+                    user = %pending.user,
+                    db = %pending.db,
+                    mechanism = pending.conversation.mechanism().name(),
+                    error = %e,
+                    "authentication failed"
+                );
+                authentication_failed()
+            })?;
+        let done = pending.skip_empty_exchange;
+        if done {
+            tracing::debug!(user = %pending.user, db = %pending.db, "authenticated");
+            self.identity = Some(Identity {
+                user: pending.user,
+                db: pending.db,
+            });
+        } else {
+            self.pending = Some(Pending {
+                verified: true,
+                ..pending
+            });
+        }
+        Ok(rawdoc! {
+            "conversationId": conversation_id,
+            "done": done,
+            "payload": binary(server_final.into_bytes()),
+        })
+    }
+}
+
+fn payload(cmd: &RawDocument) -> Result<Vec<u8>, CommandError> {
+    match cmd.get("payload") {
+        Ok(Some(RawBsonRef::Binary(b))) => Ok(b.bytes.to_vec()),
+        Ok(Some(RawBsonRef::String(s))) => Ok(s.as_bytes().to_vec()),
+        _ => Err(CommandError::bad_value("Missing required field 'payload'")),
+    }
+}
+
+fn binary(bytes: Vec<u8>) -> bson::Binary {
+    bson::Binary {
+        subtype: BinarySubtype::Generic,
+        bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(session: &mut Session, store: &UserStore, skip: bool) -> String {
+        let cmd = rawdoc! {
+            "saslStart": 1,
+            "mechanism": "SCRAM-SHA-256",
+            "payload": binary(b"n,,n=ann,r=abcdef".to_vec()),
+            "options": {"skipEmptyExchange": skip},
+        };
+        let reply = session.sasl_start(store, "admin", &cmd).unwrap();
+        assert_eq!(reply.get_i32("conversationId").unwrap(), 1);
+        assert!(!reply.get_bool("done").unwrap());
+        String::from_utf8(reply.get_binary("payload").unwrap().bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn full_exchange_without_skip_needs_an_empty_round() {
+        let store = UserStore::new(&[User::new("ann", "pw")]).unwrap();
+        let mut session = Session::default();
+        let server_first = start(&mut session, &store, false);
+        let (client_final, _) = scram::client::final_message(
+            Mechanism::Sha256,
+            "ann",
+            "pw",
+            "n=ann,r=abcdef",
+            &server_first,
+        );
+        let reply = session
+            .sasl_continue(&rawdoc! {"saslContinue": 1, "conversationId": 1, "payload": binary(client_final.into_bytes())})
+            .unwrap();
+        assert!(!reply.get_bool("done").unwrap());
+        assert!(session.identity(&store).is_none());
+        let reply = session
+            .sasl_continue(
+                &rawdoc! {"saslContinue": 1, "conversationId": 1, "payload": binary(vec![])},
+            )
+            .unwrap();
+        assert!(reply.get_bool("done").unwrap());
+        assert_eq!(
+            session.identity(&store),
+            Some(&Identity {
+                user: "ann".into(),
+                db: "admin".into()
+            })
+        );
+        assert!(store.revoke("ann"));
+        assert!(session.identity(&store).is_none());
+    }
+
+    #[test]
+    fn wrong_db_unknown_user_and_bad_mechanism_fail() {
+        let store = UserStore::new(&[User::new("ann", "pw")]).unwrap();
+        let mut session = Session::default();
+        let cmd = rawdoc! {
+            "saslStart": 1,
+            "mechanism": "SCRAM-SHA-1",
+            "payload": binary(b"n,,n=ann,r=abcdef".to_vec()),
+        };
+        assert_eq!(
+            session.sasl_start(&store, "test", &cmd).unwrap_err().code,
+            18
+        );
+        let cmd = rawdoc! {"saslStart": 1, "mechanism": "PLAIN", "payload": binary(vec![])};
+        assert_eq!(
+            session.sasl_start(&store, "admin", &cmd).unwrap_err().code,
+            334
+        );
+        let cmd = rawdoc! {"saslContinue": 1, "conversationId": 1, "payload": binary(vec![])};
+        assert_eq!(session.sasl_continue(&cmd).unwrap_err().code, 17);
+    }
+}

@@ -1,0 +1,118 @@
+//! `mongo-test-server`: run the in-memory server from a shell, e.g. to try nightdump or the
+//! Database Tools against it. Prints `listening on HOST:PORT` on stdout once ready.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mongo_test_server::{ServerConfig, TlsConfig, User};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "An in-memory MongoDB 7.0 look-alike for tests and demos"
+)]
+struct Args {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 27017)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Data to load at start: none, demo, bench:<size> (e.g. bench:512MiB).
+    #[arg(long, default_value = "none")]
+    seed: mongo_test_server::Seed,
+    /// Run as the primary of a one-member replica set of this name (with an oplog).
+    #[arg(long, value_name = "NAME")]
+    replica_set: Option<String>,
+    /// Require authentication and accept this user (authentication database admin).
+    /// Repeat for more users.
+    #[arg(long = "user", value_name = "NAME:PASSWORD", value_parser = parse_user)]
+    users: Vec<User>,
+    /// PEM certificate chain; serve TLS only.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+fn parse_user(s: &str) -> Result<User, String> {
+    match s.split_once(':') {
+        Some((name, password)) if !name.is_empty() => Ok(User::new(name, password)),
+        _ => Err(format!("'{s}' is not NAME:PASSWORD")),
+    }
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mongo-test-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        }),
+        _ => None,
+    };
+    let config = ServerConfig {
+        bind: args.bind,
+        port: args.port,
+        users: args.users,
+        tls,
+        replica_set: args.replica_set,
+        seed: args.seed,
+    };
+    let server = mongo_test_server::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", server.addr())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    }
+    wait_for_signal().await?;
+    tracing::info!("signal received; shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(|e| format!("cannot watch SIGINT: {e}")),
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> Result<(), String> {
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| format!("cannot watch Ctrl-C: {e}"))
+}
