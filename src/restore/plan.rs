@@ -200,7 +200,7 @@ mod tests {
     fn two_sources_into_one_target_is_refused() {
         let header = Header::new("7.0.14", "100.10.0");
         let entries = vec![entry("a", "x", "collection"), entry("b", "x", "collection")];
-        let renames = vec!["*.x=c.x".parse().unwrap()];
+        let renames = vec!["a.*=c.*".parse().unwrap(), "b.*=c.*".parse().unwrap()];
         let err = build(
             &header,
             &entries,

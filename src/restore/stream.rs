@@ -174,7 +174,7 @@ fn pump<R: Read>(
                     if let Some((docs, bytes)) = pending.remove(&ns).filter(|b| !b.0.is_empty()) {
                         send(&tx, Chunk::Documents { docs, bytes }, &ns)?;
                     }
-                    send(&tx, Chunk::End(end.clone()), &ns)?;
+                    send(&tx, Chunk::End(end), &ns)?;
                 }
                 summary.namespaces.insert(ns, end);
             }

@@ -1,6 +1,8 @@
 //! Restore end to end: backups and real mongodump archives back into a fresh test server,
 //! compared document by document (raw bytes), index by index and option by option.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
