@@ -4,4 +4,5 @@
 mod backup;
 mod cli;
 mod harness;
+mod lambda;
 mod restore;

@@ -1,0 +1,441 @@
+//! The Lambda handler called in-process, as the runtime would call it: the test MongoDB
+//! server as the source, moto on loopback as S3, Secrets Manager and KMS.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use mongo_test_server::{Seed, ServerConfig};
+use nightdump::lambda::metrics::Captured;
+use nightdump::lambda::secrets::SecretsManager;
+use nightdump::lambda::{handle, Deps, HandlerError, Summary};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+#[path = "../support/moto.rs"]
+#[allow(dead_code)]
+mod moto;
+
+use moto::Moto;
+
+const PREFIX: &str = "nightdump";
+const PASSWORD: &str = "Pa55-w0rd-never-shown";
+
+struct Aws {
+    sdk: aws_config::SdkConfig,
+    s3: aws_sdk_s3::Client,
+}
+
+impl Aws {
+    async fn new() -> Aws {
+        let moto = Moto::shared();
+        Aws {
+            sdk: moto.sdk_config().await,
+            s3: moto.s3_client().await,
+        }
+    }
+
+    async fn secret(&self, name: &str, value: &str) -> String {
+        aws_sdk_secretsmanager::Client::new(&self.sdk)
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap()
+            .arn()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn kms_key(&self) -> String {
+        aws_sdk_kms::Client::new(&self.sdk)
+            .create_key()
+            .send()
+            .await
+            .unwrap()
+            .key_metadata()
+            .unwrap()
+            .arn()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn keys(&self, bucket: &str) -> Vec<String> {
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        let mut keys: Vec<String> = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    async fn multipart_uploads(&self, bucket: &str) -> Vec<String> {
+        let out = self
+            .s3
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        out.uploads()
+            .iter()
+            .filter_map(|u| u.key().map(str::to_string))
+            .collect()
+    }
+
+    async fn object(&self, bucket: &str, key: &str) -> Vec<u8> {
+        self.s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes()
+            .to_vec()
+    }
+}
+
+/// The environment the template gives the function, with the optional features left empty.
+fn template_env(bucket: &str, secret_arn: &str, kms_key: &str) -> HashMap<String, String> {
+    [
+        ("NIGHTDUMP_TO", format!("s3://{bucket}/{PREFIX}")),
+        ("NIGHTDUMP_MONGODB_SECRET_ARN", secret_arn.to_string()),
+        ("NIGHTDUMP_SSE", "kms".into()),
+        ("NIGHTDUMP_KMS_KEY_ID", kms_key.to_string()),
+        ("NIGHTDUMP_PARALLEL", "4".into()),
+        ("NIGHTDUMP_INCLUDE", String::new()),
+        ("NIGHTDUMP_EXCLUDE", String::new()),
+        ("NIGHTDUMP_MAX_AGE", "26h".into()),
+        ("NIGHTDUMP_STORAGE_CLASS", "STANDARD".into()),
+        ("NIGHTDUMP_ENCRYPT", String::new()),
+        ("NIGHTDUMP_PRUNE", String::new()),
+        ("NIGHTDUMP_OBJECT_LOCK", String::new()),
+        ("NIGHTDUMP_RETAIN_FOR", String::new()),
+        ("NIGHTDUMP_CONNECT_TIMEOUT", "2s".into()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "nightdump-test".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn deps(aws: &Aws, env: HashMap<String, String>) -> Deps<SecretsManager, Captured> {
+    Deps {
+        env,
+        sdk: aws.sdk.clone(),
+        secrets: SecretsManager::new(&aws.sdk),
+        metrics: Captured::default(),
+    }
+}
+
+fn scheduler_event(time: &str) -> Value {
+    json!({
+        "version": "0", "id": "5c0e6a8e-1f2b-4c4e-9f44-000000000001",
+        "detail-type": "Scheduled Event", "source": "aws.scheduler",
+        "account": "123456789012", "time": time, "region": "us-east-1",
+        "resources": ["arn:aws:scheduler:us-east-1:123456789012:schedule/default/nightdump"],
+        "detail": {}
+    })
+}
+
+/// A context whose deadline is `remaining` from now, as the Runtime API would give it.
+fn event(payload: Value, remaining: Duration) -> LambdaEvent<Value> {
+    let deadline = SystemTime::now() + remaining;
+    let mut context = Context::default();
+    context.request_id = "test-request".into();
+    context.deadline = deadline.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    LambdaEvent::new(payload, context)
+}
+
+/// The single EMF record of each run, parsed.
+fn emf(deps: &Deps<SecretsManager, Captured>) -> Vec<Value> {
+    deps.metrics
+        .lines()
+        .iter()
+        .map(|l| {
+            assert!(!l.contains('\n'));
+            serde_json::from_str(l).unwrap()
+        })
+        .collect()
+}
+
+fn uri_with_password(port: u16) -> String {
+    format!("mongodb://backup:{PASSWORD}@127.0.0.1:{port}/?authSource=admin")
+}
+
+fn assert_clean_failure(error: &HandlerError, expected_type: &str) -> Diagnostic {
+    let d: Diagnostic = error.clone().into();
+    assert_eq!(d.error_type, expected_type, "{}", d.error_message);
+    assert!(!d.error_message.contains(PASSWORD), "{}", d.error_message);
+    assert!(!d.error_message.contains('\n'));
+    assert!(!d.error_message.is_empty());
+    d
+}
+
+#[tokio::test]
+async fn scheduled_run_reads_the_secret_and_stores_an_sse_kms_backup() {
+    let source = crate::harness::demo_source().await;
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-ok").await;
+    let key = aws.kms_key().await;
+    let arn = aws
+        .secret(
+            &format!("{bucket}-mongo"),
+            &json!({ "uri": source.uri, "engine": "mongo" }).to_string(),
+        )
+        .await;
+    let deps = deps(&aws, template_env(&bucket, &arn, &key));
+
+    let summary: Summary = handle(
+        event(
+            scheduler_event("2026-11-25T03:00:00Z"),
+            Duration::from_secs(600),
+        ),
+        &deps,
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.backup_id, "20261125T030000Z");
+    assert!(!summary.already_existed);
+    assert_eq!(
+        summary.scheduled_at.as_deref(),
+        Some("2026-11-25T03:00:00Z")
+    );
+    assert!(summary.documents > 0 && summary.namespaces > 0 && summary.size > 0);
+    assert_eq!(summary.latest_warning, None);
+
+    let id = &summary.backup_id;
+    assert_eq!(
+        aws.keys(&bucket).await,
+        vec![
+            format!("{PREFIX}/{id}/dump.archive.gz"),
+            format!("{PREFIX}/{id}/manifest.json"),
+            format!("{PREFIX}/latest.json"),
+        ]
+    );
+    let head = aws
+        .s3
+        .head_object()
+        .bucket(&bucket)
+        .key(format!("{PREFIX}/{id}/dump.archive.gz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.server_side_encryption().map(|s| s.as_str()),
+        Some("aws:kms")
+    );
+    assert_eq!(head.ssekms_key_id(), Some(key.as_str()));
+
+    let manifest: Value = serde_json::from_slice(
+        &aws.object(&bucket, &format!("{PREFIX}/{id}/manifest.json"))
+            .await,
+    )
+    .unwrap();
+    let archive = aws
+        .object(&bucket, &format!("{PREFIX}/{id}/dump.archive.gz"))
+        .await;
+    assert_eq!(archive.len() as u64, summary.size);
+    assert_eq!(
+        manifest["archive"]["sha256"],
+        hex::encode(Sha256::digest(&archive))
+    );
+    assert_eq!(manifest["storage"]["sse"], "aws:kms");
+    assert_eq!(manifest["storage"]["kms_key_id"], key.as_str());
+    assert_eq!(manifest["totals"]["documents"], summary.documents);
+    let latest: Value =
+        serde_json::from_slice(&aws.object(&bucket, &format!("{PREFIX}/latest.json")).await)
+            .unwrap();
+    assert_eq!(latest["backup_id"], id.as_str());
+
+    let records = emf(&deps);
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Nightdump");
+    assert_eq!(r["FunctionName"], "nightdump-test");
+    assert_eq!(r["BackupSuccess"], 1);
+    assert_eq!(r["BackupBytes"], summary.size);
+    assert_eq!(r["BackupDocuments"], summary.documents);
+    assert!(r["BackupDurationSeconds"].as_f64().unwrap() > 0.0);
+
+    // The scheduler may deliver the same event again: it finds the finished backup.
+    let again = handle(
+        event(
+            scheduler_event("2026-11-25T03:00:00Z"),
+            Duration::from_secs(600),
+        ),
+        &deps,
+    )
+    .await
+    .unwrap();
+    assert!(again.already_existed);
+    assert_eq!(again.backup_id, summary.backup_id);
+    assert_eq!(aws.keys(&bucket).await.len(), 3);
+    let records = emf(&deps);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1]["BackupSuccess"], 1);
+    assert_eq!(records[1]["AlreadyExisted"], true);
+}
+
+#[tokio::test]
+async fn unreachable_database_fails_without_leaking_the_password_or_leaving_objects() {
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-unreachable").await;
+    // A port that was free a moment ago: connections are refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let arn = aws
+        .secret(&format!("{bucket}-mongo"), &uri_with_password(port))
+        .await;
+    let deps = deps(&aws, template_env(&bucket, &arn, &aws.kms_key().await));
+
+    let error = handle(event(json!({}), Duration::from_secs(120)), &deps)
+        .await
+        .unwrap_err();
+    let d = assert_clean_failure(&error, "MongoUnreachable");
+    assert!(d.error_message.contains("127.0.0.1"), "{}", d.error_message);
+    assert!(aws.keys(&bucket).await.is_empty());
+    assert!(aws.multipart_uploads(&bucket).await.is_empty());
+    let records = emf(&deps);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["BackupSuccess"], 0);
+    assert_eq!(records[0]["ErrorType"], "MongoUnreachable");
+}
+
+#[tokio::test]
+async fn missing_bucket_and_missing_secret_fail_with_their_own_error_types() {
+    let source = crate::harness::demo_source().await;
+    let aws = Aws::new().await;
+    let arn = aws.secret("lambda-missing-bucket-mongo", &source.uri).await;
+    let mut env = template_env("nightdump-no-such-bucket", &arn, &aws.kms_key().await);
+    let missing_bucket = deps(&aws, env.clone());
+    let error = handle(event(json!({}), Duration::from_secs(120)), &missing_bucket)
+        .await
+        .unwrap_err();
+    let d = assert_clean_failure(&error, "StorageFailed");
+    assert!(
+        d.error_message.contains("nightdump-no-such-bucket"),
+        "{}",
+        d.error_message
+    );
+    assert_eq!(emf(&missing_bucket)[0]["ErrorType"], "StorageFailed");
+
+    env.insert(
+        "NIGHTDUMP_MONGODB_SECRET_ARN".into(),
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:nightdump-absent-AbCdEf".into(),
+    );
+    let missing_secret = deps(&aws, env);
+    let error = handle(event(json!({}), Duration::from_secs(120)), &missing_secret)
+        .await
+        .unwrap_err();
+    let d = assert_clean_failure(&error, "SecretUnavailable");
+    assert!(
+        d.error_message.contains("nightdump-absent"),
+        "{}",
+        d.error_message
+    );
+}
+
+#[tokio::test]
+async fn bad_configuration_and_events_fail_before_any_connection() {
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-config").await;
+    // Nothing listens behind these: a connection attempt would fail with another error type.
+    let mut env = template_env(
+        &bucket,
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:never-read-AbCdEf",
+        "arn:aws:kms:us-east-1:123456789012:key/k",
+    );
+    env.insert("NIGHTDUMP_PRUNE".into(), "keep-daily=7".into());
+    let d = deps(&aws, env.clone());
+    let error = handle(event(json!({}), Duration::from_secs(60)), &d)
+        .await
+        .unwrap_err();
+    let diag = assert_clean_failure(&error, "InvalidConfiguration");
+    assert!(diag.error_message.contains("NIGHTDUMP_PRUNE"));
+    assert_eq!(emf(&d)[0]["BackupSuccess"], 0);
+
+    env.remove("NIGHTDUMP_PRUNE");
+    let d = deps(&aws, env);
+    let error = handle(event(json!({"paralell": 2}), Duration::from_secs(60)), &d)
+        .await
+        .unwrap_err();
+    let diag = assert_clean_failure(&error, "InvalidConfiguration");
+    assert!(diag.error_message.contains("paralell"));
+    assert!(aws.keys(&bucket).await.is_empty());
+}
+
+#[tokio::test]
+async fn deadline_aborts_the_upload_and_leaves_nothing_that_looks_complete() {
+    // Enough data that the archive needs a multipart upload (parts of 8 MiB, gzip ~4x).
+    let server = mongo_test_server::start(ServerConfig {
+        seed: Seed::Bench { bytes: 80 << 20 },
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-deadline").await;
+    let mut env = template_env("unused", "unused", &aws.kms_key().await);
+    env.insert("NIGHTDUMP_TO".into(), format!("s3://{bucket}/{PREFIX}"));
+    env.remove("NIGHTDUMP_MONGODB_SECRET_ARN");
+    env.insert("MONGODB_URI".into(), server.uri());
+    env.insert("NIGHTDUMP_ALLOW_PLAIN_URI".into(), "1".into());
+    let deps = deps(&aws, env);
+
+    let run = handle(
+        event(
+            json!({"scheduled_at": "2026-11-26T03:00:00Z"}),
+            Duration::from_secs(25),
+        ),
+        &deps,
+    );
+    tokio::pin!(run);
+    // Once a multipart upload exists, stall the source so the deadline strikes mid-upload.
+    // moto offers no notification, so its state is polled.
+    let mut stalled = false;
+    let result = loop {
+        tokio::select! {
+            result = &mut run => break result,
+            _ = tokio::time::sleep(Duration::from_millis(100)), if !stalled => {
+                if !aws.multipart_uploads(&bucket).await.is_empty() {
+                    server.faults().delay_batches(Duration::from_secs(3600));
+                    stalled = true;
+                }
+            }
+        }
+    };
+    assert!(
+        stalled,
+        "the run ended before a multipart upload was seen: {result:?}"
+    );
+    let error = result.unwrap_err();
+    let d = assert_clean_failure(&error, "DeadlineReached");
+    assert!(
+        d.error_message.contains("20261126T030000Z"),
+        "{}",
+        d.error_message
+    );
+    assert!(aws.multipart_uploads(&bucket).await.is_empty());
+    assert!(aws.keys(&bucket).await.is_empty());
+    let records = emf(&deps);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["BackupSuccess"], 0);
+    assert_eq!(records[0]["ErrorType"], "DeadlineReached");
+}
