@@ -52,7 +52,7 @@ def server_binary():
 class Server:
     """One running mongo-test-server process."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, seed="none"):
         binary = server_binary()
         if not binary.exists():
             raise FileNotFoundError(
@@ -62,7 +62,7 @@ class Server:
             )
         self.stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            [str(binary), "--port", "0", "--seed", "none", *args],
+            [str(binary), "--port", "0", "--seed", seed, *args],
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             text=True,
@@ -425,6 +425,45 @@ def test_cursor_over_many_batches(server, db):
         assert coll.count_documents({"n": {"$gte": Int64(2000)}}) == 500
     finally:
         watched.close()
+
+
+def test_demo_seed_decodes_in_pymongo():
+    """The seed's hand-written BSON is read by an independent decoder: every document of the
+    demo data set decodes, and the unusual names and types are there."""
+    s = Server(seed="demo")
+    try:
+        with s.client() as c:
+            assert {"admin", "shop", "analytics", "app-users"} <= set(c.list_database_names())
+            names = set(c.shop.list_collection_names())
+            assert {"café", "customer notes", "orders.archive.2024", "empty", "open_orders"} <= names
+            options = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+            total = 0
+            for db_name in ["shop", "analytics", "app-users"]:
+                for name in c[db_name].list_collection_names():
+                    if name.startswith("system."):
+                        continue
+                    raw = c[db_name].get_collection(name, codec_options=RAW)
+                    for doc in raw.find():
+                        bson.decode(doc.raw, codec_options=options)
+                        total += 1
+            assert total > 2000
+            every = c.analytics.get_collection("all_types", codec_options=options).find_one(
+                {"_id": "every-type"}
+            )
+            assert every["symbol"] == "a_symbol"
+            assert every["undefined"] is None
+            assert isinstance(every["dbPointer"], DBRef)
+            assert every["dbPointer"].collection == "shop.products"
+            assert every["javascriptWithScope"].scope == {"x": 1, "y": "two"}
+            assert every["decimal128_nan"].to_decimal().is_nan()
+            assert every["binary_uuid"].subtype == 4
+            sizes = [
+                len(d.raw)
+                for d in c.shop.get_collection("big_documents", codec_options=RAW).find().sort("_id")
+            ]
+            assert sizes[-1] == 16_672_358
+    finally:
+        s.stop()
 
 
 @pytest.fixture(scope="module")

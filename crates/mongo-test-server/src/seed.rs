@@ -24,6 +24,7 @@ use std::str::FromStr;
 
 use bson::RawDocumentBuf;
 
+pub use bench::{bench_documents, BENCH_COLLECTIONS};
 pub use demo::{every_type_document, DemoNamespace, NamespaceKind, DEMO_NAMESPACES};
 
 /// What a server holds when it starts.

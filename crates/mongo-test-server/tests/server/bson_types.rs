@@ -310,3 +310,36 @@ fn check_index(ns: &str, sent: &Document, listed: &Document) {
         }
     }
 }
+
+#[tokio::test]
+async fn bench_seed_loads_its_share_of_documents() {
+    let count = 2500;
+    let (server, client) = server(Seed::Docs { count }).await;
+    let mut total = 0;
+    for (db, coll, share) in seed::bench::BENCH_COLLECTIONS {
+        let n = client
+            .database(db)
+            .collection::<RawDocumentBuf>(coll)
+            .count_documents(doc! {})
+            .await
+            .unwrap();
+        if *coll != "events" {
+            assert_eq!(n, count * share / 100, "{db}.{coll}");
+        }
+        total += n;
+    }
+    assert_eq!(total, count);
+    let first = client
+        .database("bench_shop")
+        .collection::<RawDocumentBuf>("customers")
+        .find_one(doc! {"_id": 1_i64})
+        .await
+        .unwrap()
+        .expect("customer 1");
+    let seeded = seed::bench::bench_documents(&Seed::Docs { count })
+        .next()
+        .map(|(_, d)| d)
+        .unwrap();
+    assert_eq!(first.as_bytes(), seeded.as_bytes());
+    server.shutdown().await;
+}
