@@ -31,7 +31,6 @@ const NO_AUTH_COMMANDS: &[&str] = &[
     "saslContinue",
     "authenticate",
     "logout",
-    "getnonce",
     "endSessions",
     "connectionStatus",
     "whatsmyuri",
@@ -97,7 +96,6 @@ const KNOWN_COMMANDS: &[&str] = &[
     "getLog",
     "getMore",
     "getParameter",
-    "getnonce",
     "grantPrivilegesToRole",
     "grantRolesToRole",
     "grantRolesToUser",
@@ -190,6 +188,7 @@ pub fn handle(
             .sasl_start(&shared.users, db, cmd)
             .map(with_ok),
         "saslContinue" => client.session.sasl_continue(cmd).map(with_ok),
+        "authenticate" => Err(authenticate_unavailable(cmd)),
         "logout" => {
             client.session = auth::Session::default();
             Ok(ok())
@@ -197,6 +196,19 @@ pub fn handle(
         _ => return None,
     };
     Some(result)
+}
+
+/// `authenticate` only ever served MONGODB-X509, which needs client certificates this
+/// server does not request.
+fn authenticate_unavailable(cmd: &RawDocument) -> CommandError {
+    let mechanism = cmd.get_str("mechanism").unwrap_or("");
+    CommandError::new(
+        334,
+        "MechanismUnavailable",
+        format!(
+            "Received authentication for mechanism {mechanism} which is unknown or not enabled"
+        ),
+    )
 }
 
 fn ok() -> RawDocumentBuf {

@@ -252,7 +252,34 @@ async fn dispatch(
     if let Some(result) = admin::handle(shared, client, db, name, cmd) {
         return result;
     }
-    shared.engine.execute(db, cmd).await
+    let reply = shared.engine.execute(db, cmd).await?;
+    sync_accounts(shared, db, name, cmd);
+    Ok(reply)
+}
+
+/// Keeps the login accounts in step with the user commands the engine has just applied, so
+/// a user created through the wire can log in and a dropped one is locked out, as on mongod.
+fn sync_accounts(shared: &Shared, db: &str, name: &str, cmd: &RawDocument) {
+    match name {
+        "createUser" => {
+            if let (Ok(user), Ok(password)) = (cmd.get_str("createUser"), cmd.get_str("pwd")) {
+                let account = crate::auth::User {
+                    name: user.to_owned(),
+                    password: password.to_owned(),
+                    db: db.to_owned(),
+                };
+                if let Err(e) = shared.users.add(&account) {
+                    tracing::warn!(error = %e, "created user cannot log in");
+                }
+            }
+        }
+        "dropUser" => {
+            if let Ok(user) = cmd.get_str("dropUser") {
+                shared.users.remove(db, user);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn check_auth(shared: &Shared, client: &mut Client, name: &str) -> Result<(), CommandError> {

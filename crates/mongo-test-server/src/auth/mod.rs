@@ -105,6 +105,13 @@ impl UserStore {
         users.len() != before
     }
 
+    /// Removes one user; returns whether it existed.
+    pub fn remove(&self, db: &str, name: &str) -> bool {
+        self.write()
+            .remove(&(db.to_owned(), name.to_owned()))
+            .is_some()
+    }
+
     pub fn exists(&self, db: &str, name: &str) -> bool {
         self.read().contains_key(&(db.to_owned(), name.to_owned()))
     }

@@ -190,3 +190,84 @@ async fn in_process_commands_skip_authentication() {
         .unwrap();
     assert_eq!(status.get_str("process").unwrap(), "mongod");
 }
+
+#[tokio::test]
+async fn hello_answers_speculative_authentication() {
+    let server = secured().await;
+    let mut raw = Raw::connect(server.addr()).await;
+    let payload = |text: &str| bson::Binary {
+        subtype: bson::spec::BinarySubtype::Generic,
+        bytes: text.as_bytes().to_vec(),
+    };
+    let reply = raw
+        .command(
+            1,
+            &rawdoc! {
+                "hello": 1,
+                "speculativeAuthenticate": {
+                    "saslStart": 1,
+                    "mechanism": "SCRAM-SHA-256",
+                    "payload": payload("n,,n=backup,r=clientnonce"),
+                    "options": {"skipEmptyExchange": true},
+                    "db": "admin",
+                },
+                "$db": "admin",
+            },
+        )
+        .await;
+    let spec = reply.get_document("speculativeAuthenticate").unwrap();
+    assert_eq!(spec.get_i32("conversationId").unwrap(), 1);
+    assert!(!spec.get_bool("done").unwrap());
+    let server_first = std::str::from_utf8(spec.get_binary("payload").unwrap().bytes).unwrap();
+    assert!(server_first.starts_with("r=clientnonce"), "{server_first}");
+    assert!(server_first.contains(",s=") && server_first.ends_with(",i=15000"));
+    // Unknown users get no speculative answer, and no hint of why.
+    let reply = raw
+        .command(
+            2,
+            &rawdoc! {
+                "hello": 1,
+                "speculativeAuthenticate": {
+                    "saslStart": 1,
+                    "mechanism": "SCRAM-SHA-256",
+                    "payload": payload("n,,n=nobody,r=clientnonce"),
+                    "db": "admin",
+                },
+                "$db": "admin",
+            },
+        )
+        .await;
+    assert!(reply.get("speculativeAuthenticate").unwrap().is_none());
+    assert_eq!(reply.get_f64("ok").unwrap(), 1.0);
+}
+
+#[tokio::test]
+async fn users_created_and_dropped_over_the_wire_follow_suit() {
+    let server = secured().await;
+    let admin_uri = with_credentials(&server, "backup", "s3cret:with,odd=chars", "");
+    let admin = client(&admin_uri).await;
+    admin
+        .database("reports")
+        .run_command(doc! {"createUser": "reader", "pwd": "r3ad", "roles": ["read"]})
+        .await
+        .unwrap();
+    let uri = with_credentials(&server, "reader", "r3ad", "&authSource=reports");
+    client(&uri)
+        .await
+        .database("admin")
+        .run_command(doc! {"serverStatus": 1})
+        .await
+        .unwrap();
+    admin
+        .database("reports")
+        .run_command(doc! {"dropUser": "reader"})
+        .await
+        .unwrap();
+    let e = client(&uri)
+        .await
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .await
+        .unwrap_err();
+    assert_auth_failed(&e);
+}
