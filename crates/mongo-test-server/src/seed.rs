@@ -11,7 +11,7 @@
 //!   see the [`demo`] module for what is where and [`DEMO_NAMESPACES`] for the expected
 //!   namespaces.
 //! * [`Seed::Bench`] and [`Seed::Docs`] are bulk, realistic-looking data for throughput tests;
-//!   see the [`bench`] module.
+//!   see the [`bench`](mod@bench) module.
 
 pub mod bench;
 pub mod demo;
@@ -143,7 +143,8 @@ impl fmt::Display for Seed {
 pub fn commands(seed: &Seed) -> impl Iterator<Item = (String, RawDocumentBuf)> + Send + 'static {
     let source: Box<dyn Iterator<Item = (String, RawDocumentBuf)> + Send> = match *seed {
         Seed::None => Box::new(std::iter::empty()),
-        Seed::Demo => Box::new(demo::commands().into_iter()),
+        // Built on first use, not when the iterator is made.
+        Seed::Demo => Box::new(std::iter::once(()).flat_map(|()| demo::commands())),
         Seed::Bench { bytes } => Box::new(bench::commands(bench::Amount::Bytes(bytes))),
         Seed::Docs { count } => Box::new(bench::commands(bench::Amount::Documents(count))),
     };

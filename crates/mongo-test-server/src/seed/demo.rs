@@ -21,7 +21,7 @@
 //! | `app-users.accounts` | 120 accounts; `validator` (`$jsonSchema`), `validationLevel: "moderate"`, `validationAction: "error"`, collation `en`/2; indexes: unique `email_1`, `username_de` with its own collation |
 //!
 //! [`DEMO_NAMESPACES`] states the same in data; a unit test keeps it equal to what
-//! [`commands`] generates.
+//! [`crate::seed::commands`] generates.
 
 use bson::RawDocumentBuf;
 
