@@ -1,0 +1,152 @@
+//! Settings of the S3 backend.
+
+use super::error::StoreError;
+
+/// Smallest part S3 accepts for every part but the last.
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// Largest part S3 accepts.
+pub const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 2;
+/// Attempts per request (first try included) for transient failures.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// Server-side encryption requested for new objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Sse {
+    /// Whatever the bucket's default encryption does.
+    #[default]
+    None,
+    /// SSE-S3 (`AES256`).
+    S3,
+    /// SSE-KMS (`aws:kms`); without a key id S3 uses the account's `aws/s3` key.
+    Kms { key_id: Option<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Options {
+    /// Custom endpoint; when `None` the standard `AWS_ENDPOINT_URL(_S3)` variables apply.
+    pub endpoint_url: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`). Always used for IP-address and
+    /// `localhost` endpoints, where virtual-hosted addressing cannot work.
+    pub force_path_style: bool,
+    /// Region; when `None` the standard chain (`AWS_REGION`, profile, IMDS) applies.
+    pub region: Option<String>,
+    pub sse: Sse,
+    /// e.g. `STANDARD_IA`, `GLACIER_IR`; `None` for the bucket default (`STANDARD`).
+    pub storage_class: Option<String>,
+    /// Bytes per multipart part (at least 5 MiB). Memory use of an upload is at most
+    /// `part_size × (upload_concurrency + 1)`.
+    pub part_size: usize,
+    /// Parts in flight at once (at least 1).
+    pub upload_concurrency: usize,
+    /// Attempts per request for transient failures (5xx, SlowDown, connection errors).
+    pub max_attempts: u32,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            endpoint_url: None,
+            force_path_style: false,
+            region: None,
+            sse: Sse::None,
+            storage_class: None,
+            part_size: DEFAULT_PART_SIZE,
+            upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+impl S3Options {
+    /// Rejects settings S3 would refuse later, before any request is made.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let fail = |reason: String| Err(StoreError::InvalidOptions { reason });
+        if self.part_size < MIN_PART_SIZE || self.part_size > MAX_PART_SIZE {
+            return fail(format!(
+                "part size {} is outside S3's limits: use {MIN_PART_SIZE} to {MAX_PART_SIZE} bytes",
+                self.part_size
+            ));
+        }
+        if self.upload_concurrency == 0 || self.upload_concurrency > 64 {
+            return fail(format!(
+                "upload concurrency {} must be between 1 and 64",
+                self.upload_concurrency
+            ));
+        }
+        if self.max_attempts == 0 || self.max_attempts > 10 {
+            return fail(format!(
+                "max attempts {} must be between 1 and 10",
+                self.max_attempts
+            ));
+        }
+        if let Sse::Kms { key_id: Some(k) } = &self.sse {
+            if k.trim().is_empty() {
+                return fail("the KMS key id is empty: give a key id, ARN or alias".into());
+            }
+        }
+        if let Some(class) = &self.storage_class {
+            if class.is_empty() || !class.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+                return fail(format!(
+                    "storage class {class:?} is not a valid S3 storage class name (e.g. STANDARD_IA)"
+                ));
+            }
+        }
+        if let Some(url) = &self.endpoint_url {
+            let parsed = url::Url::parse(url).map_err(|_| StoreError::InvalidOptions {
+                reason: "the endpoint URL is not a valid http(s) URL".into(),
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                return fail("the endpoint URL must be an http(s) URL with a host".into());
+            }
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                return fail("credentials are not accepted in the endpoint URL".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        assert!(S3Options::default().validate().is_ok());
+        let bad = [
+            S3Options {
+                part_size: MIN_PART_SIZE - 1,
+                ..Default::default()
+            },
+            S3Options {
+                upload_concurrency: 0,
+                ..Default::default()
+            },
+            S3Options {
+                storage_class: Some("standard ia".into()),
+                ..Default::default()
+            },
+            S3Options {
+                sse: Sse::Kms {
+                    key_id: Some(" ".into()),
+                },
+                ..Default::default()
+            },
+            S3Options {
+                endpoint_url: Some("ftp://x".into()),
+                ..Default::default()
+            },
+            S3Options {
+                endpoint_url: Some("http://user:secret@x".into()),
+                ..Default::default()
+            },
+        ];
+        for opts in bad {
+            let err = opts.validate().unwrap_err();
+            assert!(matches!(err, StoreError::InvalidOptions { .. }), "{opts:?}");
+            assert!(!err.to_string().contains("secret"));
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! A destination in an S3 bucket (or an S3-compatible store) under a key prefix.
+
+mod errors;
+mod retry_log;
+mod upload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+use super::aws::CONNECT_TIMEOUT;
+use super::background::Background;
+use super::error::StoreError;
+use super::options::S3Options;
+use super::{ObjectInfo, ObjectReader};
+
+pub(crate) use upload::S3Upload;
+
+/// DeleteObjects takes at most this many keys per request.
+const DELETE_BATCH: usize = 1000;
+
+#[derive(Clone)]
+pub(crate) struct S3Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    bucket: String,
+    /// Without leading or trailing '/'; empty for the bucket root.
+    prefix: String,
+    opts: S3Options,
+    /// For error messages only.
+    endpoint: String,
+    background: Background,
+}
+
+/// An unfinished multipart upload.
+pub(crate) struct IncompleteUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<OffsetDateTime>,
+}
+
+fn to_time(dt: &DateTime) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(dt.as_nanos()).ok()
+}
+
+/// Virtual-hosted addressing needs DNS names under the endpoint; IPs and localhost have none.
+fn needs_path_style(endpoint: &str) -> bool {
+    url::Url::parse(endpoint).is_ok_and(|u| match u.host() {
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => true,
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        None => false,
+    })
+}
+
+/// Applies the encryption and storage class settings to a request that creates an object.
+macro_rules! object_settings {
+    ($builder:expr, $opts:expr) => {{
+        let mut b = $builder;
+        match &$opts.sse {
+            $crate::store::Sse::None => {}
+            $crate::store::Sse::S3 => {
+                b = b.server_side_encryption(::aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            }
+            $crate::store::Sse::Kms { key_id } => {
+                b = b.server_side_encryption(::aws_sdk_s3::types::ServerSideEncryption::AwsKms);
+                if let Some(k) = key_id {
+                    b = b.ssekms_key_id(k.clone());
+                }
+            }
+        }
+        if let Some(class) = &$opts.storage_class {
+            b = b.storage_class(::aws_sdk_s3::types::StorageClass::from(class.as_str()));
+        }
+        b
+    }};
+}
+pub(crate) use object_settings;
+
+impl S3Store {
+    pub(crate) async fn open(
+        sdk: &SdkConfig,
+        bucket: &str,
+        prefix: &str,
+        opts: &S3Options,
+        background: Background,
+    ) -> Result<S3Store, StoreError> {
+        let mut builder = aws_sdk_s3::config::Builder::from(sdk)
+            .retry_config(RetryConfig::standard().with_max_attempts(opts.max_attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .build(),
+            )
+            // Only what S3 requires: S3-compatible stores and emulators often reject the
+            // newer default (CRC32 on every upload, aws-chunked bodies).
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .interceptor(retry_log::RetryLogger {
+                bucket: bucket.to_string(),
+            });
+        if let Some(url) = &opts.endpoint_url {
+            builder = builder.endpoint_url(url.clone());
+        }
+        let region = opts
+            .region
+            .clone()
+            .map(Region::new)
+            .or_else(|| sdk.region().cloned())
+            .ok_or(StoreError::NoRegion)?;
+        builder = builder.region(region.clone());
+        let endpoint = opts
+            .endpoint_url
+            .clone()
+            .or_else(|| sdk.endpoint_url().map(str::to_string))
+            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        builder = builder.force_path_style(opts.force_path_style || needs_path_style(&endpoint));
+        let store = S3Store {
+            inner: Arc::new(Inner {
+                client: Client::from_conf(builder.build()),
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                opts: opts.clone(),
+                endpoint,
+                background,
+            }),
+        };
+        store
+            .inner
+            .client
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| {
+                // HeadBucket answers 404 without a body, so there is no error code to read.
+                if errors::status(&e) == Some(404) {
+                    StoreError::NoSuchBucket {
+                        bucket: bucket.to_string(),
+                    }
+                } else {
+                    store.err("HeadBucket", None, e)
+                }
+            })?;
+        Ok(store)
+    }
+
+    fn err<E>(
+        &self,
+        op: &'static str,
+        key: Option<&str>,
+        e: aws_sdk_s3::error::SdkError<
+            E,
+            aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+        >,
+    ) -> StoreError
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        errors::map(
+            &errors::Context {
+                op,
+                bucket: &self.inner.bucket,
+                key,
+                endpoint: &self.inner.endpoint,
+            },
+            e,
+        )
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.inner.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.inner.prefix)
+        }
+    }
+
+    /// The listing prefix for a relative prefix; "" lists the whole destination.
+    fn full_prefix(&self, prefix: &str) -> String {
+        if self.inner.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.inner.prefix)
+        }
+    }
+
+    fn relative_key(&self, full: &str) -> Option<String> {
+        if self.inner.prefix.is_empty() {
+            return Some(full.to_string());
+        }
+        full.strip_prefix(self.inner.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .map(str::to_string)
+    }
+
+    pub(crate) fn start_upload(&self, key: &str) -> S3Upload {
+        S3Upload::new(self.clone(), key.to_string(), self.full_key(key))
+    }
+
+    /// A single PutObject; `Ok((etag, version))`.
+    pub(crate) async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        if_absent: bool,
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
+        let full = self.full_key(key);
+        let len = bytes.len();
+        let mut req = self
+            .inner
+            .client
+            .put_object()
+            .bucket(&self.inner.bucket)
+            .key(&full)
+            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .body(ByteStream::from(bytes));
+        req = object_settings!(req, self.inner.opts);
+        if if_absent {
+            req = req.if_none_match("*");
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| match self.err("PutObject", Some(&full), e) {
+                StoreError::AlreadyExists { .. } => StoreError::AlreadyExists { key: key.into() },
+                other => other,
+            })?;
+        Ok((
+            out.e_tag().map(str::to_string),
+            out.version_id().map(str::to_string),
+        ))
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let full = self.full_key(key);
+        let out = match self
+            .inner
+            .client
+            .get_object()
+            .bucket(&self.inner.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if errors::is_missing_object(&e) => return Ok(None),
+            Err(e) => return Err(self.err("GetObject", Some(&full), e)),
+        };
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unreachable {
+                endpoint: self.inner.endpoint.clone(),
+                detail: format!("reading s3://{}/{full} failed: {e}", self.inner.bucket),
+            })?;
+        Ok(Some(body.into_bytes()))
+    }
+
+    pub(crate) async fn open_read(&self, key: &str) -> Result<Option<ObjectReader>, StoreError> {
+        let full = self.full_key(key);
+        let out = match self
+            .inner
+            .client
+            .get_object()
+            .bucket(&self.inner.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if errors::is_missing_object(&e) => return Ok(None),
+            Err(e) => return Err(self.err("GetObject", Some(&full), e)),
+        };
+        let size = out.content_length().and_then(|l| u64::try_from(l).ok());
+        Ok(Some(ObjectReader::new(out.body.into_async_read(), size)))
+    }
+
+    pub(crate) async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let full = self.full_key(key);
+        let out = match self
+            .inner
+            .client
+            .head_object()
+            .bucket(&self.inner.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if errors::is_missing_object(&e) => return Ok(None),
+            Err(e) => return Err(self.err("HeadObject", Some(&full), e)),
+        };
+        let mut info = ObjectInfo::new(
+            key.to_string(),
+            out.content_length()
+                .and_then(|l| u64::try_from(l).ok())
+                .unwrap_or(0),
+        );
+        info.last_modified = out.last_modified().and_then(to_time);
+        info.etag = out.e_tag().map(str::to_string);
+        info.version_id = out.version_id().map(str::to_string);
+        info.storage_class = out.storage_class().map(|c| c.as_str().to_string());
+        info.sse = out.server_side_encryption().map(|s| s.as_str().to_string());
+        info.kms_key_id = out.ssekms_key_id().map(str::to_string);
+        Ok(Some(info))
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let full_prefix = self.full_prefix(prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .inner
+                .client
+                .list_objects_v2()
+                .bucket(&self.inner.bucket)
+                .prefix(&full_prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.err("ListObjectsV2", None, e))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key().and_then(|k| self.relative_key(k)) else {
+                    continue;
+                };
+                let mut info = ObjectInfo::new(
+                    key,
+                    obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                );
+                info.last_modified = obj.last_modified().and_then(to_time);
+                info.etag = obj.e_tag().map(str::to_string);
+                info.storage_class = obj.storage_class().map(|c| c.as_str().to_string());
+                out.push(info);
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    pub(crate) async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        for batch in keys.chunks(DELETE_BATCH) {
+            let mut objects = Vec::with_capacity(batch.len());
+            for k in batch {
+                let id = ObjectIdentifier::builder()
+                    .key(self.full_key(k))
+                    .build()
+                    .map_err(|e| StoreError::S3 {
+                        op: "DeleteObjects",
+                        code: "RequestNotBuilt".into(),
+                        message: e.to_string(),
+                        status: None,
+                    })?;
+                objects.push(id);
+            }
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| StoreError::S3 {
+                    op: "DeleteObjects",
+                    code: "RequestNotBuilt".into(),
+                    message: e.to_string(),
+                    status: None,
+                })?;
+            let out = self
+                .inner
+                .client
+                .delete_objects()
+                .bucket(&self.inner.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| self.err("DeleteObjects", None, e))?;
+            if let Some(failure) = out.errors().first() {
+                let key = failure.key().unwrap_or_default();
+                let code = failure.code().unwrap_or("Unknown").to_string();
+                let message = failure.message().unwrap_or_default().to_string();
+                if code == "AccessDenied" {
+                    return Err(StoreError::AccessDenied {
+                        target: format!("s3://{}/{key}", self.inner.bucket),
+                        fix: "grant s3:DeleteObject on the prefix to the role or user in use"
+                            .into(),
+                    });
+                }
+                return Err(StoreError::S3 {
+                    op: "DeleteObjects",
+                    code,
+                    message: format!(
+                        "{} of {} deletions failed, first {key}: {message}",
+                        out.errors().len(),
+                        batch.len()
+                    ),
+                    status: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn list_incomplete_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<IncompleteUpload>, StoreError> {
+        let full_prefix = self.full_prefix(prefix);
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .inner
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.inner.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.err("ListMultipartUploads", None, e))?;
+            for u in page.uploads() {
+                let (Some(key), Some(id)) =
+                    (u.key().and_then(|k| self.relative_key(k)), u.upload_id())
+                else {
+                    continue;
+                };
+                out.push(IncompleteUpload {
+                    key,
+                    upload_id: id.to_string(),
+                    initiated: u.initiated().and_then(to_time),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    pub(crate) async fn abort_incomplete_uploads(
+        &self,
+        prefix: &str,
+        older_than: Duration,
+    ) -> Result<usize, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut aborted = 0;
+        for u in self.list_incomplete_uploads(prefix).await? {
+            // An upload without a start time is treated as old: it cannot be shown young.
+            let old_enough = u.initiated.is_none_or(|t| now - t >= older_than);
+            if old_enough {
+                self.abort_multipart(&self.full_key(&u.key), &u.upload_id)
+                    .await?;
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
+    }
+
+    /// AbortMultipartUpload, tried again on transient failures on top of the SDK's own retries
+    /// (an unaborted upload costs money until a lifecycle rule removes it). An upload that is
+    /// already gone counts as aborted.
+    pub(crate) async fn abort_multipart(
+        &self,
+        full_key: &str,
+        upload_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut delay = Duration::from_millis(250);
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let result = self
+                .inner
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.inner.bucket)
+                .key(full_key)
+                .upload_id(upload_id)
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if errors::code(&e) == Some("NoSuchUpload")
+                        || errors::status(&e) == Some(404) =>
+                {
+                    return Ok(())
+                }
+                Err(e) => {
+                    let err = self.err("AbortMultipartUpload", Some(full_key), e);
+                    if !err.is_retryable() || rounds >= 3 {
+                        return Err(err);
+                    }
+                    tracing::warn!(key = full_key, error = %err, "abort of multipart upload failed; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+            }
+        }
+    }
+}
