@@ -301,7 +301,8 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_its_variable() {
-        let cases: &[(&[(&str, Option<&str>)], &str)] = &[
+        type Change<'a> = (&'a str, Option<&'a str>);
+        let cases: &[(&[Change], &str)] = &[
             (&[(TO, None)], TO),
             (&[(TO, Some("ftp://x"))], TO),
             (&[(SECRET_ARN, None)], SECRET_ARN),

@@ -1,6 +1,9 @@
 //! The Lambda handler called in-process, as the runtime would call it: the test MongoDB
 //! server as the source, moto on loopback as S3, Secrets Manager and KMS.
 
+// Test code: a panic with its message is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
