@@ -24,7 +24,10 @@ impl CollectionMetadata {
     /// Parses metadata.json in any Extended JSON dialect mongodump has written. Unknown
     /// top-level keys are ignored, as mongorestore ignores them.
     pub fn parse(json: &str) -> Result<Self, ArchiveError> {
-        let doc = parse_extjson(json).map_err(|e| invalid(e.to_string()))?;
+        let doc = parse_extjson(json).map_err(|e| match e {
+            ArchiveError::InvalidExtJson { detail } => invalid(detail),
+            other => invalid(other.to_string()),
+        })?;
         let mut meta = CollectionMetadata::default();
         for (key, value) in doc {
             match (key.as_str(), value) {
