@@ -96,7 +96,7 @@ pub async fn run(
         });
     }
     let work = run_new(options, store, progress, id, started, &manifest_key);
-    match options.deadline {
+    let result = match options.deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline, work).await {
             Ok(result) => result,
             Err(_) => Err(Error::Deadline(format!(
@@ -104,7 +104,13 @@ pub async fn run(
             ))),
         },
         None => work.await,
+    };
+    if result.is_err() {
+        // A run cut short drops its upload, whose abort then runs in the background: wait
+        // for it, so no multipart upload outlives the process or the Lambda invocation.
+        store.settle().await;
     }
+    result
 }
 
 async fn run_new(

@@ -6,3 +6,6 @@ mod cli;
 mod harness;
 mod lambda;
 mod restore;
+mod s3;
+#[path = "../support/mod.rs"]
+mod support;
