@@ -481,6 +481,28 @@ mod tests {
     }
 
     #[test]
+    fn decimal128_uses_the_spec_string_form() {
+        // Canonical strings from the BSON Decimal128 corpus, which the Go driver also passes.
+        for text in [
+            "2",
+            "-0",
+            "0.001",
+            "1.05E+3",
+            "1E+3",
+            "0E-10",
+            "-1.23E-7",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "9.999999999999999999999999999999999E+6144",
+        ] {
+            let json = format!(r#"{{"d":{{"$numberDecimal":"{text}"}}}}"#);
+            let doc = parse_extjson(&json).unwrap();
+            assert_eq!(to_canonical_extjson(&doc), json);
+        }
+    }
+
+    #[test]
     fn doubles_round_trip_through_text() {
         for f in [1.0, -0.0, 1e6, 1.5e-7, 123456.0, f64::MAX, 5e-324, 0.1] {
             let json = to_canonical_extjson(&doc! { "d": f });
