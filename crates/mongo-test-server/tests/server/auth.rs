@@ -1,5 +1,7 @@
 //! SCRAM authentication through the driver, and mongod's refusals.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bson::{doc, rawdoc, Bson};
 use mongo_test_server::{ServerConfig, ServerHandle, User};
 use mongodb::error::ErrorKind;

@@ -1,5 +1,7 @@
 //! Fault injection as a client sees it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use bson::{doc, rawdoc, Document};

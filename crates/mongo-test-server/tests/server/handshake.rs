@@ -1,5 +1,7 @@
 //! Handshake, server-level commands and the wire protocol as drivers use them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bson::{doc, rawdoc, Bson};
 use mongo_test_server::wire::{self, DocumentSequence, FLAG_CHECKSUM_PRESENT, FLAG_MORE_TO_COME};
 use mongo_test_server::ServerConfig;

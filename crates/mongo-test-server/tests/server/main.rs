@@ -1,5 +1,7 @@
 //! Integration tests: the server driven through the official Rust driver and raw sockets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod auth;
 mod bson_types;
 mod faults;

@@ -1,5 +1,7 @@
 //! TLS with a self-signed certificate.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bson::doc;
 use mongo_test_server::{ServerConfig, ServerHandle, TlsConfig};
 
