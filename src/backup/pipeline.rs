@@ -216,7 +216,7 @@ fn write_archive(
         &settings.header,
         prelude,
     )
-    .map_err(|e| map_archive_error(e))?;
+    .map_err(map_archive_error)?;
     let mut summaries: Vec<Option<NamespaceSummary>> = vec![None; namespaces.len()];
     while let Some(message) = rx.blocking_recv() {
         match message {

@@ -17,14 +17,26 @@ use nightdump::source::{ReadPreferenceChoice, SourceOptions};
 use nightdump::store::{Destination, S3Options, Store};
 use nightdump_archive::{ArchiveReader, Event};
 
-/// A source to back up: the test server seeded with demo data, or the real server named by
-/// `NIGHTDUMP_TEST_MONGODB_URI` (seeded by the test itself).
+/// A source to back up: the demo data set, on the test server, or on the real server named
+/// by `NIGHTDUMP_TEST_MONGODB_URI` (seeded here with the same commands; admin's system
+/// collections are left to the server).
 pub struct Source {
     pub uri: String,
     pub server: Option<ServerHandle>,
 }
 
 pub async fn demo_source() -> Source {
+    match std::env::var("NIGHTDUMP_TEST_MONGODB_URI") {
+        Ok(uri) => {
+            seed_real_server(&uri).await;
+            Source { uri, server: None }
+        }
+        Err(_) => demo_test_server().await,
+    }
+}
+
+/// Always the test server: for tests that inject faults, which a real server cannot do.
+pub async fn demo_test_server() -> Source {
     let server = mongo_test_server::start(ServerConfig {
         seed: mongo_test_server::Seed::Demo,
         ..ServerConfig::default()
@@ -37,16 +49,28 @@ pub async fn demo_source() -> Source {
     }
 }
 
-pub async fn empty_source() -> Source {
-    if let Ok(uri) = std::env::var("NIGHTDUMP_TEST_MONGODB_URI") {
-        return Source { uri, server: None };
+async fn seed_real_server(uri: &str) {
+    let client = mongodb::Client::with_uri_str(uri).await.expect("client");
+    let commands: Vec<(String, RawDocumentBuf)> =
+        mongo_test_server::seed::commands(&mongo_test_server::Seed::Demo).collect();
+    let mut dbs: Vec<&str> = commands.iter().map(|(db, _)| db.as_str()).collect();
+    dbs.sort();
+    dbs.dedup();
+    for db in dbs.iter().filter(|d| **d != "admin") {
+        client
+            .database(db)
+            .drop()
+            .await
+            .expect("drop before seeding");
     }
-    let server = mongo_test_server::start(ServerConfig::default())
-        .await
-        .expect("test server starts");
-    Source {
-        uri: server.uri(),
-        server: Some(server),
+    for (db, command) in &commands {
+        if db != "admin" {
+            client
+                .database(db)
+                .run_raw_command(command.clone())
+                .await
+                .expect("seed command");
+        }
     }
 }
 

@@ -1,6 +1,9 @@
 //! End-to-end tests of nightdump against the in-memory MongoDB test server (or a real server
 //! when `NIGHTDUMP_TEST_MONGODB_URI` is set), with directory and S3 destinations.
 
+// Test code: a panic with its message is the failure report, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod backup;
 mod cli;
 mod harness;
