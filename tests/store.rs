@@ -39,7 +39,12 @@ impl Data {
 const ODD_CHUNKS: [usize; 8] = [1, 7, 4093, 65_537, 1_048_573, 3_333_333, 10, 5_242_881];
 
 /// Streams `total` bytes in odd-sized chunks, adding them to `hash`.
-async fn stream_hashed(upload: &mut nightdump::store::Upload, total: usize, seed: u64, hash: &mut Sha256) {
+async fn stream_hashed(
+    upload: &mut nightdump::store::Upload,
+    total: usize,
+    seed: u64,
+    hash: &mut Sha256,
+) {
     let mut data = Data(seed);
     let mut sent = 0;
     let mut i = 0;
@@ -140,39 +145,72 @@ mod cases {
     }
 
     pub async fn if_absent_refusal(store: &Store) {
-        store.put("once", Bytes::from_static(b"first"), true).await.unwrap();
+        store
+            .put("once", Bytes::from_static(b"first"), true)
+            .await
+            .unwrap();
         let err = store
             .put("once", Bytes::from_static(b"second"), true)
             .await
             .unwrap_err();
-        assert!(matches!(&err, StoreError::AlreadyExists { key } if key == "once"), "{err:?}");
+        assert!(
+            matches!(&err, StoreError::AlreadyExists { key } if key == "once"),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("once"));
         assert!(!err.is_retryable());
-        assert_eq!(store.get("once").await.unwrap().as_deref(), Some(&b"first"[..]));
+        assert_eq!(
+            store.get("once").await.unwrap().as_deref(),
+            Some(&b"first"[..])
+        );
 
         // A multipart upload refused at completion leaves the original and no upload behind.
         let mut up = store.start_upload("once").await.unwrap();
         stream_into(&mut up, PART + PART / 2, 3).await;
         let err = up.finish(true).await.unwrap_err();
         assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
-        assert_eq!(store.get("once").await.unwrap().as_deref(), Some(&b"first"[..]));
+        assert_eq!(
+            store.get("once").await.unwrap().as_deref(),
+            Some(&b"first"[..])
+        );
         assert!(store.list_incomplete_uploads("").await.unwrap().is_empty());
 
         // A small streamed upload too.
         let mut up = store.start_upload("once").await.unwrap();
         up.write(Bytes::from_static(b"x")).await.unwrap();
-        assert!(matches!(up.finish(true).await, Err(StoreError::AlreadyExists { .. })));
-        assert_eq!(store.get("once").await.unwrap().as_deref(), Some(&b"first"[..]));
+        assert!(matches!(
+            up.finish(true).await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        assert_eq!(
+            store.get("once").await.unwrap().as_deref(),
+            Some(&b"first"[..])
+        );
         assert_eq!(store.list("").await.unwrap().len(), 1);
         assert!(store.list_incomplete_uploads("").await.unwrap().is_empty());
     }
 
     pub async fn list_head_delete(store: &Store) {
-        let keys = ["b/2/x.gz", "a/1/manifest.json", "a/1/dump.gz", "a/10/dump.gz", "top.json"];
+        let keys = [
+            "b/2/x.gz",
+            "a/1/manifest.json",
+            "a/1/dump.gz",
+            "a/10/dump.gz",
+            "top.json",
+        ];
         for (i, k) in keys.iter().enumerate() {
-            store.put(k, Bytes::from(vec![b'z'; i + 1]), false).await.unwrap();
+            store
+                .put(k, Bytes::from(vec![b'z'; i + 1]), false)
+                .await
+                .unwrap();
         }
-        let all: Vec<_> = store.list("").await.unwrap().into_iter().map(|o| (o.key, o.size)).collect();
+        let all: Vec<_> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect();
         assert_eq!(
             all,
             vec![
@@ -183,31 +221,59 @@ mod cases {
                 ("top.json".to_string(), 5),
             ]
         );
-        let a1: Vec<_> = store.list("a/1/").await.unwrap().into_iter().map(|o| o.key).collect();
+        let a1: Vec<_> = store
+            .list("a/1/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(a1, ["a/1/dump.gz", "a/1/manifest.json"]);
         // A plain string prefix, as S3 does it.
-        let a1x: Vec<_> = store.list("a/1").await.unwrap().into_iter().map(|o| o.key).collect();
+        let a1x: Vec<_> = store
+            .list("a/1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(a1x, ["a/1/dump.gz", "a/1/manifest.json", "a/10/dump.gz"]);
         assert!(store.list("nothing/").await.unwrap().is_empty());
 
         let head = store.head("a/10/dump.gz").await.unwrap().unwrap();
         assert_eq!((head.key.as_str(), head.size), ("a/10/dump.gz", 4));
-        assert!(store.head("a/10").await.unwrap().is_none(), "a directory is not an object");
+        assert!(
+            store.head("a/10").await.unwrap().is_none(),
+            "a directory is not an object"
+        );
         assert!(store.head("a/missing").await.unwrap().is_none());
         assert!(store.open_read("a/missing").await.unwrap().is_none());
 
         store
-            .delete(&["a/1/dump.gz".into(), "a/1/manifest.json".into(), "never/existed".into()])
+            .delete(&[
+                "a/1/dump.gz".into(),
+                "a/1/manifest.json".into(),
+                "never/existed".into(),
+            ])
             .await
             .unwrap();
-        let left: Vec<_> = store.list("").await.unwrap().into_iter().map(|o| o.key).collect();
+        let left: Vec<_> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(left, ["a/10/dump.gz", "b/2/x.gz", "top.json"]);
         assert!(store.get("a/1/dump.gz").await.unwrap().is_none());
         store.delete(&[]).await.unwrap();
 
         for bad in ["", "/abs", "../escape", "a//b"] {
             assert!(
-                matches!(store.put(bad, Bytes::new(), false).await, Err(StoreError::InvalidKey { .. })),
+                matches!(
+                    store.put(bad, Bytes::new(), false).await,
+                    Err(StoreError::InvalidKey { .. })
+                ),
                 "{bad:?}"
             );
         }
@@ -267,7 +333,9 @@ async fn s3_store(label: &str, opts: S3Options) -> (Store, String) {
         bucket: bucket.clone(),
         prefix: "nightly/prod".into(),
     };
-    let store = Store::open_with_sdk_config(&dest, &sdk, &opts).await.unwrap();
+    let store = Store::open_with_sdk_config(&dest, &sdk, &opts)
+        .await
+        .unwrap();
     (store, bucket)
 }
 
@@ -311,9 +379,17 @@ conformance!(
 async fn s3_keys_live_under_the_prefix() {
     let moto = Moto::shared();
     let (store, bucket) = s3_store("prefix", s3_opts(&moto.endpoint())).await;
-    store.put("a/b.json", Bytes::from_static(b"1"), false).await.unwrap();
+    store
+        .put("a/b.json", Bytes::from_static(b"1"), false)
+        .await
+        .unwrap();
     let client = moto.s3_client().await;
-    let listed = client.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    let listed = client
+        .list_objects_v2()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
     let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, ["nightly/prod/a/b.json"]);
     // Objects outside the prefix are not the store's.
@@ -325,7 +401,13 @@ async fn s3_keys_live_under_the_prefix() {
         .send()
         .await
         .unwrap();
-    let mine: Vec<_> = store.list("").await.unwrap().into_iter().map(|o| o.key).collect();
+    let mine: Vec<_> = store
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     assert_eq!(mine, ["a/b.json"]);
     assert_eq!(
         store.destination().to_string(),
@@ -338,7 +420,12 @@ async fn s3_sse_kms_is_recorded_on_the_object() {
     let moto = Moto::shared();
     let sdk = moto.sdk_config().await;
     let kms = aws_sdk_kms::Client::new(&sdk);
-    let key = kms.create_key().description("backups").send().await.unwrap();
+    let key = kms
+        .create_key()
+        .description("backups")
+        .send()
+        .await
+        .unwrap();
     let key_id = key.key_metadata().unwrap().key_id().to_string();
     let opts = S3Options {
         sse: Sse::Kms {
@@ -350,12 +437,18 @@ async fn s3_sse_kms_is_recorded_on_the_object() {
     let mut up = store.start_upload("dump.archive.gz").await.unwrap();
     stream_into(&mut up, PART + 100, 1).await;
     assert_eq!(up.finish(false).await.unwrap().parts, 2);
-    store.put("manifest.json", Bytes::from_static(b"{}"), true).await.unwrap();
+    store
+        .put("manifest.json", Bytes::from_static(b"{}"), true)
+        .await
+        .unwrap();
     for k in ["dump.archive.gz", "manifest.json"] {
         let info = store.head(k).await.unwrap().unwrap();
         assert_eq!(info.sse.as_deref(), Some("aws:kms"), "{k}");
         let stored = info.kms_key_id.unwrap_or_default();
-        assert!(stored.contains(&key_id), "{k}: key {stored:?} is not {key_id}");
+        assert!(
+            stored.contains(&key_id),
+            "{k}: key {stored:?} is not {key_id}"
+        );
     }
 }
 
@@ -371,14 +464,19 @@ async fn s3_sse_s3_and_storage_class() {
     let mut up = store.start_upload("big").await.unwrap();
     stream_into(&mut up, PART * 2, 2).await;
     up.finish(false).await.unwrap();
-    store.put("small", Bytes::from_static(b"s"), false).await.unwrap();
+    store
+        .put("small", Bytes::from_static(b"s"), false)
+        .await
+        .unwrap();
     for k in ["big", "small"] {
         let info = store.head(k).await.unwrap().unwrap();
         assert_eq!(info.sse.as_deref(), Some("AES256"), "{k}");
         assert_eq!(info.storage_class.as_deref(), Some("STANDARD_IA"), "{k}");
     }
     let listed = store.list("").await.unwrap();
-    assert!(listed.iter().all(|o| o.storage_class.as_deref() == Some("STANDARD_IA")));
+    assert!(listed
+        .iter()
+        .all(|o| o.storage_class.as_deref() == Some("STANDARD_IA")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +488,9 @@ async fn s3_open_reports_missing_bucket_unreachable_endpoint_and_missing_credent
         bucket: "no-such-bucket-here".into(),
         prefix: String::new(),
     };
-    let err = Store::open_with_sdk_config(&missing, &sdk, &opts).await.unwrap_err();
+    let err = Store::open_with_sdk_config(&missing, &sdk, &opts)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NoSuchBucket { .. }), "{err:?}");
     assert!(err.to_string().contains("no-such-bucket-here"), "{err}");
 
@@ -408,7 +508,9 @@ async fn s3_open_reports_missing_bucket_unreachable_endpoint_and_missing_credent
         max_attempts: 1,
         ..s3_opts(&format!("http://{closed}"))
     };
-    let err = Store::open_with_sdk_config(&dest, &sdk, &down).await.unwrap_err();
+    let err = Store::open_with_sdk_config(&dest, &sdk, &down)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Unreachable { .. }), "{err:?}");
     assert!(err.is_retryable());
     assert!(err.to_string().contains(&closed.to_string()), "{err}");
@@ -416,16 +518,22 @@ async fn s3_open_reports_missing_bucket_unreachable_endpoint_and_missing_credent
     let no_creds = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(nightdump::store::https_client())
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-            aws_credential_types::credential_fn::provide_credentials_fn(|| async {
-                Err(aws_credential_types::provider::error::CredentialsError::not_loaded(
-                    "no source",
-                ))
-            }),
-        ))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::credential_fn::provide_credentials_fn(|| async {
+                    Err(
+                        aws_credential_types::provider::error::CredentialsError::not_loaded(
+                            "no source",
+                        ),
+                    )
+                }),
+            ),
+        )
         .load()
         .await;
-    let err = Store::open_with_sdk_config(&dest, &no_creds, &opts).await.unwrap_err();
+    let err = Store::open_with_sdk_config(&dest, &no_creds, &opts)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NoCredentials { .. }), "{err:?}");
     assert!(err.to_string().contains("AWS_PROFILE"), "{err}");
 }
@@ -486,9 +594,15 @@ async fn s3_slowdown_and_500_are_retried_and_logged() {
     let logs = warnings();
     let (store, proxy, bucket) = s3_behind_proxy("slowdown", 3).await;
     proxy.fail_next(2, Fault::SlowDown);
-    store.put("manifest.json", Bytes::from_static(b"{}"), false).await.unwrap();
+    store
+        .put("manifest.json", Bytes::from_static(b"{}"), false)
+        .await
+        .unwrap();
     assert_eq!(proxy.faults_served(), 2);
-    assert_eq!(store.get("manifest.json").await.unwrap().as_deref(), Some(&b"{}"[..]));
+    assert_eq!(
+        store.get("manifest.json").await.unwrap().as_deref(),
+        Some(&b"{}"[..])
+    );
 
     // Mid-stream: a part request fails once and is sent again.
     let mut up = store.start_upload("dump.archive.gz").await.unwrap();
@@ -509,7 +623,8 @@ async fn s3_slowdown_and_500_are_retried_and_logged() {
         .filter(|l| l.contains("retrying S3 request") && l.contains(&format!("bucket={bucket} ")))
         .collect();
     assert!(
-        mine.iter().any(|l| l.contains("PutObject") && l.contains("HTTP 503") && l.contains("attempt=3")),
+        mine.iter()
+            .any(|l| l.contains("PutObject") && l.contains("HTTP 503") && l.contains("attempt=3")),
         "no warning for the second SlowDown retry in: {text}"
     );
     assert!(
@@ -522,7 +637,10 @@ async fn s3_slowdown_and_500_are_retried_and_logged() {
 async fn s3_persistent_slowdown_is_a_retryable_error() {
     let (store, proxy, _) = s3_behind_proxy("slowdown-forever", 2).await;
     proxy.fail_next(2, Fault::SlowDown);
-    let err = store.put("x", Bytes::from_static(b"x"), false).await.unwrap_err();
+    let err = store
+        .put("x", Bytes::from_static(b"x"), false)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, StoreError::S3 { code, status: Some(503), .. } if code == "SlowDown"),
         "{err:?}"
@@ -552,7 +670,10 @@ async fn s3_stopped_mid_upload_fails_write_and_abort_cleans_up_once_back() {
     let err = err.expect("writes must fail while S3 is unreachable");
     assert!(err.is_retryable(), "{err:?}");
     assert!(
-        matches!(err, StoreError::Unreachable { .. } | StoreError::Timeout { .. } | StoreError::S3 { .. }),
+        matches!(
+            err,
+            StoreError::Unreachable { .. } | StoreError::Timeout { .. } | StoreError::S3 { .. }
+        ),
         "{err:?}"
     );
     // Once failed, the upload stays failed.
@@ -581,18 +702,30 @@ async fn s3_stopped_at_finish_fails_and_leftover_is_aborted_once_back() {
     assert_eq!(left, ["dump.archive.gz"]);
     // (moto reports a fixed 2010 start time for every upload, so the age filter is shown on
     // the local backend only.)
-    assert_eq!(store.abort_incomplete_uploads("", Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .abort_incomplete_uploads("", Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
     assert!(store.list_incomplete_uploads("").await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_cut_connections_are_retried() {
     let (store, proxy, _) = s3_behind_proxy("cut", 3).await;
-    store.put("a", Bytes::from_static(b"1"), false).await.unwrap();
+    store
+        .put("a", Bytes::from_static(b"1"), false)
+        .await
+        .unwrap();
     let before = proxy.connections();
     // Pooled connections die under the client; the next requests reconnect.
     proxy.cut_all();
-    store.put("b", Bytes::from_static(b"2"), false).await.unwrap();
+    store
+        .put("b", Bytes::from_static(b"2"), false)
+        .await
+        .unwrap();
     assert_eq!(store.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
     assert!(proxy.connections() > before);
 }
@@ -609,7 +742,10 @@ async fn local_missing_directory_and_file_in_the_way() {
     let dir = tempfile::tempdir().unwrap();
     let err = open_local(&dir.path().join("missing")).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
-    assert!(err.to_string().contains("missing") && err.to_string().contains("create"), "{err}");
+    assert!(
+        err.to_string().contains("missing") && err.to_string().contains("create"),
+        "{err}"
+    );
 
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
@@ -620,7 +756,10 @@ async fn local_missing_directory_and_file_in_the_way() {
 
     // Inside a good store, a file where a key needs a directory.
     let store = open_local(dir.path()).await.unwrap();
-    let err = store.put("file/x.json", Bytes::from_static(b"1"), false).await.unwrap_err();
+    let err = store
+        .put("file/x.json", Bytes::from_static(b"1"), false)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotADirectory { .. }), "{err:?}");
     assert!(store.get("file/x.json").await.unwrap().is_none());
 }
@@ -706,12 +845,19 @@ async fn local_disk_full_is_reported_and_leaves_no_temp_file() {
         None => up.finish(false).await.unwrap_err(),
     };
     assert!(matches!(err, StoreError::DiskFull { .. }), "{err:?}");
-    assert!(err.to_string().contains("dump.archive.gz") && err.to_string().contains("free space"), "{err}");
+    assert!(
+        err.to_string().contains("dump.archive.gz") && err.to_string().contains("free space"),
+        "{err}"
+    );
     assert!(store.list_incomplete_uploads("").await.unwrap().is_empty());
     assert!(store.list("").await.unwrap().is_empty());
 
     let err = store
-        .put("manifest.json", Bytes::from(vec![1u8; 2 * 1024 * 1024]), false)
+        .put(
+            "manifest.json",
+            Bytes::from(vec![1u8; 2 * 1024 * 1024]),
+            false,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::DiskFull { .. }), "{err:?}");
@@ -729,11 +875,20 @@ async fn local_leftover_temp_files_are_listed_and_removable() {
     assert!(left[0].starts_with("a/.dump.gz.tmp-"), "{left:?}");
     assert!(store.list("").await.unwrap().is_empty());
     assert_eq!(
-        store.abort_incomplete_uploads("", Duration::from_secs(3600)).await.unwrap(),
+        store
+            .abort_incomplete_uploads("", Duration::from_secs(3600))
+            .await
+            .unwrap(),
         0,
         "a young upload may belong to a running backup"
     );
-    assert_eq!(store.abort_incomplete_uploads("", Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .abort_incomplete_uploads("", Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
     assert!(store.list_incomplete_uploads("").await.unwrap().is_empty());
     assert!(dir.path().join("a").is_dir());
 }

@@ -7,6 +7,9 @@
 //! Responses are copied back unparsed: a client sends its next request only after reading the
 //! previous response whole, so at that point nothing of the upstream's answer is in transit.
 
+// Test helper: a panic with its message is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,7 +37,11 @@ impl Fault {
                 "InternalError",
                 "We encountered an internal error. Please try again.",
             ),
-            Fault::SlowDown => ("503 Slow Down", "SlowDown", "Please reduce your request rate."),
+            Fault::SlowDown => (
+                "503 Slow Down",
+                "SlowDown",
+                "Please reduce your request rate.",
+            ),
         };
         let body = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>FAULTPROXY</RequestId></Error>"
@@ -65,11 +72,18 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Listens on 127.0.0.1:0 and forwards to `upstream`.
     pub async fn start(upstream: SocketAddr) -> FaultProxy {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind proxy");
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let state = Arc::new(State::default());
         let (cut, _) = watch::channel(0u64);
-        let accept = tokio::spawn(accept_loop(listener, upstream, Arc::clone(&state), cut.clone()));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            upstream,
+            Arc::clone(&state),
+            cut.clone(),
+        ));
         FaultProxy {
             addr,
             state,
@@ -130,7 +144,12 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Arc<State>, cut: watch::Sender<u64>) {
+async fn accept_loop(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    state: Arc<State>,
+    cut: watch::Sender<u64>,
+) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
             continue;
@@ -198,7 +217,11 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) {
                 let _ = w.write_all(fault.response().as_bytes()).await;
                 let _ = framing.forward(&mut reader, &mut tokio::io::sink()).await;
             } else {
-                if framing.forward(&mut reader, &mut tokio::io::sink()).await.is_err() {
+                if framing
+                    .forward(&mut reader, &mut tokio::io::sink())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 let _ = w.write_all(fault.response().as_bytes()).await;
@@ -255,8 +278,13 @@ impl Framing {
             expect_continue: false,
         };
         for line in head.lines().skip(1) {
-            let Some((name, value)) = line.split_once(':') else { continue };
-            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_ascii_lowercase());
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let (name, value) = (
+                name.trim().to_ascii_lowercase(),
+                value.trim().to_ascii_lowercase(),
+            );
             match name.as_str() {
                 "content-length" => f.content_length = value.parse().unwrap_or(0),
                 "transfer-encoding" => f.chunked = value.contains("chunked"),
@@ -274,7 +302,8 @@ impl Framing {
         W: AsyncWrite + Unpin,
     {
         if !self.chunked {
-            let copied = tokio::io::copy(&mut (&mut *reader).take(self.content_length), out).await?;
+            let copied =
+                tokio::io::copy(&mut (&mut *reader).take(self.content_length), out).await?;
             if copied != self.content_length {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
@@ -287,7 +316,8 @@ impl Framing {
             }
             out.write_all(size_line.as_bytes()).await?;
             let size_hex = size_line.trim().split(';').next().unwrap_or("0");
-            let size = u64::from_str_radix(size_hex, 16).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+            let size = u64::from_str_radix(size_hex, 16)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
             if size == 0 {
                 // Trailers, then the final blank line.
                 loop {

@@ -7,6 +7,9 @@
 //! [`Moto`] closes that pipe; so does the end of the test process, which is what cleans up
 //! the process-wide [`Moto::shared`] instance even when a test panics or aborts.
 
+// Test helper: a panic with its message is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
