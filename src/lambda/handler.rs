@@ -26,6 +26,8 @@ use super::secrets::{connection_string_from_secret, SecretSource};
 
 /// Longest time kept back from Lambda's deadline to abort the upload and report.
 const MAX_SAFETY_MARGIN: Duration = Duration::from_secs(20);
+/// Lambda's longest timeout.
+const MAX_LAMBDA_TIMEOUT: Duration = Duration::from_secs(900);
 /// Upper bound on waiting for background clean-up (upload aborts) before returning.
 const SETTLE_LIMIT: Duration = Duration::from_secs(15);
 
@@ -111,7 +113,20 @@ where
     M: MetricsSink,
 {
     let clock = Instant::now();
-    let deadline = run_deadline(event.context.deadline(), SystemTime::now());
+    let now = SystemTime::now();
+    let deadline = run_deadline(event.context.deadline(), now);
+    if deadline == Deadline::None && event.context.deadline != 0 {
+        tracing::warn!(
+            deadline_ms = event.context.deadline,
+            "the invocation's deadline is not a plausible time; running without one"
+        );
+    }
+    tracing::info!(
+        request_id = %event.context.request_id,
+        deadline_ms = event.context.deadline,
+        remaining_ms = event.context.deadline().duration_since(now).map(|d| d.as_millis()).unwrap_or(0),
+        "invocation started"
+    );
     let result = run(&event.payload, deadline, deps).await;
     let elapsed = clock.elapsed().as_secs_f64();
     let function_name = deps
@@ -269,7 +284,12 @@ pub fn safety_margin(remaining: Duration) -> Duration {
 }
 
 pub fn run_deadline(lambda_deadline: SystemTime, now: SystemTime) -> Deadline {
-    if lambda_deadline == SystemTime::UNIX_EPOCH {
+    // A real deadline is at most Lambda's 15-minute ceiling away; one further in the past than
+    // that is not a point in time (cargo-lambda's emulator sends the timeout, 600000).
+    if lambda_deadline
+        .checked_add(MAX_LAMBDA_TIMEOUT)
+        .is_some_and(|latest| latest < now)
+    {
         return Deadline::None;
     }
     let remaining = lambda_deadline
@@ -303,6 +323,16 @@ mod tests {
     async fn deadline_from_context() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         assert_eq!(run_deadline(SystemTime::UNIX_EPOCH, now), Deadline::None);
+        assert_eq!(
+            run_deadline(SystemTime::UNIX_EPOCH + Duration::from_millis(600_000), now),
+            Deadline::None
+        );
+        assert_eq!(
+            run_deadline(now - Duration::from_secs(899), now),
+            Deadline::TooLate {
+                remaining: Duration::ZERO
+            }
+        );
         assert_eq!(
             run_deadline(now - Duration::from_secs(1), now),
             Deadline::TooLate {
