@@ -730,6 +730,58 @@ async fn s3_cut_connections_are_retried() {
     assert!(proxy.connections() > before);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_download_broken_mid_body_resumes_where_it_stopped() {
+    let (store, proxy, _) = s3_behind_proxy("resume", 3).await;
+    let mut up = store.start_upload("dump.archive.gz").await.unwrap();
+    let sent = stream_into(&mut up, 2 * PART + 333, 8).await;
+    up.finish(false).await.unwrap();
+
+    // The first mebibyte of the download passes, then its connection dies.
+    proxy.cut_response_after(1024 * 1024);
+    let forwarded = proxy.requests_forwarded();
+    let mut reader = store.open_read("dump.archive.gz").await.unwrap().unwrap();
+    assert_eq!(reader.size(), Some((2 * PART + 333) as u64));
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        let n = reader.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+        hash.update(&buf[..n]);
+    }
+    assert_eq!(total, 2 * PART + 333);
+    assert_eq!(hash.finalize().to_vec(), sent);
+    assert_eq!(
+        proxy.requests_forwarded(),
+        forwarded + 2,
+        "the rest must come from one resumed (ranged) request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_download_of_a_replaced_object_fails_instead_of_splicing() {
+    let (store, proxy, _) = s3_behind_proxy("replaced", 3).await;
+    let mut up = store.start_upload("obj").await.unwrap();
+    stream_into(&mut up, PART + 1, 1).await;
+    up.finish(false).await.unwrap();
+    // Small enough to pass at once, whether or not the reader reads.
+    proxy.cut_response_after(16 * 1024);
+    let mut reader = store.open_read("obj").await.unwrap().unwrap();
+    let mut buf = vec![0u8; 1024];
+    assert!(reader.read(&mut buf).await.unwrap() > 0);
+    // Replaced before the reader runs into the end of its broken response.
+    let mut up = store.start_upload("obj").await.unwrap();
+    stream_into(&mut up, PART + 1, 2).await;
+    up.finish(false).await.unwrap();
+    let mut sink = Vec::new();
+    let err = reader.read_to_end(&mut sink).await.unwrap_err();
+    assert!(err.to_string().contains("replaced"), "{err}");
+}
+
 // ---------------------------------------------------------------- local faults
 
 async fn open_local(path: &Path) -> Result<Store, StoreError> {

@@ -55,11 +55,31 @@ impl Fault {
 
 #[derive(Default)]
 struct State {
+    /// Response bytes still let through before the connection carrying them is cut.
+    response_budget: Mutex<Option<usize>>,
     refuse: AtomicBool,
     faults: Mutex<VecDeque<Fault>>,
     faults_served: AtomicUsize,
     requests_forwarded: AtomicUsize,
     connections: AtomicUsize,
+}
+
+impl State {
+    /// How much of `n` response bytes may pass, and whether the connection must then be cut.
+    fn spend_response_budget(&self, n: usize) -> (usize, bool) {
+        let mut budget = self.response_budget.lock().unwrap();
+        match *budget {
+            Some(left) if n >= left => {
+                *budget = None;
+                (left, true)
+            }
+            Some(left) => {
+                *budget = Some(left - n);
+                (n, false)
+            }
+            None => (n, false),
+        }
+    }
 }
 
 pub struct FaultProxy {
@@ -115,6 +135,12 @@ impl FaultProxy {
     /// The server is back.
     pub fn resume(&self) {
         self.refuse_new(false);
+    }
+
+    /// Lets the next `n` bytes of responses through, then closes the connection that carries
+    /// them, once: a download broken in the middle of its body.
+    pub fn cut_response_after(&self, n: usize) {
+        *self.state.response_budget.lock().unwrap() = Some(n);
     }
 
     /// Answers the next `n` requests with `fault` instead of forwarding them.
@@ -187,6 +213,7 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) {
     let (mut server_r, mut server_w) = server.into_split();
     let client_w = Arc::new(tokio::sync::Mutex::new(client_w));
     let copier_w = Arc::clone(&client_w);
+    let copier_state = Arc::clone(&state);
     let copier = AbortOnDrop(tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -194,7 +221,8 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if copier_w.lock().await.write_all(&buf[..n]).await.is_err() {
+            let (n, cut) = copier_state.spend_response_budget(n);
+            if copier_w.lock().await.write_all(&buf[..n]).await.is_err() || cut {
                 break;
             }
         }

@@ -1,6 +1,7 @@
 //! A destination in an S3 bucket (or an S3-compatible store) under a key prefix.
 
 mod errors;
+mod read;
 mod retry_log;
 mod upload;
 
@@ -285,7 +286,10 @@ impl S3Store {
             Err(e) => return Err(self.err("GetObject", Some(&full), e)),
         };
         let size = out.content_length().and_then(|l| u64::try_from(l).ok());
-        Ok(Some(ObjectReader::new(out.body.into_async_read(), size)))
+        let etag = out.e_tag().map(str::to_string);
+        let body =
+            read::ResumingReader::new(self.clone(), full, etag, size, out.body.into_async_read());
+        Ok(Some(ObjectReader::new(body, size)))
     }
 
     pub(crate) async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
