@@ -194,7 +194,12 @@ where
     let uri = match &config.uri {
         UriSource::Plain(uri) => uri.clone(),
         UriSource::Secret { arn } => {
-            let value = deps.secrets.secret_string(arn).await?;
+            let value = within(
+                deadline,
+                "reading the secret",
+                deps.secrets.secret_string(arn),
+            )
+            .await??;
             connection_string_from_secret(arn, &value)?
         }
     };
@@ -202,9 +207,13 @@ where
     options
         .validate()
         .map_err(|e| HandlerError::from_error(&e, Some(&uri)))?;
-    let store = Store::open_with_sdk_config(&config.destination, &deps.sdk, &config.s3)
-        .await
-        .map_err(|e| HandlerError::from_error(&e.into(), Some(&uri)))?;
+    let store = within(
+        deadline,
+        "opening the destination",
+        Store::open_with_sdk_config(&config.destination, &deps.sdk, &config.s3),
+    )
+    .await?
+    .map_err(|e| HandlerError::from_error(&e.into(), Some(&uri)))?;
     let progress = Arc::new(Progress::default());
     let outcome = backup::run(&options, &store, &progress).await;
     // An abandoned multipart upload is aborted in the background; a frozen container would
@@ -217,6 +226,20 @@ where
     }
     let outcome = outcome.map_err(|e| HandlerError::from_error(&e, Some(&uri)))?;
     Ok(summary(&config, &outcome))
+}
+
+/// Bounds a step before the backup (which has its own deadline) by the run's deadline.
+async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    step: &str,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, HandlerError> {
+    match deadline {
+        None => Ok(work.await),
+        Some(at) => tokio::time::timeout_at(at, work)
+            .await
+            .map_err(|_| Error::Deadline(format!("{step} took until the deadline")).into()),
+    }
 }
 
 fn backup_options(
@@ -345,6 +368,80 @@ mod tests {
         };
         let after = tokio::time::Instant::now();
         assert!(at >= before + Duration::from_secs(90) && at <= after + Duration::from_secs(90));
+    }
+
+    struct FixedSecret(Option<&'static str>);
+
+    impl SecretSource for FixedSecret {
+        async fn secret_string(
+            &self,
+            _arn: &str,
+        ) -> Result<crate::secret::Secret<String>, HandlerError> {
+            match self.0 {
+                Some(v) => Ok(crate::secret::Secret::new(v.to_string())),
+                // Stands for a Secrets Manager that never answers.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn deps(secret: Option<&'static str>) -> Deps<FixedSecret, super::super::metrics::Captured> {
+        let env = [
+            ("NIGHTDUMP_TO", "s3://bkt/p"),
+            (
+                "NIGHTDUMP_MONGODB_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:m-AbCdEf",
+            ),
+            ("AWS_LAMBDA_FUNCTION_NAME", "fn"),
+        ];
+        Deps {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            sdk: aws_config::SdkConfig::builder().build(),
+            secrets: FixedSecret(secret),
+            metrics: Default::default(),
+        }
+    }
+
+    fn event(remaining: Duration) -> LambdaEvent<Value> {
+        let mut context = lambda_runtime::Context::default();
+        let deadline = SystemTime::now() + remaining;
+        context.deadline = deadline
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        LambdaEvent::new(serde_json::json!({}), context)
+    }
+
+    #[tokio::test]
+    async fn a_stuck_step_before_the_backup_ends_at_the_deadline() {
+        let deps = deps(None);
+        let started = Instant::now();
+        let e = handle(event(Duration::from_secs(2)), &deps)
+            .await
+            .unwrap_err();
+        assert_eq!(e.error_type(), "DeadlineReached");
+        assert!(e.to_string().contains("reading the secret"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let lines = deps.metrics.lines();
+        assert_eq!(lines.len(), 1);
+        let record: Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(record["BackupSuccess"], 0);
+        assert_eq!(record["ErrorType"], "DeadlineReached");
+        assert_eq!(record["FunctionName"], "fn");
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_is_not_a_uri_fails_without_echoing_it() {
+        let deps = deps(Some("hunter2"));
+        let e = handle(event(Duration::from_secs(60)), &deps)
+            .await
+            .unwrap_err();
+        assert_eq!(e.error_type(), "SecretUnavailable");
+        assert!(!e.to_string().contains("hunter2"));
+        assert_eq!(deps.metrics.lines().len(), 1);
     }
 
     #[test]
