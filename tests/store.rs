@@ -731,6 +731,35 @@ async fn s3_cut_connections_are_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_upload_waits_when_its_window_of_parts_is_full() {
+    // Window of 2: at most 2 parts in flight plus the one being filled are held in memory.
+    let (store, proxy, _) = s3_behind_proxy("window", 3).await;
+    let mut up = store.start_upload("dump.archive.gz").await.unwrap();
+    let mut expected = Sha256::new();
+    proxy.hold_part_uploads(true);
+    stream_hashed(&mut up, 2 * PART, 12, &mut expected).await;
+    proxy.wait_parts_held(2).await;
+    // A third full part cannot be sent: the write must wait for the window.
+    let mut third = vec![0u8; PART];
+    Data(13).fill(&mut third);
+    expected.update(&third);
+    {
+        let write = up.write(Bytes::from(third));
+        tokio::pin!(write);
+        assert!(
+            futures_util::poll!(&mut write).is_pending(),
+            "write must wait while two parts are in flight"
+        );
+        proxy.hold_part_uploads(false);
+        write.await.unwrap();
+    }
+    let receipt = up.finish(false).await.unwrap();
+    assert_eq!(receipt.parts, 3);
+    let (_, got) = read_all_hash(&store, "dump.archive.gz").await;
+    assert_eq!(got, expected.finalize().to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_download_broken_mid_body_resumes_where_it_stopped() {
     let (store, proxy, _) = s3_behind_proxy("resume", 3).await;
     let mut up = store.start_upload("dump.archive.gz").await.unwrap();

@@ -53,8 +53,11 @@ impl Fault {
     }
 }
 
-#[derive(Default)]
 struct State {
+    /// While true, UploadPart requests wait before being forwarded.
+    hold_parts: watch::Sender<bool>,
+    /// UploadPart requests that have had to wait so far.
+    parts_held: watch::Sender<usize>,
     /// Response bytes still let through before the connection carrying them is cut.
     response_budget: Mutex<Option<usize>>,
     refuse: AtomicBool,
@@ -62,6 +65,21 @@ struct State {
     faults_served: AtomicUsize,
     requests_forwarded: AtomicUsize,
     connections: AtomicUsize,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            hold_parts: watch::Sender::new(false),
+            parts_held: watch::Sender::new(0),
+            response_budget: Mutex::default(),
+            refuse: AtomicBool::default(),
+            faults: Mutex::default(),
+            faults_served: AtomicUsize::default(),
+            requests_forwarded: AtomicUsize::default(),
+            connections: AtomicUsize::default(),
+        }
+    }
 }
 
 impl State {
@@ -141,6 +159,18 @@ impl FaultProxy {
     /// them, once: a download broken in the middle of its body.
     pub fn cut_response_after(&self, n: usize) {
         *self.state.response_budget.lock().unwrap() = Some(n);
+    }
+
+    /// While on, multipart part uploads (`partNumber=` requests) are held back unanswered;
+    /// turning it off lets them through.
+    pub fn hold_part_uploads(&self, on: bool) {
+        self.state.hold_parts.send_replace(on);
+    }
+
+    /// Waits until at least `n` part uploads have been held back.
+    pub async fn wait_parts_held(&self, n: usize) {
+        let mut rx = self.state.parts_held.subscribe();
+        let _ = rx.wait_for(|held| *held >= n).await;
     }
 
     /// Answers the next `n` requests with `fault` instead of forwarding them.
@@ -260,6 +290,12 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) {
             let mut rest = [0u8; 1024];
             while matches!(reader.read(&mut rest).await, Ok(n) if n > 0) {}
             return;
+        }
+        let request_line = head.lines().next().unwrap_or_default();
+        if request_line.contains("partNumber=") && *state.hold_parts.borrow() {
+            state.parts_held.send_modify(|n| *n += 1);
+            let mut hold = state.hold_parts.subscribe();
+            let _ = hold.wait_for(|on| !*on).await;
         }
         state.requests_forwarded.fetch_add(1, Ordering::SeqCst);
         if server_w.write_all(head.as_bytes()).await.is_err() {
