@@ -25,7 +25,10 @@ use crate::store::{load_sdk_config, S3Options};
 pub async fn serve() -> Result<(), lambda_runtime::Error> {
     let sdk = load_sdk_config(&S3Options::default()).await;
     let deps = Deps {
-        env: std::env::vars().collect(),
+        // `vars()` would panic on a non-UTF-8 variable; such a variable is none of ours.
+        env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
         secrets: secrets::SecretsManager::new(&sdk),
         sdk,
         metrics: metrics::Stdout,
