@@ -15,11 +15,7 @@ use nightdump::lambda::{handle, Deps, HandlerError, Summary};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-#[path = "../support/moto.rs"]
-#[allow(dead_code)]
-mod moto;
-
-use moto::Moto;
+use crate::support::moto::Moto;
 
 const PREFIX: &str = "nightdump";
 const PASSWORD: &str = "Pa55-w0rd-never-shown";
