@@ -320,3 +320,21 @@ impl Upload {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Uploads and stores move between tasks; readers feed blocking decoders on other threads.
+    #[test]
+    fn handles_are_thread_safe() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        fn unpin<T: Unpin>() {}
+        send_sync::<Store>();
+        send_sync::<StoreError>();
+        send::<Upload>();
+        send::<ObjectReader>();
+        unpin::<ObjectReader>();
+    }
+}
