@@ -137,21 +137,25 @@ impl S3Store {
                 background,
             }),
         };
+        // The access check lists one key under the prefix rather than calling HeadBucket: a
+        // least-privilege role (template.yml) may list only under its prefix, and HeadBucket
+        // needs bucket-wide ListBucket.
         store
             .inner
             .client
-            .head_bucket()
+            .list_objects_v2()
             .bucket(bucket)
+            .prefix(store.full_prefix(""))
+            .max_keys(1)
             .send()
             .await
             .map_err(|e| {
-                // HeadBucket answers 404 without a body, so there is no error code to read.
-                if errors::status(&e) == Some(404) {
+                if errors::code(&e) == Some("NoSuchBucket") || errors::status(&e) == Some(404) {
                     StoreError::NoSuchBucket {
                         bucket: bucket.to_string(),
                     }
                 } else {
-                    store.err("HeadBucket", None, e)
+                    store.err("ListObjectsV2", None, e)
                 }
             })?;
         Ok(store)
