@@ -4,6 +4,7 @@
 
 mod auth;
 mod bson_types;
+mod crud;
 mod faults;
 mod handshake;
 mod tls;
