@@ -240,7 +240,10 @@ impl RestoreArgs {
         options.renames = self
             .rename
             .iter()
-            .map(|r| r.parse().map_err(|e: String| Error::invalid(format!("--rename: {e}"))))
+            .map(|r| {
+                r.parse()
+                    .map_err(|e: String| Error::invalid(format!("--rename: {e}")))
+            })
             .collect::<Result<_>>()?;
         options.drop = self.drop;
         options.no_indexes = self.no_indexes;
@@ -503,7 +506,9 @@ async fn run_restore(args: RestoreArgs) -> Result<()> {
         Some(path) => Input::File(path.into()),
         None => {
             let selector = match args.at.as_deref() {
-                Some(at) => catalog::parse_at(at).map_err(|e| Error::invalid(format!("--at: {e}")))?,
+                Some(at) => {
+                    catalog::parse_at(at).map_err(|e| Error::invalid(format!("--at: {e}")))?
+                }
                 None => parse_selector(&args.backup)?,
             };
             store = open_store("--from", &args.from, &args.store).await?;
@@ -529,7 +534,12 @@ async fn run_restore(args: RestoreArgs) -> Result<()> {
     if let Some(report) = report {
         let mut out = std::io::stdout().lock();
         if args.json {
-            writeln!(out, "{}", serde_json::to_string_pretty(report).unwrap_or_default()).ok();
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(report).unwrap_or_default()
+            )
+            .ok();
         } else if !args.quiet {
             write!(out, "{}", report.table()).ok();
             let verb = if report.dry_run { "dry run" } else { "restore" };

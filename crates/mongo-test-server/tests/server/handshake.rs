@@ -316,7 +316,7 @@ async fn in_process_commands_and_two_instances() {
     let b = server().await;
     assert_ne!(a.addr(), b.addr());
     let hello = a.run_command("admin", doc! {"hello": 1}).await.unwrap();
-    assert_eq!(hello.get_bool("isWritablePrimary").unwrap(), true);
+    assert!(hello.get_bool("isWritablePrimary").unwrap());
     let e = b
         .run_command("admin", doc! {"atlasVersion": 1})
         .await
