@@ -80,6 +80,8 @@ pub struct ArchiveReader<R: Read> {
     state: State,
     buf: Vec<u8>,
     offset: u64,
+    /// The segment being read when the reader failed, so the error can be placed.
+    failed_in: Option<usize>,
 }
 
 impl<R: Read> std::fmt::Debug for ArchiveReader<R> {
@@ -106,6 +108,7 @@ impl<R: Read> ArchiveReader<R> {
             state: State::Boundary,
             buf: Vec::new(),
             offset: 0,
+            failed_in: None,
         };
         reader.read_magic()?;
         reader.read_prelude()?;
@@ -133,6 +136,17 @@ impl<R: Read> ArchiveReader<R> {
         self.offset
     }
 
+    /// The namespace whose data segment is being read (or was, when the reader failed inside
+    /// one): the namespace a damaged document belongs to.
+    pub fn current_namespace(&self) -> Option<&Namespace> {
+        let slot = match self.state {
+            State::Segment(slot) => Some(slot),
+            State::Failed => self.failed_in,
+            _ => None,
+        };
+        slot.and_then(|s| self.slots.get(s)).map(|s| &s.data_ns)
+    }
+
     /// Parse `ns` but skip its CRC check, as mongorestore does for namespaces it does not
     /// restore. Accepts the logical name of a time-series collection too. Unknown names are
     /// ignored.
@@ -157,6 +171,9 @@ impl<R: Read> ArchiveReader<R> {
         let step = match self.step() {
             Ok(step) => step,
             Err(e) => {
+                if let State::Segment(slot) = self.state {
+                    self.failed_in = Some(slot);
+                }
                 self.state = State::Failed;
                 return Err(e);
             }

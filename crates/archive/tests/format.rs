@@ -324,6 +324,42 @@ fn lengths_out_of_range_and_missing_nul() {
 }
 
 #[test]
+fn a_failure_inside_a_segment_names_that_segment_namespace() {
+    let base = prelude_bytes("7.0.14", &[("test", "a"), ("test", "b")]);
+    let mut bytes = base.clone();
+    bytes.extend(ns_header("test", "a", false, 0));
+    bytes.extend(small_doc(1));
+    bytes.extend(TERM);
+    bytes.extend(ns_header("test", "b", false, 0));
+    bytes.extend(((MAX_DOCUMENT_SIZE + 1) as u32).to_le_bytes());
+    let mut reader = ArchiveReader::new(bytes.as_slice()).unwrap();
+    assert_eq!(reader.current_namespace(), None);
+    assert!(matches!(
+        reader.next_event(),
+        Ok(Some(Event::Document { .. }))
+    ));
+    assert_eq!(
+        reader.current_namespace(),
+        Some(&Namespace::new("test", "a"))
+    );
+    assert!(matches!(
+        reader.next_event(),
+        Err(ArchiveError::InvalidLength { .. })
+    ));
+    // The last document read was of test.a; the bad length sits in test.b's segment.
+    assert_eq!(
+        reader.current_namespace(),
+        Some(&Namespace::new("test", "b"))
+    );
+
+    let mut at_boundary = base;
+    at_boundary.extend([1, 2, 3]);
+    let mut reader = ArchiveReader::new(at_boundary.as_slice()).unwrap();
+    assert!(reader.next_event().is_err());
+    assert_eq!(reader.current_namespace(), None);
+}
+
+#[test]
 fn a_document_of_exactly_16_mib_is_accepted_and_one_byte_more_is_not() {
     let mut big = vec![0u8; MAX_DOCUMENT_SIZE];
     big[..4].copy_from_slice(&(MAX_DOCUMENT_SIZE as u32).to_le_bytes());
