@@ -785,8 +785,11 @@ impl Engine {
         Ok(())
     }
 
-    /// What mongorestore sends to restore users and roles: copy the temporary collections
-    /// into `admin.system.users` / `admin.system.roles`.
+    /// What mongorestore sends to restore users and roles: merge the temporary collections
+    /// into `admin.system.users` / `admin.system.roles`. As in mongod, without `drop` a user
+    /// or role that already exists is kept as it is (the failed insert is ignored, so one
+    /// conflict does not stop the rest); with `drop` the target ends up holding exactly the
+    /// temporary collection's entries for the databases in scope (`db`, or all when empty).
     pub(super) fn cmd_merge_authz(
         &self,
         db: &str,
@@ -797,15 +800,24 @@ impl Engine {
                 "_mergeAuthzCollections may only be run against the admin database.",
             ));
         }
+        let temp_name = |key| cmd.get_str(key).ok().filter(|s| !s.is_empty());
+        if temp_name("tempUsersCollection").is_none() && temp_name("tempRolesCollection").is_none()
+        {
+            return Err(errors::bad_value(
+                "Must provide at least one of \"tempUsersCollection\" and \"tempRolesCollection\"",
+            ));
+        }
         let only_db = cmd.get_str("db").unwrap_or("").to_string();
         let drop = get_bool(cmd, "drop");
         for (key, target) in [
             ("tempUsersCollection", "system.users"),
             ("tempRolesCollection", "system.roles"),
         ] {
-            let Ok(temp) = cmd.get_str(key) else { continue };
+            let Some(temp) = temp_name(key) else { continue };
             let Some((tdb, tname)) = temp.split_once('.') else {
-                continue;
+                return Err(errors::bad_value(format!(
+                    "{key} must be a full namespace, got \"{temp}\""
+                )));
             };
             let docs: Vec<Arc<RawDocumentBuf>> = match self.coll(tdb, tname) {
                 Some(c) => c
@@ -836,10 +848,9 @@ impl Engine {
                     .coll("admin", target)
                     .and_then(|c| c.read().ok().map(|g| g.find_id(&id).is_some()))
                     .unwrap_or(false);
-                if exists {
-                    self.delete_matching("admin", target, &doc! {"_id": id}, false)?;
+                if !exists {
+                    self.insert_docs("admin", target, &[&d], true, true)?;
                 }
-                self.insert_docs("admin", target, &[&d], true, true)?;
             }
             if target == "system.users" {
                 self.ensure_auth_schema()?;

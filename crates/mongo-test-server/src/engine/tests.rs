@@ -1077,3 +1077,75 @@ async fn users_merge_from_temp_collections() {
     .await;
     assert_eq!(v, vec![doc! {"_id": "authSchema", "currentVersion": 5}]);
 }
+
+fn user_doc(db: &str, user: &str, marker: i32) -> Document {
+    doc! {"_id": format!("{db}.{user}"), "user": user, "db": db, "credentials": {}, "roles": [], "marker": marker}
+}
+
+async fn users_by_id(e: &Engine) -> Vec<(String, i32)> {
+    let (users, _) = drain(
+        e,
+        "admin",
+        "system.users",
+        doc! {"find": "system.users", "sort": {"_id": 1}},
+        None,
+    )
+    .await;
+    users
+        .iter()
+        .map(|u| {
+            (
+                u.get_str("_id").unwrap().to_string(),
+                u.get_i32("marker").unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn merging_users_keeps_existing_ones_unless_drop_replaces_them() {
+    let e = standalone();
+    run(&e, "admin", doc! {"insert": "system.users", "documents": [user_doc("app", "old", 1), user_doc("app", "bob", 1), user_doc("other", "eve", 1)]}).await;
+    run(&e, "admin", doc! {"insert": "tempusers", "documents": [user_doc("app", "bob", 2), user_doc("app", "new", 2)]}).await;
+    let merge = |drop: bool, db: &str| doc! {"_mergeAuthzCollections": 1, "tempUsersCollection": "admin.tempusers", "drop": drop, "db": db};
+
+    // Without drop an existing user is left as it is, and the merge still succeeds.
+    run(&e, "admin", merge(false, "")).await;
+    assert_eq!(
+        users_by_id(&e).await,
+        vec![
+            ("app.bob".into(), 1),
+            ("app.new".into(), 2),
+            ("app.old".into(), 1),
+            ("other.eve".into(), 1)
+        ]
+    );
+
+    // With drop and a db, that db's users become exactly the temporary collection's.
+    run(&e, "admin", merge(true, "app")).await;
+    assert_eq!(
+        users_by_id(&e).await,
+        vec![
+            ("app.bob".into(), 2),
+            ("app.new".into(), 2),
+            ("other.eve".into(), 1)
+        ]
+    );
+
+    // With drop and no db, every user not in the temporary collection goes.
+    run(&e, "admin", merge(true, "")).await;
+    assert_eq!(
+        users_by_id(&e).await,
+        vec![("app.bob".into(), 2), ("app.new".into(), 2)]
+    );
+
+    let err = fail(
+        &e,
+        "admin",
+        doc! {"_mergeAuthzCollections": 1, "drop": false, "db": ""},
+    )
+    .await;
+    assert_eq!(err.code, 2, "{err}");
+    let err = fail(&e, "app", merge(false, "")).await;
+    assert_eq!(err.code, 13, "{err}");
+}
