@@ -8,6 +8,7 @@
 //! small seams, so tests call it directly.
 
 pub mod config;
+pub mod destination;
 pub mod event;
 pub mod handler;
 pub mod metrics;

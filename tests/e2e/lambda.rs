@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use mongo_test_server::{Seed, ServerConfig};
+use nightdump::lambda::destination::failure_record;
 use nightdump::lambda::metrics::Captured;
 use nightdump::lambda::secrets::SecretsManager;
 use nightdump::lambda::{handle, Deps, HandlerError, Summary};
@@ -437,4 +438,135 @@ async fn deadline_aborts_the_upload_and_leaves_nothing_that_looks_complete() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["BackupSuccess"], 0);
     assert_eq!(records[0]["ErrorType"], "DeadlineReached");
+}
+
+#[tokio::test]
+async fn failed_run_reaches_the_alert_topic_subscribers_with_the_cause_and_the_fix() {
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-alert").await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let arn = aws
+        .secret(&format!("{bucket}-mongo"), &uri_with_password(port))
+        .await;
+    let deps = deps(&aws, template_env(&bucket, &arn, &aws.kms_key().await));
+    let scheduled = scheduler_event("2026-11-25T03:00:00Z");
+    let invocation = event(scheduled.clone(), Duration::from_secs(120));
+    let request_id = invocation.context.request_id.clone();
+    let error = handle(invocation, &deps).await.unwrap_err();
+    let d = assert_clean_failure(&error, "MongoUnreachable");
+
+    // The template's AlertTopic with a queue standing in for the email subscriber: without raw
+    // delivery the queue receives the SNS envelope around the record, as a mail body would.
+    let sns = aws_sdk_sns::Client::new(&aws.sdk);
+    let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
+    let topic_arn = sns
+        .create_topic()
+        .name(format!("{bucket}-alerts"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_string();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("{bucket}-subscriber"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .unwrap()
+        .clone();
+    let policy = json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}
+        }]
+    });
+    sqs.set_queue_attributes()
+        .queue_url(&queue_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::Policy,
+            policy.to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .attributes("RawMessageDelivery", "false")
+        .send()
+        .await
+        .unwrap();
+
+    let function_arn = "arn:aws:lambda:us-east-1:123456789012:function:nightdump-test";
+    let record = failure_record(
+        &request_id,
+        function_arn,
+        time::OffsetDateTime::now_utc(),
+        &scheduled,
+        &d,
+    );
+    sns.publish()
+        .topic_arn(&topic_arn)
+        .message(record.to_string())
+        .send()
+        .await
+        .unwrap();
+
+    // Long polling returns as soon as the message is in the queue.
+    let received = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(20)
+        .send()
+        .await
+        .unwrap();
+    let messages = received.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let body = messages[0].body().unwrap();
+    assert!(!body.contains(PASSWORD), "{body}");
+
+    let envelope: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(envelope["Type"], "Notification");
+    assert_eq!(envelope["TopicArn"], topic_arn.as_str());
+    let message: Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(message["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(message["requestContext"]["requestId"], request_id.as_str());
+    assert_eq!(message["responseContext"]["functionError"], "Unhandled");
+    // What failed, where, and what to do about it.
+    let response = &message["responsePayload"];
+    assert_eq!(response["errorType"], "MongoUnreachable");
+    let text = response["errorMessage"].as_str().unwrap();
+    assert_eq!(text, d.error_message);
+    assert!(
+        text.contains(&format!("mongodb://backup:***@127.0.0.1:{port}/")),
+        "{text}"
+    );
+    assert!(text.contains("Check host, port"), "{text}");
+    // Which night's backup is missing.
+    assert_eq!(message["requestPayload"]["time"], "2026-11-25T03:00:00Z");
+    assert_eq!(message["requestPayload"]["source"], "aws.scheduler");
+    assert!(aws.keys(&bucket).await.is_empty());
 }
