@@ -118,10 +118,12 @@ impl Shared {
                 next = op;
             }
         }
+        // Increment 0: the oplog's first entry of a new second is (now, 1), so a write is
+        // always after every cluster time handed out before it, as on mongod.
         if now > next.time {
             next = Timestamp {
                 time: now,
-                increment: 1,
+                increment: 0,
             };
         }
         *clock = next;

@@ -108,6 +108,83 @@ pub fn full_collation(c: &Document) -> Result<Option<Document>, CommandError> {
     Ok(Some(out))
 }
 
+/// A whole number as mongod's `appendNumber` writes it: int32 when it fits.
+fn small_number(n: i64) -> Bson {
+    i32::try_from(n).map_or(Bson::Int64(n), Bson::Int32)
+}
+
+/// Collection options in the order and form mongod stores and lists them
+/// (`CollectionOptions::toBSON`): capped size rounded up to a multiple of 256, `max` only
+/// on capped collections, `expireAfterSeconds` as a long, disabled pre-images left out.
+/// Fields mongod does not know stay at the end, as given.
+fn canonical_options(given: &Document) -> Document {
+    const ORDER: [&str; 18] = [
+        "capped",
+        "size",
+        "max",
+        "autoIndexId",
+        "temp",
+        "recordPreImages",
+        "changeStreamPreAndPostImages",
+        "storageEngine",
+        "indexOptionDefaults",
+        "validator",
+        "validationLevel",
+        "validationAction",
+        "collation",
+        "clusteredIndex",
+        "expireAfterSeconds",
+        "viewOn",
+        "pipeline",
+        "timeseries",
+    ];
+    let capped = given.get("capped").is_some_and(truthy);
+    let mut out = Document::new();
+    for key in ORDER {
+        let Some(v) = given.get(key) else { continue };
+        let v = match key {
+            "capped" if capped => Bson::Boolean(true),
+            "capped" => continue,
+            "size" | "max" if !capped => continue,
+            "size" => match as_f64(v) {
+                // Rounded up to 256 bytes, as mongod 7.0 does.
+                Some(n) if n >= 0.0 => small_number(((n as i64) + 0xff) & !0xff),
+                _ => v.clone(),
+            },
+            "max" => match as_f64(v) {
+                Some(n) if n <= 0.0 || n >= i64::MAX as f64 => small_number(0x7fff_ffff),
+                Some(n) => small_number(n as i64),
+                None => v.clone(),
+            },
+            "clusteredIndex" => match v {
+                Bson::Document(ci) => Bson::Document(doc! {
+                    "v": 2,
+                    "key": {"_id": 1},
+                    "name": ci.get_str("name").unwrap_or("_id_"),
+                    "unique": true,
+                }),
+                other => other.clone(),
+            },
+            "expireAfterSeconds" => as_f64(v).map_or_else(|| v.clone(), |n| Bson::Int64(n as i64)),
+            "changeStreamPreAndPostImages" => match v {
+                Bson::Document(d) if d.get("enabled").is_some_and(truthy) => {
+                    Bson::Document(doc! {"enabled": true})
+                }
+                Bson::Document(_) => continue,
+                other => other.clone(),
+            },
+            _ => v.clone(),
+        };
+        out.insert(key, v);
+    }
+    for (k, v) in given {
+        if !ORDER.contains(&k.as_str()) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
 fn granularity_span(g: &str) -> Option<i32> {
     match g {
         "seconds" => Some(3600),
@@ -287,6 +364,7 @@ impl Engine {
                 }
             }
         }
+        let mut options = canonical_options(&options);
         if let Some(existing) = self.coll(db, name) {
             let same = existing
                 .read()
@@ -336,7 +414,12 @@ impl Engine {
         }
         self.apply_validator(&mut coll, &options)?;
         let id_spec = if coll.clustered {
-            let mut s = doc! {"v": 2, "key": {"_id": 1}, "name": "_id_", "unique": true};
+            let ix_name = options
+                .get_document("clusteredIndex")
+                .ok()
+                .and_then(|ci| ci.get_str("name").ok())
+                .unwrap_or("_id_");
+            let mut s = doc! {"v": 2, "key": {"_id": 1}, "name": ix_name, "unique": true};
             if let Some(c) = &collation {
                 s.insert("collation", c.clone());
             }
@@ -465,16 +548,19 @@ impl Engine {
         uuid: Option<[u8; 16]>,
     ) -> Result<CollRef, CommandError> {
         let norm = normalise_timeseries(ts)?;
-        let mut logical = doc! {"timeseries": norm.clone()};
+        // mongod lists a time-series with its buckets' options in `CollectionOptions`
+        // order: expireAfterSeconds comes before timeseries.
+        let mut logical = Document::new();
         let mut buckets = doc! {
             "validator": buckets_validator(norm.get_str("timeField").unwrap_or("t")),
             "clusteredIndex": true,
-            "timeseries": norm.clone(),
         };
         if let Some(e) = options.get("expireAfterSeconds") {
             logical.insert("expireAfterSeconds", e.clone());
             buckets.insert("expireAfterSeconds", e.clone());
         }
+        logical.insert("timeseries", norm.clone());
+        buckets.insert("timeseries", norm.clone());
         let bname = format!("system.buckets.{name}");
         if self.coll(db, &bname).is_some() {
             return Err(errors::namespace_exists(&format!("{db}.{bname}")));

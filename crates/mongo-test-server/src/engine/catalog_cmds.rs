@@ -71,9 +71,14 @@ fn normalise_index(
         }
         if let Ok(w) = given.get_document("weights") {
             for (k, v) in w {
-                weights.insert(k.clone(), v.clone());
+                let n = super::value::as_f64(v).map_or(1, |f| f as i32);
+                weights.insert(k.clone(), n);
             }
         }
+        // mongod keeps the weights in a sorted map of int32.
+        let mut sorted: Vec<(String, Bson)> = weights.into_iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        weights = sorted.into_iter().collect();
     } else {
         out_key = key.clone();
     }

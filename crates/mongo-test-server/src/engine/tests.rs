@@ -737,7 +737,7 @@ async fn timeseries_buckets_and_unpacks() {
     assert_eq!(ts.get_str("type").unwrap(), "timeseries");
     assert_eq!(
         ts.get_document("options").unwrap(),
-        &doc! {"timeseries": {"timeField": "t", "metaField": "m", "granularity": "seconds", "bucketMaxSpanSeconds": 3600}, "expireAfterSeconds": 86400}
+        &doc! {"expireAfterSeconds": 86400_i64, "timeseries": {"timeField": "t", "metaField": "m", "granularity": "seconds", "bucketMaxSpanSeconds": 3600}}
     );
     let b = entries
         .iter()
@@ -749,8 +749,8 @@ async fn timeseries_buckets_and_unpacks() {
         [
             "validator",
             "clusteredIndex",
-            "timeseries",
-            "expireAfterSeconds"
+            "expireAfterSeconds",
+            "timeseries"
         ]
     );
     let (buckets, _) = drain(
