@@ -4,9 +4,11 @@
 
 mod auth;
 mod bson_types;
+mod catalog;
 mod crud;
 mod faults;
 mod handshake;
+mod oplog;
 mod tls;
 
 use std::net::SocketAddr;
