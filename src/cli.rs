@@ -200,7 +200,8 @@ pub struct RestoreArgs {
     /// Create collections with their archived UUIDs (needs --drop).
     #[arg(long)]
     pub preserve_uuid: bool,
-    /// Restore users and roles too (not supported yet).
+    /// Restore users and roles too, merged into the target's as mongorestore does (--drop
+    /// replaces the target's users and roles with the archive's).
     #[arg(long)]
     pub with_users: bool,
     /// Insert commands in flight at once.

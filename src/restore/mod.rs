@@ -10,6 +10,7 @@ mod rename;
 mod report;
 mod stream;
 mod target;
+mod users;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -23,7 +24,7 @@ use nightdump_archive::Namespace;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-pub use plan::{Kind, SkipReason};
+pub use plan::{AuthCollection, Kind, SkipReason};
 pub use rename::Rename;
 pub use report::{Action, NamespaceReport, RestoreReport, Status, Totals};
 
@@ -35,7 +36,7 @@ use crate::secret::ConnectionString;
 use crate::store::Store;
 use plan::NamespacePlan;
 use report::Counters;
-use stream::{Routing, StreamSummary};
+use stream::{ReadAhead, Routing, StreamSummary};
 use target::Target;
 
 /// The most insert commands in flight at once.
@@ -86,11 +87,6 @@ impl RestoreOptions {
         if self.preserve_uuid && !self.drop {
             return Err(Error::invalid(
                 "--preserve-uuid needs --drop: a collection can only get its old UUID when it is created anew",
-            ));
-        }
-        if self.with_users {
-            return Err(Error::invalid(
-                "--with-users is not supported yet: restore without it and recreate users and roles with createUser/createRole",
             ));
         }
         if self.target.is_none() && !self.dry_run {
@@ -211,6 +207,7 @@ pub async fn run(
         &prelude.metadata,
         &options.filter,
         &options.renames,
+        options.with_users,
     )?;
     let target = match &options.target {
         Some(uri) => Some(Target::connect(uri, options.server_selection_timeout).await?),
@@ -218,7 +215,7 @@ pub async fn run(
     };
     let mut existing: HashMap<String, HashMap<String, Document>> = HashMap::new();
     if let Some(target) = &target {
-        for p in plans.iter().filter(|p| p.restored()) {
+        for p in plans.iter().filter(|p| p.restored() && p.auth.is_none()) {
             if !existing.contains_key(&p.target.db) {
                 let found = target.collections(&p.target.db).await?;
                 existing.insert(p.target.db.clone(), found);
@@ -229,9 +226,19 @@ pub async fn run(
         .iter()
         .map(|p| decide(p, &existing, options.drop))
         .collect();
+    // Users and roles are merged before anything else is written, which needs them (and the
+    // auth-schema version) read first; the archive has them first.
+    let merging = plans.iter().any(|p| p.restored() && p.auth.is_some());
+    let read_ahead: Vec<Namespace> = plans
+        .iter()
+        .filter(|p| {
+            merging && p.auth.is_some() && (p.restored() || p.skip == Some(SkipReason::AuthSchema))
+        })
+        .map(|p| p.data.clone())
+        .collect();
     let mute: Vec<Namespace> = plans
         .iter()
-        .filter(|p| !p.restored())
+        .filter(|p| !p.restored() && !read_ahead.contains(&p.data))
         .map(|p| p.data.clone())
         .collect();
     Progress::add(
@@ -257,6 +264,7 @@ pub async fn run(
     };
 
     let Some(target) = target.filter(|_| !options.dry_run) else {
+        drop(stream.read_ahead);
         let routing = Routing {
             mute,
             routes: HashMap::new(),
@@ -270,6 +278,42 @@ pub async fn run(
         run.finish(&plans, &actions, Some(&summary), started);
         return Ok(run.report);
     };
+
+    if read_ahead.is_empty() {
+        drop(stream.read_ahead);
+    } else {
+        let (reply, read) = tokio::sync::oneshot::channel();
+        let request = ReadAhead {
+            namespaces: read_ahead,
+            mute: mute.clone(),
+            reply,
+        };
+        let docs = match stream.read_ahead.send(request) {
+            Ok(()) => read.await.ok(),
+            Err(_) => None,
+        };
+        let Some(docs) = docs else {
+            drop(stream.routing);
+            return Err(join_stream(stream.done).await.err().unwrap_or_else(|| {
+                Error::Internal("the archive reader stopped before the users and roles".into())
+            }));
+        };
+        if let Err(e) = restore_users(
+            &target,
+            &plans,
+            &prelude.header,
+            &docs,
+            options,
+            &mut run,
+            progress,
+        )
+        .await
+        {
+            drop(stream.routing);
+            let _ = join_stream(stream.done).await;
+            return Err(run.fail(&plans, &actions, None, e, started));
+        }
+    }
 
     // Collections first, in prelude order, so that nothing is inserted into a collection
     // the server would create implicitly without its options.
@@ -296,7 +340,7 @@ pub async fn run(
     let mut workers = JoinSet::new();
     let mut routes = HashMap::new();
     for (i, p) in plans.iter().enumerate() {
-        if !p.restored() || p.kind == Kind::View {
+        if !p.restored() || p.kind == Kind::View || p.auth.is_some() {
             continue;
         }
         let (tx, rx) = mpsc::channel(2);
@@ -349,7 +393,7 @@ pub async fn run(
 
     if !options.no_indexes {
         for (i, p) in plans.iter().enumerate() {
-            if !p.restored() || p.kind == Kind::View {
+            if !p.restored() || p.kind == Kind::View || p.auth.is_some() {
                 continue;
             }
             let specs = p
@@ -398,6 +442,9 @@ fn decide(
     if !p.restored() {
         return Action::Skip;
     }
+    if p.auth.is_some() {
+        return Action::Merge;
+    }
     let names = existing.get(&p.target.db);
     let present = names.is_some_and(|n| {
         n.contains_key(&p.target.collection)
@@ -417,7 +464,7 @@ async fn prepare(
     options: &RestoreOptions,
     wrote: &mut bool,
 ) -> Result<()> {
-    if matches!(action, Action::Skip | Action::UseExisting) {
+    if matches!(action, Action::Skip | Action::UseExisting | Action::Merge) {
         return Ok(());
     }
     if action == Action::DropAndCreate {
@@ -451,6 +498,44 @@ async fn prepare(
                 .run(&p.target.db, &format!("create {}", p.target), create)
                 .await?;
         }
+    }
+    Ok(())
+}
+
+/// Checks the archive's auth-schema version against the target's (before any write), then
+/// merges the archive's users and roles, recording them in the report like any namespace.
+async fn restore_users(
+    target: &Target,
+    plans: &[NamespacePlan],
+    header: &nightdump_archive::Header,
+    docs: &HashMap<Namespace, Vec<RawDocumentBuf>>,
+    options: &RestoreOptions,
+    run: &mut Run,
+    progress: &Arc<Progress>,
+) -> Result<()> {
+    let find = |kind: AuthCollection| {
+        plans
+            .iter()
+            .position(|p| p.auth == Some(kind) && (p.restored() || kind == AuthCollection::Version))
+    };
+    let of = |i: Option<usize>| i.and_then(|i| docs.get(&plans[i].data)).map(Vec::as_slice);
+    let (users, roles) = (find(AuthCollection::Users), find(AuthCollection::Roles));
+    let archive = users::archive_version(header, of(find(AuthCollection::Version)))?;
+    let server = users::server_version(target).await?;
+    users::check_versions(archive, server)?;
+    run.wrote = true;
+    let merged = users::merge(target, of(users), of(roles), options.drop).await?;
+    for (i, m) in [(users, merged.0), (roles, merged.1)] {
+        let Some(i) = i else { continue };
+        let counters = Counters::default();
+        counters.inserted.store(m.restored, Ordering::Relaxed);
+        counters.skipped.store(m.kept, Ordering::Relaxed);
+        counters.ended.store(true, Ordering::Relaxed);
+        run.counters[i] = Some(Arc::new(counters));
+        run.prepared[i] = true;
+        run.indexed[i] = true;
+        Progress::add(&progress.namespaces_done, 1);
+        Progress::add(&progress.documents, m.restored + m.kept);
     }
     Ok(())
 }

@@ -27,8 +27,11 @@ pub enum SkipReason {
     Filtered,
     /// Oplog entries are not replayed.
     Oplog,
-    /// `admin.system.users` / `admin.system.roles` / `admin.system.version`.
+    /// `admin.system.users` / `admin.system.roles` / `admin.system.version` without
+    /// `--with-users`.
     UsersAndRoles,
+    /// `admin.system.version` with `--with-users`: only its auth-schema version is used.
+    AuthSchema,
     /// `system.profile` is never restored.
     Profile,
 }
@@ -38,8 +41,31 @@ impl SkipReason {
         match self {
             SkipReason::Filtered => "excluded by --include/--exclude",
             SkipReason::Oplog => "oplog replay is not supported",
-            SkipReason::UsersAndRoles => "users, roles and auth schema are not restored",
+            SkipReason::UsersAndRoles => "users and roles are restored only with --with-users",
+            SkipReason::AuthSchema => "read for the auth-schema check, never inserted",
             SkipReason::Profile => "system.profile is never restored",
+        }
+    }
+}
+
+/// The admin collections that hold users and roles, which are never inserted directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthCollection {
+    Users,
+    Roles,
+    Version,
+}
+
+impl AuthCollection {
+    fn of(ns: &Namespace) -> Option<Self> {
+        if ns.db != "admin" {
+            return None;
+        }
+        match ns.collection.as_str() {
+            "system.users" => Some(Self::Users),
+            "system.roles" => Some(Self::Roles),
+            "system.version" => Some(Self::Version),
+            _ => None,
         }
     }
 }
@@ -57,6 +83,9 @@ pub struct NamespacePlan {
     pub kind: Kind,
     pub metadata: Option<CollectionMetadata>,
     pub skip: Option<SkipReason>,
+    /// Set for users, roles and the auth-schema version, which go through
+    /// `_mergeAuthzCollections` (or the version check) rather than inserts.
+    pub auth: Option<AuthCollection>,
 }
 
 impl NamespacePlan {
@@ -78,17 +107,14 @@ fn kind_of(entry: &PreludeEntry, meta: Option<&CollectionMetadata>) -> Kind {
     }
 }
 
-fn special_skip(ns: &Namespace, kind: Kind) -> Option<SkipReason> {
+fn special_skip(ns: &Namespace, kind: Kind, with_users: bool) -> Option<SkipReason> {
     if kind == Kind::Oplog {
         return Some(SkipReason::Oplog);
     }
-    if ns.db == "admin"
-        && matches!(
-            ns.collection.as_str(),
-            "system.users" | "system.roles" | "system.version"
-        )
-    {
-        return Some(SkipReason::UsersAndRoles);
+    match AuthCollection::of(ns) {
+        Some(_) if !with_users => return Some(SkipReason::UsersAndRoles),
+        Some(AuthCollection::Version) => return Some(SkipReason::AuthSchema),
+        _ => {}
     }
     if ns.collection == "system.profile" {
         return Some(SkipReason::Profile);
@@ -97,13 +123,15 @@ fn special_skip(ns: &Namespace, kind: Kind) -> Option<SkipReason> {
 }
 
 /// One plan entry per prelude entry, in prelude order. Fails when a rename sends two
-/// namespaces to one target or produces an invalid name.
+/// namespaces to one target or produces an invalid name. Users and roles are restored
+/// (`with_users`) where they were, whatever `--rename` says.
 pub fn build(
     header: &Header,
     entries: &[PreludeEntry],
     metadata: &[Option<CollectionMetadata>],
     filter: &NamespaceFilter,
     renames: &[Rename],
+    with_users: bool,
 ) -> Result<Vec<NamespacePlan>> {
     let mut plans = Vec::with_capacity(entries.len());
     let mut targets: HashMap<Namespace, Namespace> = HashMap::new();
@@ -111,15 +139,18 @@ pub fn build(
         let meta = metadata.get(i).cloned().flatten();
         let source = entry.namespace();
         let kind = kind_of(entry, meta.as_ref());
-        let skip = special_skip(&source, kind).or_else(|| {
+        let auth = AuthCollection::of(&source).filter(|_| kind == Kind::Collection);
+        let skip = special_skip(&source, kind, with_users).or_else(|| {
             (!filter.selects(&source.db, &source.collection)).then_some(SkipReason::Filtered)
         });
         let target = match rename(renames, &source.to_string()) {
-            Some(new) if skip.is_none() => Namespace::parse(&new).ok_or_else(|| {
-                Error::invalid(format!(
-                    "--rename turns {source} into '{new}', which is not DB.COLLECTION"
-                ))
-            })?,
+            Some(new) if skip.is_none() && auth.is_none() => {
+                Namespace::parse(&new).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "--rename turns {source} into '{new}', which is not DB.COLLECTION"
+                    ))
+                })?
+            }
             _ => source.clone(),
         };
         if skip.is_none() {
@@ -147,6 +178,7 @@ pub fn build(
             kind,
             metadata: meta,
             skip,
+            auth,
         });
     }
     Ok(plans)
@@ -182,7 +214,7 @@ mod tests {
             exclude: vec![],
         };
         let renames = vec!["shop.*=copy.*".parse().unwrap()];
-        let plans = build(&header, &entries, &[], &filter, &renames).unwrap();
+        let plans = build(&header, &entries, &[], &filter, &renames, false).unwrap();
         assert_eq!(plans[0].skip, Some(SkipReason::UsersAndRoles));
         assert_eq!(plans[1].target, Namespace::new("copy", "orders"));
         assert_eq!(plans[2].kind, Kind::Timeseries);
@@ -207,8 +239,47 @@ mod tests {
             &[],
             &NamespaceFilter::default(),
             &renames,
+            false,
         )
         .unwrap_err();
         assert!(err.to_string().contains("both a.x and b.x"), "{err}");
+    }
+
+    #[test]
+    fn with_users_merges_users_and_roles_and_reads_the_version() {
+        let header = Header::new("7.0.14", "100.10.0");
+        let entries = vec![
+            entry("admin", "system.users", "collection"),
+            entry("admin", "system.roles", "collection"),
+            entry("admin", "system.version", "collection"),
+            entry("admin", "other", "collection"),
+            entry("shop", "orders", "collection"),
+        ];
+        let renames = vec!["admin.*=copy.*".parse().unwrap()];
+        let plans = build(
+            &header,
+            &entries,
+            &[],
+            &NamespaceFilter::default(),
+            &renames,
+            true,
+        )
+        .unwrap();
+        assert_eq!(plans[0].skip, None);
+        assert_eq!(plans[0].auth, Some(AuthCollection::Users));
+        assert_eq!(plans[0].target, Namespace::new("admin", "system.users"));
+        assert_eq!(plans[1].auth, Some(AuthCollection::Roles));
+        assert_eq!(plans[1].skip, None);
+        assert_eq!(plans[2].auth, Some(AuthCollection::Version));
+        assert_eq!(plans[2].skip, Some(SkipReason::AuthSchema));
+        assert_eq!(plans[3].auth, None);
+        assert_eq!(plans[3].target, Namespace::new("copy", "other"));
+
+        let filter = NamespaceFilter {
+            include: vec!["shop.*".parse::<NamespacePattern>().unwrap()],
+            exclude: vec![],
+        };
+        let plans = build(&header, &entries, &[], &filter, &[], true).unwrap();
+        assert_eq!(plans[0].skip, Some(SkipReason::Filtered));
     }
 }

@@ -18,6 +18,9 @@ pub enum Action {
     DropAndCreate,
     /// Already present: kept as it is, documents added to it.
     UseExisting,
+    /// Users or roles, merged into the target's through temporary collections and
+    /// `_mergeAuthzCollections` (`--with-users`).
+    Merge,
     /// Not restored.
     Skip,
 }
@@ -49,7 +52,8 @@ pub struct NamespaceReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_documents: Option<u64>,
     pub inserted: u64,
-    /// Documents whose `_id` was already present (duplicate key): left untouched.
+    /// Documents whose `_id` was already present (duplicate key; for users and roles, the
+    /// same user or role already existed and `--drop` was not given): left untouched.
     pub skipped: u64,
     /// Documents the server refused (validation and other write errors).
     pub failed: u64,

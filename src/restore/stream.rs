@@ -54,6 +54,19 @@ pub struct Routing {
     pub routes: HashMap<Namespace, mpsc::Sender<Chunk>>,
 }
 
+/// A request to read some namespaces whole into memory before streaming the rest: users and
+/// roles, which must be merged before anything else, and the auth-schema document.
+#[derive(Debug)]
+pub struct ReadAhead {
+    pub namespaces: Vec<Namespace>,
+    /// Namespaces whose documents may come first and are discarded.
+    pub mute: Vec<Namespace>,
+    pub reply: oneshot::Sender<HashMap<Namespace, Vec<RawDocumentBuf>>>,
+}
+
+/// Namespaces that reached their EOF block while reading ahead.
+type Ended = Vec<(Namespace, NamespaceSummary)>;
+
 /// What the whole pass over the archive saw, per data namespace.
 #[derive(Debug, Default)]
 pub struct StreamSummary {
@@ -77,17 +90,21 @@ pub fn decode(input: Box<dyn Read + Send>) -> std::io::Result<Box<dyn Read + Sen
 /// The handle the async side keeps on the reading thread.
 pub struct Stream {
     pub prelude: oneshot::Receiver<Prelude>,
+    /// Send a request, or drop this, before sending the routing.
+    pub read_ahead: oneshot::Sender<ReadAhead>,
     pub routing: oneshot::Sender<Option<Routing>>,
     pub done: tokio::task::JoinHandle<Result<StreamSummary>>,
 }
 
-/// Starts reading `open()`'s bytes on a blocking thread. The thread sends the prelude, waits
-/// for the routing (`None` ends it before any document), then streams.
+/// Starts reading `open()`'s bytes on a blocking thread. The thread sends the prelude, reads
+/// ahead if asked to, waits for the routing (`None` ends it before any further document),
+/// then streams.
 pub fn spawn(
     open: impl FnOnce() -> Result<Box<dyn Read + Send>> + Send + 'static,
     stop: Arc<AtomicBool>,
 ) -> Stream {
     let (prelude_tx, prelude_rx) = oneshot::channel();
+    let (ahead_tx, ahead_rx) = oneshot::channel::<ReadAhead>();
     let (routing_tx, routing_rx) = oneshot::channel();
     let done = tokio::task::spawn_blocking(move || {
         let input = open()?;
@@ -106,21 +123,108 @@ pub fn spawn(
         if prelude_tx.send(prelude).is_err() {
             return Ok(StreamSummary::default());
         }
+        let ended = match ahead_rx.blocking_recv() {
+            Ok(request) => {
+                let (docs, ended) = read_ahead(&mut reader, &request, &stop)?;
+                if request.reply.send(docs).is_err() {
+                    return Ok(StreamSummary::default());
+                }
+                ended
+            }
+            Err(_) => Vec::new(),
+        };
         match routing_rx.blocking_recv() {
-            Ok(Some(routing)) => pump(&mut reader, routing, &stop),
+            Ok(Some(routing)) => pump(&mut reader, routing, ended, &stop),
             _ => Ok(StreamSummary::default()),
         }
     });
     Stream {
         prelude: prelude_rx,
+        read_ahead: ahead_tx,
         routing: routing_tx,
         done,
     }
 }
 
+fn check_stop<R: Read>(reader: &ArchiveReader<R>, stop: &AtomicBool) -> Result<()> {
+    if stop.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted(format!(
+            "reading the archive stopped at byte {} because the restore failed",
+            reader.offset()
+        )));
+    }
+    Ok(())
+}
+
+/// The damage, placed by namespace and by offset of the decompressed stream.
+fn damaged<R: Read>(reader: &ArchiveReader<R>, source: ArchiveError) -> Error {
+    Error::ArchiveAt {
+        ns: reader
+            .current_namespace()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "-".into()),
+        offset: reader.offset(),
+        source,
+    }
+}
+
+fn owned(ns: &Namespace, raw: &[u8]) -> Result<RawDocumentBuf> {
+    RawDocumentBuf::from_bytes(raw.to_vec()).map_err(|e| {
+        Error::Archive(ArchiveError::InvalidMetadata {
+            detail: format!("a document of {ns} is not valid BSON: {e}"),
+        })
+    })
+}
+
+/// Reads until every requested namespace has ended, keeping their documents. mongodump writes
+/// them before any other collection; an archive that does not is refused rather than
+/// buffered without bound.
+fn read_ahead<R: Read>(
+    reader: &mut ArchiveReader<R>,
+    request: &ReadAhead,
+    stop: &AtomicBool,
+) -> Result<(HashMap<Namespace, Vec<RawDocumentBuf>>, Ended)> {
+    for ns in &request.mute {
+        reader.mute(ns);
+    }
+    let mut docs: HashMap<Namespace, Vec<RawDocumentBuf>> = request
+        .namespaces
+        .iter()
+        .map(|ns| (ns.clone(), Vec::new()))
+        .collect();
+    let mut open: Vec<&Namespace> = request.namespaces.iter().collect();
+    let mut ended = Vec::new();
+    while !open.is_empty() {
+        check_stop(reader, stop)?;
+        let offset = reader.offset();
+        let event = match reader.next_event() {
+            Ok(event) => event,
+            Err(e) => return Err(damaged(reader, e)),
+        };
+        match event {
+            None => break,
+            Some(Event::Document { ns, raw }) => {
+                if let Some(kept) = docs.get_mut(ns) {
+                    kept.push(owned(ns, raw)?);
+                } else if !request.mute.contains(ns) {
+                    return Err(Error::invalid(format!(
+                        "the archive has documents of {ns} (after byte {offset}) before its users and roles ended, unlike mongodump's archives: restore without --with-users"
+                    )));
+                }
+            }
+            Some(Event::NamespaceEnd { ns, summary }) => {
+                open.retain(|n| **n != ns);
+                ended.push((ns, summary));
+            }
+        }
+    }
+    Ok((docs, ended))
+}
+
 fn pump<R: Read>(
     reader: &mut ArchiveReader<R>,
     mut routing: Routing,
+    ended: Ended,
     stop: &AtomicBool,
 ) -> Result<StreamSummary> {
     for ns in &routing.mute {
@@ -128,38 +232,25 @@ fn pump<R: Read>(
     }
     let mut pending: HashMap<Namespace, (Vec<RawDocumentBuf>, u64)> = HashMap::new();
     let mut summary = StreamSummary::default();
-    let mut current: Option<Namespace> = None;
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted(format!(
-                "reading the archive stopped at byte {} because the restore failed",
-                reader.offset()
-            )));
+    for (ns, end) in ended {
+        if let Some(tx) = routing.routes.remove(&ns) {
+            send(&tx, Chunk::End(end), &ns)?;
         }
+        summary.namespaces.insert(ns, end);
+    }
+    loop {
+        check_stop(reader, stop)?;
         let event = match reader.next_event() {
             Ok(event) => event,
-            Err(source) => {
-                return Err(Error::ArchiveAt {
-                    ns: current.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-                    offset: reader.offset(),
-                    source,
-                })
-            }
+            Err(e) => return Err(damaged(reader, e)),
         };
         match event {
             None => break,
             Some(Event::Document { ns, raw }) => {
-                if current.as_ref() != Some(ns) {
-                    current = Some(ns.clone());
-                }
                 let Some(tx) = routing.routes.get(ns) else {
                     continue;
                 };
-                let doc = RawDocumentBuf::from_bytes(raw.to_vec()).map_err(|e| {
-                    Error::Archive(ArchiveError::InvalidMetadata {
-                        detail: format!("a document of {ns} is not valid BSON: {e}"),
-                    })
-                })?;
+                let doc = owned(ns, raw)?;
                 let batch = pending.entry(ns.clone()).or_default();
                 batch.1 += raw.len() as u64;
                 batch.0.push(doc);
@@ -169,7 +260,6 @@ fn pump<R: Read>(
                 }
             }
             Some(Event::NamespaceEnd { ns, summary: end }) => {
-                current = None;
                 if let Some(tx) = routing.routes.remove(&ns) {
                     if let Some((docs, bytes)) = pending.remove(&ns).filter(|b| !b.0.is_empty()) {
                         send(&tx, Chunk::Documents { docs, bytes }, &ns)?;

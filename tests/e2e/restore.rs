@@ -422,3 +422,301 @@ async fn target_dying_mid_restore_is_reported_exactly() {
         );
     }
 }
+
+// --- users and roles (--with-users), and restore's own bad inputs -------------------------
+
+/// A backup of the demo data on the test server, whose admin database holds a user and the
+/// auth-schema document whatever server the other tests use.
+async fn backed_up_demo_with_users() -> Backed {
+    let source = demo_test_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let outcome = backup::run(&options(&source.uri), &store, &progress())
+        .await
+        .unwrap();
+    Backed {
+        source,
+        _dir: dir,
+        store,
+        manifest: outcome.manifest,
+    }
+}
+
+async fn admin_collection_names(uri: &str) -> Vec<String> {
+    collections(uri, "admin").await.into_keys().collect()
+}
+
+#[tokio::test]
+async fn with_users_merges_the_archived_users_into_the_target() {
+    let b = backed_up_demo_with_users().await;
+    let source_users = by_id(&b.source.uri, "admin", "system.users").await;
+    assert_eq!(source_users.len(), 1, "the demo data has one user");
+
+    // Without --with-users they are skipped, and said to be.
+    let target = fresh_target().await;
+    let report = restore::run(
+        &restore_options(&target.uri()),
+        from_backup(&b.store),
+        &progress(),
+    )
+    .await
+    .unwrap();
+    let users = row(&report, "admin.system.users");
+    assert_eq!(users.status, Status::Skipped);
+    assert_eq!(users.skip_reason, Some(restore::SkipReason::UsersAndRoles));
+    assert!(report.table().contains("only with --with-users"));
+    assert!(by_id(&target.uri(), "admin", "system.users")
+        .await
+        .is_empty());
+
+    // With it, the user arrives as it was, and the temporary collections are gone.
+    let mut opts = restore_options(&target.uri());
+    opts.with_users = true;
+    let report = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap();
+    let users = row(&report, "admin.system.users");
+    assert_eq!(users.action, Action::Merge);
+    assert_eq!(users.status, Status::Complete);
+    assert_eq!((users.inserted, users.skipped), (1, 0));
+    assert_eq!(users.archive_documents, Some(1));
+    let version = row(&report, "admin.system.version");
+    assert_eq!(version.status, Status::Skipped);
+    assert_eq!(version.skip_reason, Some(restore::SkipReason::AuthSchema));
+    assert_eq!(
+        by_id(&target.uri(), "admin", "system.users").await,
+        source_users
+    );
+    let admin = admin_collection_names(&target.uri()).await;
+    assert!(
+        !admin.iter().any(|n| n.starts_with("temp")),
+        "temporary collections left: {admin:?}"
+    );
+    // The rest was restored alongside (already there from the first run: skipped).
+    assert_eq!(row(&report, "shop.orders").skipped, 500);
+
+    // A user changed on the target is kept without --drop, replaced with it.
+    let client = mongodb::Client::with_uri_str(target.uri()).await.unwrap();
+    let system_users = client
+        .database("admin")
+        .collection::<Document>("system.users");
+    system_users
+        .update_one(
+            bson::doc! {},
+            bson::doc! { "$set": { "customData": { "changed": true } } },
+        )
+        .await
+        .unwrap();
+    let changed = by_id(&target.uri(), "admin", "system.users").await;
+    assert_ne!(changed, source_users);
+    let report = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap();
+    let users = row(&report, "admin.system.users");
+    assert_eq!((users.inserted, users.skipped), (0, 1));
+    assert_eq!(by_id(&target.uri(), "admin", "system.users").await, changed);
+    opts.drop = true;
+    let report = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap();
+    let users = row(&report, "admin.system.users");
+    assert_eq!((users.inserted, users.skipped), (1, 0));
+    assert_eq!(
+        by_id(&target.uri(), "admin", "system.users").await,
+        source_users
+    );
+}
+
+fn raw(d: Document) -> Vec<u8> {
+    let mut out = Vec::new();
+    d.to_writer(&mut out).unwrap();
+    out
+}
+
+/// A plain archive: a user, the auth-schema document at `schema`, and two documents of
+/// `test.c`, in mongodump's order.
+fn archive_with_auth_schema(schema: i32) -> Vec<u8> {
+    use nightdump_archive::{ArchiveWriter, Header, Namespace, PreludeEntry};
+    let entry = |db: &str, coll: &str| PreludeEntry {
+        db: db.into(),
+        collection: coll.into(),
+        metadata: String::new(),
+        size: 0,
+        kind: "collection".into(),
+    };
+    let prelude = [
+        entry("admin", "system.users"),
+        entry("admin", "system.version"),
+        entry("test", "c"),
+    ];
+    let mut w =
+        ArchiveWriter::new(Vec::new(), &Header::new("7.0.14", "100.10.0"), &prelude).unwrap();
+    let user = bson::doc! {
+        "_id": "test.alice", "user": "alice", "db": "test",
+        "credentials": {}, "roles": [{ "role": "read", "db": "test" }],
+    };
+    let version = bson::doc! { "_id": "authSchema", "currentVersion": schema };
+    for (ns, docs) in [
+        (Namespace::new("admin", "system.users"), raw(user)),
+        (Namespace::new("admin", "system.version"), raw(version)),
+        (
+            Namespace::new("test", "c"),
+            [raw(bson::doc! { "_id": 1 }), raw(bson::doc! { "_id": 2 })].concat(),
+        ),
+    ] {
+        w.write_documents(&ns, &docs).unwrap();
+        w.finish_namespace(&ns).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+fn from_bytes(name: &str, bytes: Vec<u8>) -> Input<'static> {
+    Input::Reader {
+        name: name.into(),
+        reader: Box::new(std::io::Cursor::new(bytes)),
+    }
+}
+
+#[tokio::test]
+async fn an_auth_schema_mismatch_is_refused_before_any_write() {
+    let target = fresh_target().await;
+    let mut opts = restore_options(&target.uri());
+    opts.with_users = true;
+    let err = restore::run(
+        &opts,
+        from_bytes("schema-1", archive_with_auth_schema(1)),
+        &progress(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("auth schema version 1"), "{text}");
+    assert!(text.contains("auth schema version 5"), "{text}");
+    assert!(collections(&target.uri(), "test").await.is_empty());
+    assert!(by_id(&target.uri(), "admin", "system.users")
+        .await
+        .is_empty());
+    let admin = admin_collection_names(&target.uri()).await;
+    assert!(!admin.iter().any(|n| n.starts_with("temp")), "{admin:?}");
+
+    // The same archive at the target's version restores.
+    let report = restore::run(
+        &opts,
+        from_bytes("schema-5", archive_with_auth_schema(5)),
+        &progress(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(row(&report, "admin.system.users").inserted, 1);
+    assert_eq!(row(&report, "test.c").inserted, 2);
+    let users = by_id(&target.uri(), "admin", "system.users").await;
+    assert_eq!(
+        users.keys().collect::<Vec<_>>(),
+        vec!["String(\"test.alice\")"]
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_for_the_target_is_an_auth_error_without_the_password() {
+    let target = mongo_test_server::start(ServerConfig {
+        users: vec![mongo_test_server::User::new("u", "right")],
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let uri = |password: &str| {
+        format!(
+            "mongodb://u:{password}@{}/?directConnection=true",
+            target.addr()
+        )
+    };
+    let err = restore::run(
+        &restore_options(&uri("wrong-secret")),
+        Input::File(fixture("test.bar.archive")),
+        &progress(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::MongoAuth { .. }), "{err}");
+    assert_eq!(err.exit_code(), 3);
+    assert!(!err.to_string().contains("wrong-secret"), "{err}");
+
+    // The right password restores, so the failure above was the password.
+    let report = restore::run(
+        &restore_options(&uri("right")),
+        Input::File(fixture("test.bar.archive")),
+        &progress(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(row(&report, "test.bar").inserted, 1);
+}
+
+// A user without the privileges to restore is not modelled by the test server (it has no
+// roles or authorization checks), so refusals by permission are not tested here.
+
+#[tokio::test]
+async fn a_document_over_16_mib_stops_the_restore_at_its_namespace_and_offset() {
+    use nightdump_archive::{ArchiveWriter, Header, Namespace, PreludeEntry, MAX_DOCUMENT_SIZE};
+    let entry = |coll: &str| PreludeEntry {
+        db: "test".into(),
+        collection: coll.into(),
+        metadata: String::new(),
+        size: 0,
+        kind: "collection".into(),
+    };
+    let mut w = ArchiveWriter::new(
+        Vec::new(),
+        &Header::new("7.0.14", "100.10.0"),
+        &[entry("a"), entry("b"), entry("c")],
+    )
+    .unwrap();
+    let marker = raw(bson::doc! { "_id": "the document whose length becomes 16 MiB + 1" });
+    for (coll, docs) in [
+        (
+            "a",
+            [raw(bson::doc! { "_id": 1 }), raw(bson::doc! { "_id": 2 })].concat(),
+        ),
+        ("b", [raw(bson::doc! { "_id": 1 }), marker.clone()].concat()),
+        ("c", raw(bson::doc! { "_id": 1 })),
+    ] {
+        let ns = Namespace::new("test", coll);
+        w.write_documents(&ns, &docs).unwrap();
+        w.finish_namespace(&ns).unwrap();
+    }
+    let mut bytes = w.finish().unwrap();
+    let at = bytes
+        .windows(marker.len())
+        .position(|win| win == marker.as_slice())
+        .unwrap();
+    bytes[at..at + 4].copy_from_slice(&((MAX_DOCUMENT_SIZE + 1) as u32).to_le_bytes());
+
+    let target = fresh_target().await;
+    let err = restore::run(
+        &restore_options(&target.uri()),
+        from_bytes("oversized", bytes),
+        &progress(),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("while reading test.b"), "{text}");
+    assert!(
+        text.contains(&format!("{}", MAX_DOCUMENT_SIZE + 1)),
+        "{text}"
+    );
+    assert!(text.contains(&format!("(offset {at})")), "{text}");
+    let Error::RestoreFailed { report, .. } = &err else {
+        panic!("expected a report, got {err}");
+    };
+    assert_ne!(row(report, "test.b").status, Status::Complete);
+    assert_ne!(row(report, "test.c").status, Status::Complete);
+    // Nothing at or after the oversized document reached the target.
+    assert!(by_id(&target.uri(), "test", "c").await.is_empty());
+    let b_ids: Vec<String> = by_id(&target.uri(), "test", "b")
+        .await
+        .into_keys()
+        .collect();
+    assert!(b_ids.iter().all(|id| id == "Int32(1)"), "{b_ids:?}");
+}
