@@ -183,7 +183,15 @@ async fn read_one(
             Ok::<(), Error>(())
         };
         let read = async {
-            let r = read_collection(source, &plan.db, &plan.data_collection, index, &btx).await;
+            let r = read_collection(
+                source,
+                &plan.db,
+                &plan.data_collection,
+                plan.average_document_size,
+                index,
+                &btx,
+            )
+            .await;
             drop(btx);
             r
         };

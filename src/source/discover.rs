@@ -39,6 +39,8 @@ pub struct CollectionPlan {
     /// metadata.json text: canonical Extended JSON, exactly as mongodump writes it.
     pub metadata: String,
     pub estimated_documents: u64,
+    /// From collStats, when the server tells: sizes the cursor batches.
+    pub average_document_size: Option<u64>,
     /// admin's users, roles and auth version: dumped first and serially.
     pub special: bool,
 }
@@ -158,9 +160,9 @@ async fn discover_db(
             Kind::View => Vec::new(),
             _ => list_indexes(source, db, name).await?,
         };
-        let estimated_documents = match kind {
-            Kind::View => 0,
-            _ => count(source, db, &data_collection).await?,
+        let (estimated_documents, average_document_size) = match kind {
+            Kind::View => (0, None),
+            _ => stats(source, db, &data_collection).await?,
         };
         plans.push(CollectionPlan {
             db: db.to_string(),
@@ -169,6 +171,7 @@ async fn discover_db(
             kind,
             metadata: metadata_json(&spec, name, kind, indexes),
             estimated_documents,
+            average_document_size,
             special: db == "admin" && SPECIAL.contains(&name),
         });
     }
@@ -189,6 +192,28 @@ async fn list_indexes(source: &Source, db: &str, name: &str) -> Result<Vec<Docum
         Err(e) if e.sometimes_namespace_not_found() => Ok(Vec::new()),
         Err(e) => Err(source.error("listIndexes", &e)),
     }
+}
+
+/// Document count and average size. `collStats` gives both; where it is refused (views of
+/// permissions, newer servers without it) the plain `count` mongodump uses is enough.
+async fn stats(source: &Source, db: &str, name: &str) -> Result<(u64, Option<u64>)> {
+    let reply = source
+        .client
+        .database(db)
+        .run_command(doc! { "collStats": name })
+        .await;
+    if let Ok(r) = reply {
+        let number = |key: &str| match r.get(key) {
+            Some(Bson::Int32(n)) => u64::try_from(*n).ok(),
+            Some(Bson::Int64(n)) => u64::try_from(*n).ok(),
+            Some(Bson::Double(n)) if *n >= 0.0 => Some(*n as u64),
+            _ => None,
+        };
+        if let Some(count) = number("count") {
+            return Ok((count, number("avgObjSize").filter(|s| *s > 0)));
+        }
+    }
+    Ok((count(source, db, name).await?, None))
 }
 
 async fn count(source: &Source, db: &str, name: &str) -> Result<u64> {

@@ -21,12 +21,25 @@ pub struct Batch {
 /// document travels alone.
 pub const BATCH_BYTES: usize = 1 << 20;
 
+/// Bytes a server reply should carry at most. The server's own limit is 16 MiB per batch; with
+/// several cursors open and the driver holding a reply while it is consumed, that would
+/// dominate memory. A few MiB per round trip keeps the network busy all the same.
+pub const CURSOR_BATCH_BYTES: u64 = 2 << 20;
+
+/// The `batchSize` that makes a reply about [`CURSOR_BATCH_BYTES`] for documents of this
+/// average size (unknown: the server's default).
+pub fn cursor_batch_size(average_document_size: Option<u64>) -> Option<u32> {
+    let average = average_document_size?.max(1);
+    Some(u32::try_from((CURSOR_BATCH_BYTES / average).clamp(1, 100_000)).unwrap_or(100_000))
+}
+
 /// Streams `db.collection` into `tx`. Returns the number of documents read. Fails if the
 /// receiving side has gone (the backup is being torn down).
 pub async fn read_collection(
     source: &Source,
     db: &str,
     collection: &str,
+    average_document_size: Option<u64>,
     index: usize,
     tx: &mpsc::Sender<Batch>,
 ) -> Result<u64> {
@@ -35,9 +48,11 @@ pub async fn read_collection(
         .database(db)
         .collection::<RawDocumentBuf>(collection);
     let ns = format!("{db}.{collection}");
-    let mut cursor = coll
-        .find(doc! {})
-        .hint(Hint::Keys(doc! { "$natural": 1 }))
+    let mut find = coll.find(doc! {}).hint(Hint::Keys(doc! { "$natural": 1 }));
+    if let Some(n) = cursor_batch_size(average_document_size) {
+        find = find.batch_size(n);
+    }
+    let mut cursor = find
         .await
         .map_err(|e| source.error(&format!("find on {ns}"), &e))?;
     let mut total = 0u64;
@@ -80,4 +95,18 @@ async fn send(tx: &mpsc::Sender<Batch>, batch: Batch) -> Result<()> {
     tx.send(batch)
         .await
         .map_err(|_| Error::Interrupted("the archive writer stopped".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_sized_by_bytes() {
+        assert_eq!(cursor_batch_size(None), None);
+        assert_eq!(cursor_batch_size(Some(1024)), Some(2048));
+        assert_eq!(cursor_batch_size(Some(16 << 20)), Some(1));
+        assert_eq!(cursor_batch_size(Some(0)), Some(100_000));
+        assert_eq!(cursor_batch_size(Some(1)), Some(100_000));
+    }
 }

@@ -274,3 +274,51 @@ async fn latest_never_moves_backwards() {
         vec!["20261125T030000Z", "20261120T030000Z"]
     );
 }
+
+#[tokio::test]
+async fn authentication_is_required_and_a_wrong_password_is_a_clear_error() {
+    let server = mongo_test_server::start(mongo_test_server::ServerConfig {
+        seed: mongo_test_server::Seed::Demo,
+        users: vec![mongo_test_server::User::new("backup", "right-Pa55word")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let with_credentials = |password: &str| {
+        server
+            .uri()
+            .replacen("mongodb://", &format!("mongodb://backup:{password}@"), 1)
+    };
+
+    let err = backup::run(
+        &options(&with_credentials("wrong-Pa55word")),
+        &store,
+        &progress(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::MongoAuth { .. }), "{err}");
+    assert_eq!(err.exit_code(), 3);
+    let text = err.to_string();
+    assert!(
+        !text.contains("wrong-Pa55word") && !text.contains("right-Pa55word"),
+        "{text}"
+    );
+    assert!(text.contains("backup:***@"), "{text}");
+    assert!(files(dir.path()).is_empty());
+
+    let m = backup::run(
+        &options(&with_credentials("right-Pa55word")),
+        &store,
+        &progress(),
+    )
+    .await
+    .unwrap()
+    .manifest;
+    let manifest_text =
+        std::fs::read_to_string(dir.path().join(m.backup_id.clone() + "/manifest.json")).unwrap();
+    assert!(!manifest_text.contains("right-Pa55word"));
+    assert!(m.totals.documents > 0);
+}
