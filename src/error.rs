@@ -20,6 +20,9 @@ pub enum Error {
     )]
     MongoUnreachable { target: String, detail: String },
 
+    #[error("lost the connection to MongoDB at {target} during {detail}; nothing was marked successful: run it again")]
+    MongoConnectionLost { target: String, detail: String },
+
     #[error("MongoDB authentication failed for {target}: {detail}. Check the user name, password and authSource")]
     MongoAuth { target: String, detail: String },
 
@@ -86,7 +89,10 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Invalid(_) => 2,
-            Error::MongoUnreachable { .. } | Error::MongoAuth { .. } | Error::Mongo { .. } => 3,
+            Error::MongoUnreachable { .. }
+            | Error::MongoConnectionLost { .. }
+            | Error::MongoAuth { .. }
+            | Error::Mongo { .. } => 3,
             Error::Store(_) => 4,
             Error::BackupNotFound { .. } | Error::NoBackups { .. } => 5,
             Error::Integrity { .. } | Error::Archive(_) | Error::ArchiveAt { .. } => 6,
@@ -102,6 +108,7 @@ impl Error {
         match self {
             Error::Invalid(_) => "InvalidConfiguration",
             Error::MongoUnreachable { .. } => "MongoUnreachable",
+            Error::MongoConnectionLost { .. } => "MongoConnectionLost",
             Error::MongoAuth { .. } => "MongoAuthenticationFailed",
             Error::Mongo { .. } => "MongoCommandFailed",
             Error::Store(_) => "StorageFailed",

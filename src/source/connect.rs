@@ -155,39 +155,65 @@ fn topology_of(hello: &Document) -> Topology {
     }
 }
 
-/// Turns a driver error into one of ours, with the URI's secrets scrubbed from its text.
+/// Turns a driver error into one of ours, with the URI's secrets scrubbed from its text and
+/// the driver's debug decorations (labels, source, server response) left out.
 pub(crate) fn classify(
     uri: &ConnectionString,
     command: &str,
     err: &mongodb::error::Error,
 ) -> Error {
     let target = uri.redacted().to_string();
-    let detail = one_line(&uri.scrub(&err.to_string()), 300);
+    let clean = |text: &str| one_line(&uri.scrub(text), 300);
     match err.kind.as_ref() {
-        ErrorKind::Authentication { .. } => Error::MongoAuth { target, detail },
-        ErrorKind::Command(c) if c.code == 18 => Error::MongoAuth { target, detail },
+        ErrorKind::Authentication { message, .. } => Error::MongoAuth {
+            target,
+            detail: clean(message),
+        },
+        ErrorKind::Command(c) if c.code == 18 => Error::MongoAuth {
+            target,
+            detail: clean(&c.message),
+        },
         ErrorKind::Command(c) if c.code == 13 => Error::Mongo {
             target,
             command: command.to_string(),
             detail: format!(
-                "{detail} (grant the user the `backup` role, or `restore` for restores)"
+                "{} (grant the user the `backup` role, or `restore` for restores)",
+                clean(&c.message)
             ),
         },
-        ErrorKind::InvalidArgument { .. } | ErrorKind::InvalidTlsConfig { .. } => Error::Invalid(
-            format!("invalid MongoDB connection settings for {target}: {detail}"),
-        ),
-        ErrorKind::ServerSelection { .. }
-        | ErrorKind::DnsResolve { .. }
-        | ErrorKind::Io(_)
-        | ErrorKind::ConnectionPoolCleared { .. }
-        | ErrorKind::Shutdown => Error::MongoUnreachable {
+        ErrorKind::Command(c) => Error::Mongo {
             target,
-            detail: format!("{command}: {detail}"),
+            command: command.to_string(),
+            detail: format!("{} ({}): {}", c.code_name, c.code, clean(&c.message)),
+        },
+        ErrorKind::InvalidArgument { message, .. } | ErrorKind::InvalidTlsConfig { message, .. } => {
+            Error::Invalid(format!(
+                "invalid MongoDB connection settings for {target}: {}",
+                clean(message)
+            ))
+        }
+        ErrorKind::Io(io) => Error::MongoConnectionLost {
+            target,
+            detail: format!("{command} ({})", clean(&io.to_string())),
+        },
+        ErrorKind::ConnectionPoolCleared { message, .. } => Error::MongoConnectionLost {
+            target,
+            detail: format!("{command} ({})", clean(message)),
+        },
+        ErrorKind::ServerSelection { message, .. } | ErrorKind::DnsResolve { message, .. } => {
+            Error::MongoUnreachable {
+                target,
+                detail: format!("{command}: {}", clean(message)),
+            }
+        }
+        ErrorKind::Shutdown => Error::MongoConnectionLost {
+            target,
+            detail: format!("{command} (the client was shut down)"),
         },
         _ => Error::Mongo {
             target,
             command: command.to_string(),
-            detail,
+            detail: clean(&err.to_string()),
         },
     }
 }

@@ -22,14 +22,15 @@ use nightdump_archive::{ArchiveReader, Event};
 /// collections are left to the server).
 pub struct Source {
     pub uri: String,
-    pub server: Option<ServerHandle>,
+    /// Held so the test server lives as long as the source; dropping it stops the server.
+    _server: Option<ServerHandle>,
 }
 
 pub async fn demo_source() -> Source {
     match std::env::var("NIGHTDUMP_TEST_MONGODB_URI") {
         Ok(uri) => {
             seed_real_server(&uri).await;
-            Source { uri, server: None }
+            Source { uri, _server: None }
         }
         Err(_) => demo_test_server().await,
     }
@@ -45,7 +46,7 @@ pub async fn demo_test_server() -> Source {
     .expect("test server starts");
     Source {
         uri: server.uri(),
-        server: Some(server),
+        _server: Some(server),
     }
 }
 
