@@ -186,12 +186,11 @@ pub(crate) fn classify(
             command: command.to_string(),
             detail: format!("{} ({}): {}", c.code_name, c.code, clean(&c.message)),
         },
-        ErrorKind::InvalidArgument { message, .. } | ErrorKind::InvalidTlsConfig { message, .. } => {
-            Error::Invalid(format!(
-                "invalid MongoDB connection settings for {target}: {}",
-                clean(message)
-            ))
-        }
+        ErrorKind::InvalidArgument { message, .. }
+        | ErrorKind::InvalidTlsConfig { message, .. } => Error::Invalid(format!(
+            "invalid MongoDB connection settings for {target}: {}",
+            clean(message)
+        )),
         ErrorKind::Io(io) => Error::MongoConnectionLost {
             target,
             detail: format!("{command} ({})", clean(&io.to_string())),
