@@ -11,6 +11,7 @@ use nightdump_archive::{ArchiveReader, Event};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{resolve, Selector};
+use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::manifest::{crc_hex, Manifest};
 use crate::store::Store;
@@ -26,6 +27,16 @@ pub struct VerifyReport {
 }
 
 pub async fn verify(store: &Store, selector: &Selector) -> Result<VerifyReport> {
+    verify_with_keys(store, selector, None).await
+}
+
+/// As [`verify`], decrypting with `keys` when the manifest says the archive is encrypted.
+pub async fn verify_with_keys(
+    store: &Store,
+    selector: &Selector,
+    keys: Option<&Keys>,
+) -> Result<VerifyReport> {
+    let keys = keys.cloned();
     let (id, manifest) = resolve(store, selector).await?;
     let id = id.to_string();
     let reader = store
@@ -41,7 +52,7 @@ pub async fn verify(store: &Store, selector: &Selector) -> Result<VerifyReport> 
     let handle = tokio::runtime::Handle::current();
     let check = tokio::task::spawn_blocking(move || {
         let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
-        check_stream(&id, &manifest, bridge)
+        check_stream_with_keys(&id, &manifest, keys.as_ref(), bridge)
     });
     check
         .await
@@ -98,16 +109,21 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// The whole check over any byte stream holding a stored archive.
 pub fn check_stream(id: &str, manifest: &Manifest, stored: impl Read) -> Result<VerifyReport> {
+    check_stream_with_keys(id, manifest, None, stored)
+}
+
+/// The whole check, decrypting first when the manifest says the archive is encrypted: the
+/// hash covers the stored (encrypted) bytes, the archive checks the plaintext.
+pub fn check_stream_with_keys(
+    id: &str,
+    manifest: &Manifest,
+    keys: Option<&Keys>,
+    stored: impl Read,
+) -> Result<VerifyReport> {
     let integrity = |detail: String| Error::Integrity {
         id: id.to_string(),
         detail,
     };
-    if manifest.archive.encryption.scheme != "none" {
-        return Err(integrity(format!(
-            "the archive is encrypted ({}); decryption is not available in this command",
-            manifest.archive.encryption.scheme
-        )));
-    }
     let mut hashing = HashingReader::new(stored);
     let mut expected: HashMap<(String, String), (&crate::manifest::NamespaceEntry, bool)> =
         manifest
@@ -117,7 +133,13 @@ pub fn check_stream(id: &str, manifest: &Manifest, stored: impl Read) -> Result<
             .collect();
     let (mut documents, mut bytes) = (0u64, 0u64);
     {
-        let gz = MultiGzDecoder::new(&mut hashing);
+        let mut plain = crate::crypto::decrypting(
+            &format!("backup {id}"),
+            &manifest.archive.encryption,
+            keys,
+            io::BufReader::with_capacity(256 * 1024, &mut hashing),
+        )?;
+        let gz = MultiGzDecoder::new(&mut plain);
         let mut reader = ArchiveReader::new(io::BufReader::with_capacity(256 * 1024, gz))
             .map_err(|e| integrity(format!("{e}")))?;
         loop {
@@ -147,6 +169,10 @@ pub fn check_stream(id: &str, manifest: &Manifest, stored: impl Read) -> Result<
                 }
             }
         }
+        drop(reader);
+        // Reading the plaintext to its end makes age check the final chunk too.
+        io::copy(&mut plain, &mut io::sink())
+            .map_err(|e| integrity(format!("reading the stored object failed: {e}")))?;
     }
     if let Some(((db, coll), _)) = expected.iter().find(|(_, (_, seen))| !seen) {
         return Err(integrity(format!(

@@ -42,6 +42,8 @@ pub struct BackupOptions {
     pub deadline: Option<tokio::time::Instant>,
     /// The S3 settings the store was opened with, recorded in the manifest (never secrets).
     pub s3: S3Options,
+    /// Client-side encryption of the stored object, after compression.
+    pub encrypt: Option<crate::crypto::Encrypt>,
 }
 
 pub const MAX_PARALLEL: usize = 64;
@@ -130,7 +132,15 @@ async fn run_new(
         .store(plans.len() as u64, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(namespaces = plans.len(), backup_id = %id, "discovered");
 
-    let archive_key = id.archive_key(ARCHIVE_NAME);
+    let (archive_name, wrap_sink, encryption) = match &options.encrypt {
+        Some(e) => (
+            e.archive_name(),
+            Some(e.sink_wrapper()?),
+            e.manifest_entry(),
+        ),
+        None => (ARCHIVE_NAME.to_string(), None, manifest::Encryption::none()),
+    };
+    let archive_key = id.archive_key(&archive_name);
     let mut upload = store.start_upload(&archive_key).await?;
     let settings = pipeline::DumpSettings {
         parallel: options.parallel,
@@ -141,7 +151,7 @@ async fn run_new(
             server_version: archive_server_version(&source.server_version),
             tool_version: format!("nightdump-{}", env!("CARGO_PKG_VERSION")),
         },
-        wrap_sink: None,
+        wrap_sink,
     };
     // A guard owns the upload until it is finished, so every early return (error, deadline,
     // cancellation) aborts it.
@@ -216,7 +226,7 @@ async fn run_new(
             compression_level: options.compression_level,
             size: dumped.stored.size,
             sha256: hex::encode(dumped.stored.sha256),
-            encryption: manifest::Encryption::none(),
+            encryption,
             concurrent_collections: options.parallel as u32,
         },
         storage: manifest::Storage {

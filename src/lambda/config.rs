@@ -25,12 +25,13 @@ pub const S3_PATH_STYLE: &str = "NIGHTDUMP_S3_PATH_STYLE";
 pub const PLAIN_URI: &str = "MONGODB_URI";
 pub const ALLOW_PLAIN_URI: &str = "NIGHTDUMP_ALLOW_PLAIN_URI";
 pub const FUNCTION_NAME: &str = "AWS_LAMBDA_FUNCTION_NAME";
+/// `age:<recipient>`, comma-separated for several recipients.
+pub const ENCRYPT: &str = "NIGHTDUMP_ENCRYPT";
 
 /// Settings the template already passes for features this version does not have. A value
 /// must fail the run rather than be ignored: a backup believed encrypted or locked that is
 /// not would be worse than no backup.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("NIGHTDUMP_ENCRYPT", "client-side encryption"),
     ("NIGHTDUMP_PRUNE", "pruning"),
     ("NIGHTDUMP_OBJECT_LOCK", "S3 Object Lock"),
     ("NIGHTDUMP_RETAIN_FOR", "Object Lock retention"),
@@ -64,6 +65,8 @@ pub struct LambdaConfig {
     pub connect_timeout: Duration,
     /// The metrics dimension; empty outside Lambda.
     pub function_name: String,
+    /// Client-side encryption of each backup.
+    pub encrypt: Option<crate::crypto::Encrypt>,
 }
 
 fn get<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
@@ -112,7 +115,14 @@ impl LambdaConfig {
                 "{CONNECT_TIMEOUT} must be longer than 0s: use e.g. 30s"
             )));
         }
+        let encrypt = match get(env, ENCRYPT) {
+            None => None,
+            Some(v) => {
+                crate::crypto::Encrypt::parse_all(ENCRYPT, &v.split(',').collect::<Vec<_>>())?
+            }
+        };
         Ok(LambdaConfig {
+            encrypt,
             destination,
             uri,
             s3,
@@ -319,6 +329,8 @@ mod tests {
             (&[(CONNECT_TIMEOUT, Some("0s"))], CONNECT_TIMEOUT),
             (&[(S3_PATH_STYLE, Some("yes"))], S3_PATH_STYLE),
             (&[(PLAIN_URI, Some("mongodb://h/"))], ALLOW_PLAIN_URI),
+            (&[(ENCRYPT, Some("age:age1short"))], ENCRYPT),
+            (&[(ENCRYPT, Some("kms:alias/backups"))], ENCRYPT),
         ];
         for (changes, variable) in cases {
             let msg = err(base(), changes);
@@ -329,7 +341,6 @@ mod tests {
     #[test]
     fn later_features_are_refused_when_set() {
         for name in [
-            "NIGHTDUMP_ENCRYPT",
             "NIGHTDUMP_PRUNE",
             "NIGHTDUMP_OBJECT_LOCK",
             "NIGHTDUMP_RETAIN_FOR",
@@ -338,6 +349,19 @@ mod tests {
             assert!(msg.contains(name), "{msg}");
             assert!(msg.contains("not supported by this version"), "{msg}");
         }
+    }
+
+    #[test]
+    fn age_recipients_are_wired_through() {
+        let a = age::x25519::Identity::generate().to_public().to_string();
+        let b = age::x25519::Identity::generate().to_public().to_string();
+        let mut e = base();
+        e.insert(ENCRYPT.into(), format!("age:{a}, age:{b}"));
+        let c = LambdaConfig::from_env(&e).unwrap();
+        let entry = c.encrypt.expect("encryption set").manifest_entry();
+        assert_eq!(entry.scheme, "age");
+        assert_eq!(entry.recipients, vec![a, b]);
+        assert!(LambdaConfig::from_env(&base()).unwrap().encrypt.is_none());
     }
 
     #[test]

@@ -269,6 +269,7 @@ fn backup_options(
         compression_level: COMPRESSION_LEVEL,
         deadline,
         s3: config.s3.clone(),
+        encrypt: config.encrypt.clone(),
     }
 }
 

@@ -59,6 +59,8 @@ pub struct RestoreOptions {
     pub with_users: bool,
     /// Insert commands in flight at once.
     pub parallel: usize,
+    /// age identities for an encrypted backup or archive file.
+    pub keys: Option<crate::crypto::Keys>,
 }
 
 impl RestoreOptions {
@@ -74,6 +76,7 @@ impl RestoreOptions {
             preserve_uuid: false,
             with_users: false,
             parallel: 4,
+            keys: None,
         }
     }
 
@@ -120,7 +123,11 @@ pub enum Input<'a> {
 
 type Opener = Box<dyn FnOnce() -> Result<Box<dyn Read + Send>> + Send>;
 
-async fn open_input(input: Input<'_>, dry_run: bool) -> Result<(String, Opener)> {
+async fn open_input(
+    input: Input<'_>,
+    dry_run: bool,
+    keys: Option<&crate::crypto::Keys>,
+) -> Result<(String, Opener)> {
     Ok(match input {
         Input::Backup {
             store,
@@ -128,17 +135,11 @@ async fn open_input(input: Input<'_>, dry_run: bool) -> Result<(String, Opener)>
             verify_first,
         } => {
             let (id, manifest) = catalog::resolve(store, &selector).await?;
-            if manifest.archive.encryption.scheme != "none" {
-                return Err(Error::Integrity {
-                    id: id.to_string(),
-                    detail: format!(
-                        "the archive is encrypted ({}); restore cannot decrypt it",
-                        manifest.archive.encryption.scheme
-                    ),
-                });
-            }
+            let name = format!("backup {id}");
+            let encryption = manifest.archive.encryption.clone();
+            let keys = crate::crypto::require_keys(&name, &encryption, keys)?.cloned();
             if verify_first && !dry_run {
-                crate::verify::verify(store, &Selector::Id(id)).await?;
+                crate::verify::verify_with_keys(store, &Selector::Id(id), keys.as_ref()).await?;
             }
             let reader = store
                 .open_read(&manifest.archive.key)
@@ -148,21 +149,30 @@ async fn open_input(input: Input<'_>, dry_run: bool) -> Result<(String, Opener)>
                     destination: store.destination().to_string(),
                 })?;
             let bridge = tokio_util::io::SyncIoBridge::new(reader);
-            let open: Opener = Box::new(move || Ok(Box::new(bridge) as Box<dyn Read + Send>));
+            let open: Opener = Box::new(move || {
+                let buffered = std::io::BufReader::with_capacity(256 * 1024, bridge);
+                let plain = crate::crypto::decrypting(&name, &encryption, keys.as_ref(), buffered)?;
+                Ok(Box::new(plain) as Box<dyn Read + Send>)
+            });
             (id.to_string(), open)
         }
         Input::File(path) => {
             let name = path.display().to_string();
+            let name_in = name.clone();
+            let keys = keys.cloned();
             let open: Opener = Box::new(move || {
                 let file = std::fs::File::open(&path).map_err(|e| {
                     Error::invalid(format!("cannot open archive {}: {e}", path.display()))
                 })?;
-                Ok(Box::new(file) as Box<dyn Read + Send>)
+                decrypt_sniffed(&name_in, Box::new(file), keys.as_ref())
             });
             (name, open)
         }
         Input::Stdin => {
-            let open: Opener = Box::new(|| Ok(Box::new(std::io::stdin()) as Box<dyn Read + Send>));
+            let keys = keys.cloned();
+            let open: Opener = Box::new(move || {
+                decrypt_sniffed("standard input", Box::new(std::io::stdin()), keys.as_ref())
+            });
             ("-".to_string(), open)
         }
         Input::Reader { name, reader } => {
@@ -170,6 +180,30 @@ async fn open_input(input: Input<'_>, dry_run: bool) -> Result<(String, Opener)>
             (name, open)
         }
     })
+}
+
+/// An archive file or stream that is an age file is decrypted (it carries no manifest, so its
+/// first bytes say so). Each 64 KiB chunk is authenticated before any of its bytes reach the
+/// archive reader, so damage stops the restore at that chunk.
+fn decrypt_sniffed(
+    name: &str,
+    input: Box<dyn Read + Send>,
+    keys: Option<&crate::crypto::Keys>,
+) -> Result<Box<dyn Read + Send>> {
+    use std::io::BufRead;
+    let mut buffered = std::io::BufReader::with_capacity(256 * 1024, input);
+    let first = buffered
+        .fill_buf()
+        .map_err(|e| Error::invalid(format!("cannot read archive {name}: {e}")))?;
+    if !crate::crypto::is_age(first) {
+        return Ok(Box::new(buffered));
+    }
+    let encryption = crate::manifest::Encryption {
+        scheme: "age".into(),
+        ..crate::manifest::Encryption::none()
+    };
+    let plain = crate::crypto::decrypting(name, &encryption, keys, buffered)?;
+    Ok(Box::new(plain))
 }
 
 async fn join_stream(
@@ -190,7 +224,7 @@ pub async fn run(
 ) -> Result<RestoreReport> {
     options.validate()?;
     let started = Instant::now();
-    let (source_name, open) = open_input(input, options.dry_run).await?;
+    let (source_name, open) = open_input(input, options.dry_run, options.keys.as_ref()).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let stream = stream::spawn(open, Arc::clone(&stop));
     let prelude = match stream.prelude.await {

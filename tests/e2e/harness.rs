@@ -88,6 +88,7 @@ pub fn options(uri: &str) -> BackupOptions {
         compression_level: 6,
         deadline: None,
         s3: S3Options::default(),
+        encrypt: None,
     }
 }
 
