@@ -6,9 +6,9 @@
 
 mod backup;
 mod cli;
-mod encryption;
 mod harness;
 mod lambda;
+mod prune;
 mod restore;
 mod s3;
 #[path = "../support/mod.rs"]

@@ -1,0 +1,211 @@
+//! `nightdump prune`'s options and output.
+
+use std::io::Write;
+
+use clap::Args;
+
+use super::{Outcome, Policy, PruneReport, Within};
+use crate::cli::{open_store, parse_duration, FromArgs};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub from: FromArgs,
+    /// Keep the N newest complete backups.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = count)]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the N newest hours (UTC) that have one.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = count)]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the N newest days (UTC) that have one.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = count)]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the N newest ISO weeks that have one.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = count)]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the N newest months that have one.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = count)]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest backup of each of the N newest years that have one.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = count)]
+    pub keep_yearly: Option<u32>,
+    /// Keep every backup newer than the newest one less this span (y, m, d, h: e.g. 30d, 1y6m).
+    #[arg(long, value_name = "SPAN", allow_hyphen_values = true, value_parser = span)]
+    pub keep_within: Option<Within>,
+    /// Remove incomplete backups only when their newest object is older than this (a younger
+    /// one may be a run in progress).
+    #[arg(long, default_value = "24h")]
+    pub grace: String,
+    /// Delete what the plan removes; without it, only print the plan.
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the plan or result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn count(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => u32::try_from(n).map_err(|_| format!("{n} is too large")),
+        Ok(n) => Err(format!(
+            "{n} keeps nothing: give a count of 1 or more, or leave the option out"
+        )),
+        Err(_) => Err(format!(
+            "'{s}' is not a whole number: give a count such as 7"
+        )),
+    }
+}
+
+fn span(s: &str) -> Result<Within, String> {
+    s.parse()
+}
+
+impl PruneArgs {
+    pub fn policy(&self) -> Result<Policy> {
+        let grace = parse_duration("--grace", &self.grace)?;
+        let policy = Policy {
+            last: self.keep_last.unwrap_or(0),
+            hourly: self.keep_hourly.unwrap_or(0),
+            daily: self.keep_daily.unwrap_or(0),
+            weekly: self.keep_weekly.unwrap_or(0),
+            monthly: self.keep_monthly.unwrap_or(0),
+            yearly: self.keep_yearly.unwrap_or(0),
+            within: self.keep_within,
+            grace,
+        };
+        if !policy.has_rule() {
+            return Err(Error::invalid(
+                "prune needs at least one keep rule: pass e.g. --keep-daily 7 --keep-weekly 5 --keep-monthly 12",
+            ));
+        }
+        Ok(policy)
+    }
+}
+
+pub async fn run(args: PruneArgs) -> Result<()> {
+    let policy = args.policy()?;
+    let store = open_store("--from", &args.from.from, &args.from.store).await?;
+    let mut report = super::run(&store, &policy, args.yes).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        )
+        .ok();
+    } else {
+        write_text(&mut out, &report).ok();
+    }
+    match report.error.take() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+fn write_text(out: &mut impl Write, report: &PruneReport) -> std::io::Result<()> {
+    if report.keep.is_empty() && report.remove.is_empty() {
+        return writeln!(out, "no backups at {}", report.destination);
+    }
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for k in &report.keep {
+        rows.push((
+            k.id.to_string(),
+            format!("keep    {}", k.reasons.join(", ")),
+        ));
+    }
+    for r in &report.remove {
+        let what = match &r.outcome {
+            Outcome::Planned => format!("remove  {}", r.reason),
+            Outcome::Removed => format!("removed {}", r.reason),
+            Outcome::Locked { detail } => format!("kept: locked ({detail})"),
+            Outcome::Failed { detail } => format!("FAILED  {detail}"),
+        };
+        if !matches!(r.outcome, Outcome::Locked { .. }) {
+            rows.push((r.id.to_string(), what));
+        }
+    }
+    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    for (id, what) in rows {
+        writeln!(out, "{id:<18} {what}")?;
+    }
+    for key in &report.foreign {
+        writeln!(out, "left in place (not written by nightdump): {key}")?;
+    }
+    let removing = report.remove.len();
+    if report.applied {
+        let done = report
+            .remove
+            .iter()
+            .filter(|r| r.outcome == Outcome::Removed)
+            .count();
+        writeln!(
+            out,
+            "removed {done} of {removing} backups; {} kept",
+            report.keep.len()
+        )
+    } else {
+        writeln!(
+            out,
+            "dry run: {removing} backups would be removed, {} kept; pass --yes to remove them",
+            report.keep.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<super::PruneArgs, String> {
+        let mut argv = vec!["nightdump", "prune", "--from", "/tmp/b"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Prune(p),
+                ..
+            }) => Ok(p),
+            Ok(other) => panic!("parsed as {other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn counts_and_spans_are_validated() {
+        let p = parse(&["--keep-daily", "7", "--keep-within", "30d", "--yes"]).unwrap();
+        let policy = p.policy().unwrap();
+        assert_eq!(policy.daily, 7);
+        assert_eq!(policy.within.unwrap().to_string(), "30d");
+        assert_eq!(policy.grace, super::super::DEFAULT_GRACE);
+        assert!(p.yes);
+        for (args, needle) in [
+            (["--keep-daily", "0"], "1 or more"),
+            (["--keep-daily", "-3"], "1 or more"),
+            (["--keep-weekly", "many"], "not a whole number"),
+            (["--keep-within", "0d"], "longer than zero"),
+            (["--keep-within", "soon"], "30d"),
+        ] {
+            let e = parse(&args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_policy_needs_a_rule_and_a_valid_grace() {
+        let e = parse(&[]).unwrap().policy().unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("at least one keep rule"), "{e}");
+        let e = parse(&["--keep-last", "2", "--grace", "a while"])
+            .unwrap()
+            .policy()
+            .unwrap_err();
+        assert!(e.to_string().contains("--grace"), "{e}");
+        let p = parse(&["--keep-last", "2", "--grace", "2h"]).unwrap();
+        assert_eq!(p.policy().unwrap().grace.as_secs(), 7200);
+    }
+}

@@ -1,0 +1,221 @@
+//! `nightdump prune`: removes backups a retention policy no longer keeps.
+//!
+//! Only what nightdump wrote is ever touched: directories whose name is a backup id, and in
+//! them only the object names a backup writes. Anything else found there is left and reported.
+
+pub mod cli;
+mod policy;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::layout::{BackupId, ARCHIVE_NAME, MANIFEST_NAME};
+use crate::store::{Store, StoreError};
+
+pub use policy::{plan, BackupRef, Kept, Plan, Policy, Removal, Within, DEFAULT_GRACE};
+
+fn serialize_id<S: serde::Serializer>(id: &BackupId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+/// The object names a backup writes in its directory; the manifest is deleted first.
+fn known_names() -> [String; 4] {
+    [
+        MANIFEST_NAME.to_string(),
+        ARCHIVE_NAME.to_string(),
+        format!("{ARCHIVE_NAME}.age"),
+        format!("{ARCHIVE_NAME}.enc"),
+    ]
+}
+
+/// What a destination holds, as prune sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub backups: Vec<BackupRef>,
+    /// The keys nightdump wrote, per backup.
+    pub objects: BTreeMap<BackupId, Vec<String>>,
+    /// Keys inside backup directories that nightdump does not write: never deleted.
+    pub foreign: Vec<String>,
+}
+
+pub async fn inventory(store: &Store) -> Result<Inventory> {
+    let known = known_names();
+    let mut inv = Inventory::default();
+    let mut found: BTreeMap<BackupId, BackupRef> = BTreeMap::new();
+    for object in store.list("").await? {
+        let Some((dir, name)) = object.key.split_once('/') else {
+            continue;
+        };
+        let Ok(id) = dir.parse::<BackupId>() else {
+            continue;
+        };
+        let entry = found.entry(id).or_insert(BackupRef {
+            id,
+            complete: false,
+            newest_object: None,
+        });
+        if let Some(t) = object.last_modified {
+            entry.newest_object = Some(entry.newest_object.map_or(t, |n| n.max(t)));
+        }
+        if !known.iter().any(|k| k == name) {
+            inv.foreign.push(object.key.clone());
+            continue;
+        }
+        if name == MANIFEST_NAME {
+            entry.complete = true;
+        }
+        inv.objects.entry(id).or_default().push(object.key.clone());
+    }
+    inv.backups = found.into_values().rev().collect();
+    Ok(inv)
+}
+
+/// What happened to one backup the plan removes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Dry run: nothing was deleted.
+    Planned,
+    Removed,
+    /// The destination refused the delete (Object Lock, a deny policy): kept.
+    Locked {
+        detail: String,
+    },
+    Failed {
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemovalResult {
+    #[serde(serialize_with = "serialize_id")]
+    pub id: BackupId,
+    pub reason: String,
+    pub objects: Vec<String>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PruneReport {
+    pub destination: String,
+    /// Whether deletes were made (`--yes`).
+    pub applied: bool,
+    pub keep: Vec<Kept>,
+    pub remove: Vec<RemovalResult>,
+    /// Objects in backup directories that prune does not own and left in place.
+    pub foreign: Vec<String>,
+    /// The first delete that failed for a reason other than a lock: the run failed.
+    #[serde(skip)]
+    pub error: Option<StoreError>,
+}
+
+/// Plans against the destination and, with `apply`, deletes what the plan removes.
+pub async fn run(store: &Store, policy: &Policy, apply: bool) -> Result<PruneReport> {
+    if !policy.has_rule() {
+        return Err(Error::invalid(
+            "prune needs at least one keep rule: pass e.g. --keep-daily 7 --keep-weekly 5",
+        ));
+    }
+    let inv = inventory(store).await?;
+    let now = OffsetDateTime::now_utc();
+    let mut plan = plan(&inv.backups, policy, now);
+    protect_latest(store, &mut plan).await?;
+
+    let mut report = PruneReport {
+        destination: store.destination().to_string(),
+        applied: apply,
+        keep: plan.keep,
+        remove: Vec::with_capacity(plan.remove.len()),
+        foreign: inv.foreign,
+        error: None,
+    };
+    for removal in plan.remove {
+        let mut objects = inv.objects.get(&removal.id).cloned().unwrap_or_default();
+        // Manifest first: a backup cut off halfway then reads as incomplete, never as a
+        // complete backup whose archive is gone.
+        objects.sort_by_key(|k| !k.ends_with(&format!("/{MANIFEST_NAME}")));
+        let outcome = if apply {
+            match delete_backup(store, &objects).await {
+                Ok(()) => Outcome::Removed,
+                Err(e) if is_locked(&e) => Outcome::Locked {
+                    detail: e.to_string(),
+                },
+                Err(e) => {
+                    let detail = e.to_string();
+                    report.error.get_or_insert(e);
+                    Outcome::Failed { detail }
+                }
+            }
+        } else {
+            Outcome::Planned
+        };
+        if let Outcome::Locked { .. } = outcome {
+            report.keep.push(Kept {
+                id: removal.id,
+                reasons: vec!["locked".into()],
+            });
+        }
+        report.remove.push(RemovalResult {
+            id: removal.id,
+            reason: removal.reason,
+            objects,
+            outcome,
+        });
+    }
+    report.keep.sort_by_key(|b| std::cmp::Reverse(b.id));
+    Ok(report)
+}
+
+async fn delete_backup(store: &Store, objects: &[String]) -> Result<(), StoreError> {
+    let (manifest, rest): (Vec<String>, Vec<String>) = objects
+        .iter()
+        .cloned()
+        .partition(|k| k.ends_with(&format!("/{MANIFEST_NAME}")));
+    if !manifest.is_empty() {
+        store.delete(&manifest).await?;
+    }
+    if !rest.is_empty() {
+        store.delete(&rest).await?;
+    }
+    Ok(())
+}
+
+/// `latest.json` names the newest successful backup, which every plan keeps; it can name an
+/// older one when a newer run failed to update it, and then that backup is kept rather than
+/// leave monitoring pointing at nothing.
+async fn protect_latest(store: &Store, plan: &mut Plan) -> Result<()> {
+    let Some(latest) = crate::catalog::read_latest(store).await? else {
+        return Ok(());
+    };
+    let Ok(id) = latest.backup_id.parse::<BackupId>() else {
+        return Ok(());
+    };
+    if let Some(at) = plan.remove.iter().position(|r| r.id == id) {
+        tracing::warn!(backup_id = %id, "latest.json names a backup the plan removes; keeping it");
+        plan.remove.remove(at);
+        plan.keep.push(Kept {
+            id,
+            reasons: vec!["named by latest.json".into()],
+        });
+        plan.keep.sort_by_key(|b| std::cmp::Reverse(b.id));
+    }
+    Ok(())
+}
+
+/// A refusal that retention settings on the bucket explain (Object Lock, legal hold, a deny
+/// policy): the backup stays, and the run goes on.
+fn is_locked(e: &StoreError) -> bool {
+    match e {
+        StoreError::AccessDenied { .. } => true,
+        StoreError::S3 { code, status, .. } => {
+            code == "AccessDenied" || code.contains("Lock") || *status == Some(403)
+        }
+        _ => false,
+    }
+}
