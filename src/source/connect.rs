@@ -199,12 +199,14 @@ pub(crate) fn classify(
             target,
             detail: format!("{command} ({})", clean(message)),
         },
-        ErrorKind::ServerSelection { message, .. } | ErrorKind::DnsResolve { message, .. } => {
-            Error::MongoUnreachable {
-                target,
-                detail: format!("{command}: {}", clean(message)),
-            }
-        }
+        ErrorKind::ServerSelection { message, .. } => Error::MongoUnreachable {
+            target,
+            detail: format!("{command}: {}", clean(&selection_cause(message))),
+        },
+        ErrorKind::DnsResolve { message, .. } => Error::MongoUnreachable {
+            target,
+            detail: format!("{command}: {}", clean(message)),
+        },
         ErrorKind::Shutdown => Error::MongoConnectionLost {
             target,
             detail: format!("{command} (the client was shut down)"),
@@ -214,5 +216,44 @@ pub(crate) fn classify(
             command: command.to_string(),
             detail: clean(&err.to_string()),
         },
+    }
+}
+
+/// The driver's server-selection message carries a whole topology description; the cause a
+/// reader needs is the last server's error (`Connection refused`, a TLS failure…).
+fn selection_cause(message: &str) -> String {
+    match message.rfind("Error: ") {
+        Some(i) => {
+            let cause = message[i + "Error: ".len()..].trim_start_matches("Kind: ");
+            let end = [", labels", " }"]
+                .iter()
+                .filter_map(|m| cause.find(m))
+                .min()
+                .unwrap_or(cause.len());
+            format!("no reachable server ({})", cause[..end].trim())
+        }
+        None => message
+            .split(" Topology:")
+            .next()
+            .unwrap_or(message)
+            .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_errors_keep_only_the_cause() {
+        let m = "Server selection timeout: No available servers. Topology: { Type: Single, Servers: [ { Address: 127.0.0.1:1, Type: Unknown, Error: Kind: I/O error: Connection refused (os error 111), labels: {} } ] }";
+        assert_eq!(
+            selection_cause(m),
+            "no reachable server (I/O error: Connection refused (os error 111))"
+        );
+        assert_eq!(
+            selection_cause("Server selection timeout: None. Topology: { }"),
+            "Server selection timeout: None."
+        );
     }
 }
