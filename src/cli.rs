@@ -106,6 +106,10 @@ pub struct BackupArgs {
     /// S3 storage class (e.g. STANDARD_IA).
     #[arg(long, env = "NIGHTDUMP_STORAGE_CLASS")]
     pub storage_class: Option<String>,
+    /// Encrypt the archive before it is stored: age:<recipient> (an age1… public key).
+    /// Repeatable: any one of the recipients' identities decrypts.
+    #[arg(long = "encrypt", value_name = "age:RECIPIENT")]
+    pub encrypt: Vec<String>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// No progress bar and no summary.
@@ -144,6 +148,23 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// The age identity file for encrypted backups.
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// An age identity file (as age-keygen writes) to decrypt an encrypted backup with.
+    #[arg(long, env = "NIGHTDUMP_AGE_IDENTITY", value_name = "FILE")]
+    pub identity: Option<std::path::PathBuf>,
+}
+
+impl IdentityArgs {
+    pub fn load(&self) -> Result<Option<crate::crypto::Keys>> {
+        self.identity
+            .as_deref()
+            .map(crate::crypto::Keys::from_file)
+            .transpose()
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// A backup id or `latest`.
@@ -151,6 +172,8 @@ pub struct VerifyArgs {
     pub backup: String,
     #[command(flatten)]
     pub from: FromArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -162,6 +185,11 @@ pub struct CatArgs {
     pub backup: String,
     #[command(flatten)]
     pub from: FromArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Write the stored bytes as they are (still encrypted, if the backup is).
+    #[arg(long)]
+    pub raw: bool,
 }
 
 pub use crate::prune::cli::PruneArgs;
@@ -218,6 +246,8 @@ pub struct RestoreArgs {
     #[arg(long, default_value = "30s")]
     pub connect_timeout: String,
     #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
     pub store: StoreArgs,
     /// No progress bar and no table.
     #[arg(long, short)]
@@ -256,6 +286,7 @@ impl RestoreArgs {
         options.preserve_uuid = self.preserve_uuid;
         options.with_users = self.with_users;
         options.parallel = self.parallel;
+        options.keys = self.identity.load()?;
         options.validate()?;
         Ok(options)
     }
@@ -328,6 +359,7 @@ impl BackupArgs {
             compression_level: self.compression_level,
             deadline: None,
             s3: s3_options(&self.store, sse, self.storage_class.clone()),
+            encrypt: crate::crypto::Encrypt::parse_all("--encrypt", &self.encrypt)?,
         };
         options.validate()?;
         options
@@ -464,8 +496,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Verify(args) => {
             let selector = parse_selector(&args.backup)?;
+            let keys = args.identity.load()?;
             let store = open_store("--from", &args.from.from, &args.from.store).await?;
-            let report = crate::verify::verify(&store, &selector).await?;
+            let report = crate::verify::verify_with_keys(&store, &selector, keys.as_ref()).await?;
             let mut out = std::io::stdout().lock();
             if args.json {
                 writeln!(
@@ -495,8 +528,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "refusing to write a binary archive to a terminal: pipe it, e.g. `nightdump cat latest | mongorestore --gzip --archive`",
                 ));
             }
+            let keys = args.identity.load()?;
             let store = open_store("--from", &args.from.from, &args.from.store).await?;
-            crate::cat::cat(&store, &selector, tokio::io::stdout()).await
+            crate::cat::cat_with_keys(
+                &store,
+                &selector,
+                keys.as_ref(),
+                args.raw,
+                tokio::io::stdout(),
+            )
+            .await
         }
         Command::Restore(args) => run_restore(args).await,
         Command::Prune(args) => crate::prune::cli::run(args).await,

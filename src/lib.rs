@@ -7,6 +7,7 @@ pub mod backup;
 pub mod cat;
 pub mod catalog;
 pub mod cli;
+pub mod crypto;
 pub mod error;
 pub mod lambda;
 pub mod layout;

@@ -6,6 +6,7 @@
 
 mod backup;
 mod cli;
+mod encryption;
 mod harness;
 mod lambda;
 mod prune;
