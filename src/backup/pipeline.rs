@@ -66,7 +66,7 @@ pub async fn dump(
 ) -> Result<DumpResult> {
     let parallel = settings.parallel.max(1);
     let (batch_tx, batch_rx) = mpsc::channel::<Message>(parallel * QUEUE_PER_READER);
-    let (chunk_tx, mut chunk_rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
 
     let namespaces: Vec<Namespace> = plans
         .iter()
@@ -90,6 +90,10 @@ pub async fn dump(
 
     let readers = read_all(source, plans, parallel, batch_tx, progress);
     let uploading = async {
+        // The receiver lives inside this future: when an upload error ends it, the receiver
+        // is dropped, which is what unblocks the writer thread (its next send fails) instead
+        // of leaving it waiting on a full channel forever.
+        let mut chunk_rx = chunk_rx;
         while let Some(chunk) = chunk_rx.recv().await {
             upload.write(chunk).await?;
         }
@@ -151,8 +155,12 @@ async fn read_all(
     drop(tx);
     let mut first_error: Option<Error> = None;
     while let Some(joined) = workers.join_next().await {
-        let result =
-            joined.unwrap_or_else(|e| Err(Error::Internal(format!("a reader crashed: {e}"))));
+        let result = match joined {
+            Ok(r) => r,
+            // Cancelled by `abort_all` below, after another reader failed: not a cause.
+            Err(e) if e.is_cancelled() => continue,
+            Err(e) => Err(Error::Internal(format!("a reader crashed: {e}"))),
+        };
         if let Err(e) = result {
             if first_error.as_ref().is_none_or(is_teardown) {
                 first_error = Some(e);
@@ -171,8 +179,10 @@ async fn read_one(
     progress: &Arc<Progress>,
 ) -> Result<()> {
     if plan.kind != Kind::View {
-        let (btx, mut brx) = mpsc::channel::<Batch>(QUEUE_PER_READER);
+        let (btx, brx) = mpsc::channel::<Batch>(QUEUE_PER_READER);
         let forward = async {
+            // Owned here so that a failed forward drops it, unblocking the reader's send.
+            let mut brx = brx;
             while let Some(batch) = brx.recv().await {
                 Progress::add(&progress.documents, batch.documents);
                 Progress::add(&progress.bytes, batch.bytes.len() as u64);

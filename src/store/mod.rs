@@ -23,8 +23,8 @@ pub use aws::{https_client, load_sdk_config};
 pub use destination::{Destination, DestinationError};
 pub use error::StoreError;
 pub use options::{
-    S3Options, Sse, DEFAULT_MAX_ATTEMPTS, DEFAULT_PART_SIZE, DEFAULT_UPLOAD_CONCURRENCY,
-    MAX_PART_SIZE, MIN_PART_SIZE,
+    S3Options, Sse, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_PART_SIZE,
+    DEFAULT_UPLOAD_CONCURRENCY, MAX_PART_SIZE, MIN_PART_SIZE,
 };
 pub use reader::ObjectReader;
 

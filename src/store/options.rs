@@ -23,6 +23,10 @@ pub enum Sse {
     Kms { key_id: Option<String> },
 }
 
+/// Long enough for an 8 MiB part over a slow uplink (about 28 KB/s), short enough that a
+/// stalled connection is noticed well inside a Lambda timeout.
+pub const DEFAULT_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Options {
     /// Custom endpoint; when `None` the standard `AWS_ENDPOINT_URL(_S3)` variables apply.
@@ -42,6 +46,9 @@ pub struct S3Options {
     pub upload_concurrency: usize,
     /// Attempts per request for transient failures (5xx, SlowDown, connection errors).
     pub max_attempts: u32,
+    /// Longest one request attempt may take before it is abandoned (and retried): a stalled
+    /// connection must fail, never hang the backup.
+    pub attempt_timeout: std::time::Duration,
 }
 
 impl Default for S3Options {
@@ -55,6 +62,7 @@ impl Default for S3Options {
             part_size: DEFAULT_PART_SIZE,
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
         }
     }
 }

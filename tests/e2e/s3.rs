@@ -12,13 +12,22 @@ use crate::harness::*;
 use crate::support::fault_proxy::FaultProxy;
 use crate::support::moto::Moto;
 
-async fn s3_store(endpoint: &str, bucket: &str, sse: Sse) -> (Store, S3Options) {
+async fn s3_store(endpoint: &str, bucket: &str, sse: Sse, part_size: usize) -> (Store, S3Options) {
+    s3_store_with(
+        endpoint,
+        bucket,
+        S3Options {
+            force_path_style: true,
+            sse,
+            part_size,
+            ..S3Options::default()
+        },
+    )
+    .await
+}
+
+async fn s3_store_with(endpoint: &str, bucket: &str, s3: S3Options) -> (Store, S3Options) {
     let sdk = Moto::sdk_config_for(endpoint).await;
-    let s3 = S3Options {
-        force_path_style: true,
-        sse,
-        ..S3Options::default()
-    };
     let dest: Destination = format!("s3://{bucket}/nightly").parse().unwrap();
     let store = Store::open_with_sdk_config(&dest, &sdk, &s3).await.unwrap();
     (store, s3)
@@ -72,6 +81,7 @@ async fn backup_to_s3_with_sse_kms_is_complete_and_verifiable() {
         Sse::Kms {
             key_id: Some(key_id.clone()),
         },
+        nightdump::store::DEFAULT_PART_SIZE,
     )
     .await;
 
@@ -138,7 +148,21 @@ async fn s3_stopping_mid_upload_fails_the_backup_and_leaves_no_upload_or_manifes
     let moto = Moto::shared();
     let bucket = moto.create_bucket("backup-cut").await;
     let proxy = FaultProxy::start(moto.addr()).await;
-    let (store, s3) = s3_store(&proxy.endpoint(), &bucket, Sse::None).await;
+    // One attempt per request: the outage below must fail the part upload rather than be
+    // ridden out by the SDK's retries (which the store tests cover).
+    let (store, s3) = s3_store_with(
+        &proxy.endpoint(),
+        &bucket,
+        S3Options {
+            force_path_style: true,
+            part_size: nightdump::store::MIN_PART_SIZE,
+            max_attempts: 1,
+            // A request caught by the cut may wait for an answer that never comes.
+            attempt_timeout: Duration::from_secs(5),
+            ..S3Options::default()
+        },
+    )
+    .await;
 
     // Enough poorly compressible data for several 5 MiB parts, read slowly so the cut lands
     // mid-upload.
@@ -148,7 +172,9 @@ async fn s3_stopping_mid_upload_fails_the_backup_and_leaves_no_upload_or_manifes
     })
     .await
     .unwrap();
-    server.faults().delay_batches(Duration::from_millis(20));
+    // Cursor replies are ~2 MiB, so 48 MiB is a few dozen batches: slow enough with this delay
+    // that S3 can be cut after the first part and well before the last.
+    server.faults().delay_batches(Duration::from_millis(250));
     let mut opts = options(&server.uri());
     opts.s3 = s3;
     opts.compression_level = 1;
@@ -169,7 +195,7 @@ async fn s3_stopping_mid_upload_fails_the_backup_and_leaves_no_upload_or_manifes
     // S3 goes away for a moment: the part uploads in flight fail, the backup fails, and the
     // abort, retried with backoff, gets through once S3 is back.
     proxy.stop();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.resume();
     let err = tokio::time::timeout(Duration::from_secs(120), run)
         .await

@@ -102,6 +102,8 @@ impl S3Store {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
+                    // A stalled connection must fail (and be retried), never hang the backup.
+                    .operation_attempt_timeout(opts.attempt_timeout)
                     .build(),
             )
             // Only what S3 requires: S3-compatible stores and emulators often reject the
