@@ -407,12 +407,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let backups = catalog::list(&store).await?;
             let mut out = std::io::stdout().lock();
             if args.json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&backups).unwrap_or_default()
-                )
-                .ok();
+                write_json(&mut out, &backups);
             } else if backups.is_empty() {
                 writeln!(out, "no backups at {}", store.destination()).ok();
             } else {
@@ -451,12 +446,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let status = catalog::status(&store, max_age).await?;
             let mut out = std::io::stdout().lock();
             if args.json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&status).unwrap_or_default()
-                )
-                .ok();
+                write_json(&mut out, &status);
             } else {
                 match (&status.last_success, status.age_seconds) {
                     (Some(last), Some(age)) => {
@@ -501,12 +491,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let report = crate::verify::verify_with_keys(&store, &selector, keys.as_ref()).await?;
             let mut out = std::io::stdout().lock();
             if args.json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                )
-                .ok();
+                write_json(&mut out, &report);
             } else {
                 writeln!(
                     out,
@@ -581,12 +566,7 @@ async fn run_restore(args: RestoreArgs) -> Result<()> {
     if let Some(report) = report {
         let mut out = std::io::stdout().lock();
         if args.json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(report).unwrap_or_default()
-            )
-            .ok();
+            write_json(&mut out, report);
         } else if !args.quiet {
             write!(out, "{}", report.table()).ok();
             let verb = if report.dry_run { "dry run" } else { "restore" };
@@ -651,6 +631,16 @@ async fn run_backup(args: BackupArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A command's result as pretty JSON on stdout (logs never go there).
+pub(crate) fn write_json(out: &mut impl Write, value: &impl serde::Serialize) {
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    )
+    .ok();
 }
 
 pub fn human_bytes(n: u64) -> String {

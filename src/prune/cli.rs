@@ -89,12 +89,7 @@ pub async fn run(args: PruneArgs) -> Result<()> {
     let mut report = super::run(&store, &policy, args.yes).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        )
-        .ok();
+        crate::cli::write_json(&mut out, &report);
     } else {
         write_text(&mut out, &report).ok();
     }

@@ -250,20 +250,30 @@ impl S3Store {
         ))
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let full = self.full_key(key);
-        let out = match self
+    /// GetObject of a full key; a missing object is `None`, not an error.
+    async fn get_object(
+        &self,
+        full: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, StoreError> {
+        match self
             .inner
             .client
             .get_object()
             .bucket(&self.inner.bucket)
-            .key(&full)
+            .key(full)
             .send()
             .await
         {
-            Ok(o) => o,
-            Err(e) if errors::is_missing_object(&e) => return Ok(None),
-            Err(e) => return Err(self.err("GetObject", Some(&full), e)),
+            Ok(o) => Ok(Some(o)),
+            Err(e) if errors::is_missing_object(&e) => Ok(None),
+            Err(e) => Err(self.err("GetObject", Some(full), e)),
+        }
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let full = self.full_key(key);
+        let Some(out) = self.get_object(&full).await? else {
+            return Ok(None);
         };
         let body = out
             .body
@@ -278,18 +288,8 @@ impl S3Store {
 
     pub(crate) async fn open_read(&self, key: &str) -> Result<Option<ObjectReader>, StoreError> {
         let full = self.full_key(key);
-        let out = match self
-            .inner
-            .client
-            .get_object()
-            .bucket(&self.inner.bucket)
-            .key(&full)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if errors::is_missing_object(&e) => return Ok(None),
-            Err(e) => return Err(self.err("GetObject", Some(&full), e)),
+        let Some(out) = self.get_object(&full).await? else {
+            return Ok(None);
         };
         let size = out.content_length().and_then(|l| u64::try_from(l).ok());
         let etag = out.e_tag().map(str::to_string);
