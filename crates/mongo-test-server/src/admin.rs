@@ -555,8 +555,9 @@ fn connection_status(shared: &Shared, client: &mut Client) -> RawDocumentBuf {
     let mut roles = RawArrayBuf::new();
     if let Some(id) = client.session.identity(&shared.users) {
         users.push(rawdoc! { "user": id.user.as_str(), "db": id.db.as_str() });
-        // Every account here has full rights.
-        roles.push(rawdoc! { "role": "root", "db": "admin" });
+        for role in shared.users.roles(&id.db, &id.user).unwrap_or_default() {
+            roles.push(rawdoc! { "role": role.role, "db": role.db });
+        }
     }
     rawdoc! {
         "authInfo": {

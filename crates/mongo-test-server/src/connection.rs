@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::admin;
-use crate::auth::Session;
+use crate::auth::{self, Decision, RoleRef, Session};
 use crate::error::CommandError;
 use crate::faults::{BatchFault, CommandFault};
 use crate::server::{stopping, Shared};
@@ -77,6 +77,9 @@ pub(crate) async fn serve<S>(
     tracing::debug!(id = client.id, "connection ended");
 }
 
+/// What a message buffer starts at; most commands fit.
+const FIRST_READ_CAPACITY: usize = 64 * 1024;
+
 /// Reads one message, bounding the allocation by the validated declared length.
 /// `Ok(None)` is a clean end of stream between messages.
 pub(crate) async fn read_message<S: AsyncRead + Unpin>(
@@ -92,9 +95,21 @@ pub(crate) async fn read_message<S: AsyncRead + Unpin>(
         Ok(len) => len,
         Err(e) => return Ok(Some(Err(e))),
     };
-    let mut bytes = vec![0u8; len];
-    bytes[..4].copy_from_slice(&prefix);
-    stream.read_exact(&mut bytes[4..]).await?;
+    // The buffer grows with the bytes that arrive, never past the declared length: a header
+    // that claims 48 MB and then stalls or hangs up costs what was sent, not 48 MB.
+    let mut bytes = Vec::with_capacity(len.min(FIRST_READ_CAPACITY));
+    bytes.extend_from_slice(&prefix);
+    let rest = u64::try_from(len - prefix.len()).unwrap_or(u64::MAX);
+    (&mut *stream).take(rest).read_to_end(&mut bytes).await?;
+    if bytes.len() < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "the client hung up after {} of {len} message bytes",
+                bytes.len()
+            ),
+        ));
+    }
     Ok(Some(Ok(bytes)))
 }
 
@@ -220,11 +235,14 @@ async fn handle(shared: &Shared, client: &mut Client, db: &str, cmd: &RawDocumen
     if fault == CommandFault::Close {
         return Outcome::Close;
     }
-    let result = match check_auth(shared, client, &name) {
+    let result = match check_auth(shared, client, db, &name, cmd) {
         Err(e) => Err(e),
-        Ok(()) => match fault {
+        Ok(narrow) => match fault {
             CommandFault::Fail(e) => Err(e),
-            _ => dispatch(shared, client, db, &name, cmd).await,
+            _ => match (narrow, dispatch(shared, client, db, &name, cmd).await) {
+                (Some(roles), Ok(reply)) => Ok(only_authorized_databases(reply, &roles)),
+                (_, result) => result,
+            },
         },
     };
     Outcome::Reply(decorate(shared, result))
@@ -252,50 +270,65 @@ async fn dispatch(
     if let Some(result) = admin::handle(shared, client, db, name, cmd) {
         return result;
     }
-    let reply = shared.engine.execute(db, cmd).await?;
-    sync_accounts(shared, db, name, cmd);
-    Ok(reply)
+    shared.engine.execute(db, cmd).await
 }
 
-/// Keeps the login accounts in step with the user commands the engine has just applied, so
-/// a user created through the wire can log in and a dropped one is locked out, as on mongod.
-fn sync_accounts(shared: &Shared, db: &str, name: &str, cmd: &RawDocument) {
-    match name {
-        "createUser" => {
-            if let (Ok(user), Ok(password)) = (cmd.get_str("createUser"), cmd.get_str("pwd")) {
-                let account = crate::auth::User {
-                    name: user.to_owned(),
-                    password: password.to_owned(),
-                    db: db.to_owned(),
-                };
-                if let Err(e) = shared.users.add(&account) {
-                    tracing::warn!(error = %e, "created user cannot log in");
-                }
-            }
-        }
-        "dropUser" => {
-            if let Ok(user) = cmd.get_str("dropUser") {
-                shared.users.remove(db, user);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn check_auth(shared: &Shared, client: &mut Client, name: &str) -> Result<(), CommandError> {
+/// Authentication, then authorization against the user's roles. `Ok(Some(roles))`: run it,
+/// but show only the databases those roles reach (listDatabases without the action).
+fn check_auth(
+    shared: &Shared,
+    client: &mut Client,
+    db: &str,
+    name: &str,
+    cmd: &RawDocument,
+) -> Result<Option<Vec<RoleRef>>, CommandError> {
     if client.internal || !shared.users.enforced() || admin::allowed_without_auth(name) {
-        return Ok(());
+        return Ok(None);
     }
     // mongod looks the command up before checking authorization.
     if !admin::is_known_command(name) {
         return Err(CommandError::command_not_found(name));
     }
-    if client.session.identity(&shared.users).is_some() {
-        return Ok(());
+    let Some(id) = client.session.identity(&shared.users) else {
+        return Err(CommandError::unauthorized(format!(
+            "command {name} requires authentication"
+        )));
+    };
+    let roles = shared.users.roles(&id.db, &id.user).unwrap_or_default();
+    match auth::authorize(&roles, db, name, cmd) {
+        Decision::Allowed => Ok(None),
+        Decision::OnlyAuthorizedDatabases => Ok(Some(roles)),
+        Decision::Denied(e) => {
+            tracing::info!(user = %id.user, db = %id.db, command = name, "not authorized");
+            Err(e)
+        }
     }
-    Err(CommandError::unauthorized(format!(
-        "command {name} requires authentication"
-    )))
+}
+
+/// A listDatabases reply cut down to the databases `roles` have privileges on.
+fn only_authorized_databases(reply: RawDocumentBuf, roles: &[RoleRef]) -> RawDocumentBuf {
+    let mut out = RawDocumentBuf::new();
+    for (key, value) in reply.iter().flatten() {
+        match (key, value) {
+            ("databases", RawBsonRef::Array(dbs)) => {
+                let mut kept = bson::RawArrayBuf::new();
+                for entry in dbs.into_iter().flatten() {
+                    let visible = match entry {
+                        RawBsonRef::Document(d) => d
+                            .get_str("name")
+                            .is_ok_and(|n| auth::authz::has_any_on_db(roles, n)),
+                        _ => false,
+                    };
+                    if visible {
+                        kept.push(entry.to_raw_bson());
+                    }
+                }
+                out.append(key, kept);
+            }
+            _ => out.append(key, value.to_raw_bson()),
+        }
+    }
+    out
 }
 
 /// The reply as sent: an error becomes mongod's error document, and in replica-set mode

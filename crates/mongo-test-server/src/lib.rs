@@ -22,7 +22,7 @@ mod server;
 pub mod tls;
 pub mod wire;
 
-pub use auth::{User, UserError};
+pub use auth::{RoleRef, User, UserError};
 pub use error::CommandError;
 pub use faults::Faults;
 pub use seed::Seed;

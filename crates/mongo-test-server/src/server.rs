@@ -168,6 +168,7 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         replica_set: config.replica_set.clone(),
     });
     apply_seed(&engine, &config.seed).await?;
+    let users = users.with_catalog(engine.clone());
     let shared = Arc::new(Shared {
         engine,
         users,

@@ -1,33 +1,47 @@
 //! Users and SCRAM authentication, with mongod's commands (`saslStart`, `saslContinue`,
 //! speculative authentication in `hello`) and its refusals.
 
+pub mod authz;
+mod required;
 pub mod scram;
+mod shell;
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use bson::{rawdoc, spec::BinarySubtype, RawBsonRef, RawDocument, RawDocumentBuf};
 
 use crate::error::CommandError;
+pub use authz::RoleRef;
+pub use required::{authorize, Decision};
 use scram::{Conversation, Credentials, Mechanism, ScramError};
 
-/// One account the server accepts.
+/// One account given at start (not stored in `admin.system.users`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub name: String,
     pub password: String,
     /// The authentication database (`authSource`).
     pub db: String,
+    /// Built-in roles it holds; `root` on admin unless said otherwise.
+    pub roles: Vec<RoleRef>,
 }
 
 impl User {
-    /// A user authenticating against `admin`, as most deployments have them.
+    /// A `root` user authenticating against `admin`, as most deployments have them.
     pub fn new(name: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             password: password.into(),
             db: "admin".into(),
+            roles: vec![RoleRef::new("root", "admin")],
         }
+    }
+
+    /// The same account with exactly these roles instead.
+    pub fn with_roles(mut self, roles: impl IntoIterator<Item = RoleRef>) -> Self {
+        self.roles = roles.into_iter().collect();
+        self
     }
 }
 
@@ -45,18 +59,72 @@ pub struct UserError {
     source: scram::BadPassword,
 }
 
-#[derive(Debug)]
-struct StoredUser {
-    sha1: Credentials,
-    sha256: Credentials,
+/// Where users created through the wire live: `admin.system.users`, as on mongod.
+pub trait UserCatalog: Send + Sync + std::fmt::Debug {
+    /// The stored document of `user@db`, if there is one.
+    fn user_document(&self, db: &str, user: &str) -> Option<RawDocumentBuf>;
 }
 
-/// The accounts of one server instance. Authentication is enforced iff it was configured
-/// with at least one user, as `--auth` would be.
+#[derive(Debug, Clone)]
+struct StoredUser {
+    sha1: Option<Credentials>,
+    sha256: Option<Credentials>,
+    roles: Vec<RoleRef>,
+}
+
+impl StoredUser {
+    /// A user document as mongod keeps it; credentials it does not have (or that are
+    /// malformed) simply cannot be used to log in.
+    fn from_document(doc: &RawDocument) -> Self {
+        let creds = doc.get_document("credentials").ok();
+        let stored = |mech| creds.and_then(|c| Credentials::from_stored(mech, c));
+        Self {
+            sha1: stored(Mechanism::Sha1),
+            sha256: stored(Mechanism::Sha256),
+            roles: authz::roles_of(doc),
+        }
+    }
+}
+
+/// The accounts of one server instance: those configured at start, then the users stored
+/// in `admin.system.users`. Authentication (and authorization) is enforced iff it was
+/// configured with at least one user, as `--auth` would be.
 #[derive(Debug)]
 pub struct UserStore {
     enforced: bool,
     users: RwLock<HashMap<(String, String), StoredUser>>,
+    catalog: Option<Arc<dyn UserCatalog>>,
+}
+
+/// The `credentials` of a user `createUser` makes, in mongod's stored shape: one entry per
+/// mechanism asked for (both by default), each with its own salt.
+pub fn stored_credentials(
+    user: &str,
+    cmd: &bson::Document,
+) -> Result<bson::Document, CommandError> {
+    let password = cmd.get_str("pwd").map_err(|_| {
+        CommandError::bad_value(
+            "Must provide a 'pwd' field for all user documents, except those with '$external' as the user's source db",
+        )
+    })?;
+    let mechanisms: Vec<Mechanism> = match cmd.get_array("mechanisms") {
+        Ok(names) => names
+            .iter()
+            .map(|n| {
+                n.as_str()
+                    .and_then(Mechanism::parse)
+                    .ok_or_else(|| CommandError::bad_value(format!("Unknown auth mechanism '{n}'")))
+            })
+            .collect::<Result<_, _>>()?,
+        Err(_) => vec![Mechanism::Sha1, Mechanism::Sha256],
+    };
+    let mut out = bson::Document::new();
+    for mech in mechanisms {
+        let creds = Credentials::derive(mech, user, password)
+            .map_err(|e| CommandError::bad_value(e.to_string()))?;
+        out.insert(mech.name(), creds.to_stored());
+    }
+    Ok(out)
 }
 
 /// mongod answers every failed authentication the same way, whatever the cause.
@@ -69,11 +137,18 @@ impl UserStore {
         let store = Self {
             enforced: !users.is_empty(),
             users: RwLock::new(HashMap::new()),
+            catalog: None,
         };
         for user in users {
             store.add(user)?;
         }
         Ok(store)
+    }
+
+    /// Also accepts the users stored in `catalog`.
+    pub fn with_catalog(mut self, catalog: Arc<dyn UserCatalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
     }
 
     pub fn enforced(&self) -> bool {
@@ -89,15 +164,17 @@ impl UserStore {
             })
         };
         let stored = StoredUser {
-            sha1: derive(Mechanism::Sha1)?,
-            sha256: derive(Mechanism::Sha256)?,
+            sha1: Some(derive(Mechanism::Sha1)?),
+            sha256: Some(derive(Mechanism::Sha256)?),
+            roles: user.roles.clone(),
         };
         self.write()
             .insert((user.db.clone(), user.name.clone()), stored);
         Ok(())
     }
 
-    /// Removes every user called `name` (in any database); returns whether one existed.
+    /// Removes every configured user called `name` (in any database); returns whether one
+    /// existed.
     pub fn revoke(&self, name: &str) -> bool {
         let mut users = self.write();
         let before = users.len();
@@ -105,7 +182,7 @@ impl UserStore {
         users.len() != before
     }
 
-    /// Removes one user; returns whether it existed.
+    /// Removes one configured user; returns whether it existed.
     pub fn remove(&self, db: &str, name: &str) -> bool {
         self.write()
             .remove(&(db.to_owned(), name.to_owned()))
@@ -113,16 +190,27 @@ impl UserStore {
     }
 
     pub fn exists(&self, db: &str, name: &str) -> bool {
-        self.read().contains_key(&(db.to_owned(), name.to_owned()))
+        self.lookup(db, name).is_some()
+    }
+
+    /// The roles `name@db` holds, if that user exists.
+    pub fn roles(&self, db: &str, name: &str) -> Option<Vec<RoleRef>> {
+        self.lookup(db, name).map(|u| u.roles)
+    }
+
+    fn lookup(&self, db: &str, name: &str) -> Option<StoredUser> {
+        if let Some(u) = self.read().get(&(db.to_owned(), name.to_owned())) {
+            return Some(u.clone());
+        }
+        let doc = self.catalog.as_ref()?.user_document(db, name)?;
+        Some(StoredUser::from_document(&doc))
     }
 
     fn credentials(&self, db: &str, name: &str, mech: Mechanism) -> Option<Credentials> {
-        self.read()
-            .get(&(db.to_owned(), name.to_owned()))
-            .map(|u| match mech {
-                Mechanism::Sha1 => u.sha1.clone(),
-                Mechanism::Sha256 => u.sha256.clone(),
-            })
+        self.lookup(db, name).and_then(|u| match mech {
+            Mechanism::Sha1 => u.sha1,
+            Mechanism::Sha256 => u.sha256,
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<(String, String), StoredUser>> {

@@ -124,6 +124,39 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// Reads one mechanism's entry of a stored user's `credentials` (mongod's shape:
+    /// `iterationCount`, and base64 `salt`, `storedKey`, `serverKey`). `None` when the entry
+    /// is missing or malformed: such a user cannot log in with that mechanism.
+    pub fn from_stored(mechanism: Mechanism, credentials: &bson::RawDocument) -> Option<Self> {
+        let entry = credentials.get_document(mechanism.name()).ok()?;
+        let iterations = match entry.get("iterationCount").ok()?? {
+            bson::RawBsonRef::Int32(i) => u32::try_from(i).ok()?,
+            bson::RawBsonRef::Int64(i) => u32::try_from(i).ok()?,
+            bson::RawBsonRef::Double(d) if d >= 1.0 && d <= f64::from(u32::MAX) => d as u32,
+            _ => return None,
+        };
+        let field = |name| B64.decode(entry.get_str(name).ok()?).ok();
+        Some(Self {
+            mechanism,
+            salt: field("salt")?,
+            iterations,
+            stored_key: field("storedKey")?,
+            server_key: field("serverKey")?,
+        })
+    }
+
+    /// This entry as mongod stores it under `credentials.<mechanism>`.
+    pub fn to_stored(&self) -> bson::Document {
+        bson::doc! {
+            "iterationCount": i32::try_from(self.iterations).unwrap_or(i32::MAX),
+            "salt": B64.encode(&self.salt),
+            "storedKey": B64.encode(&self.stored_key),
+            "serverKey": B64.encode(&self.server_key),
+        }
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

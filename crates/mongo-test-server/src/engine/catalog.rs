@@ -271,6 +271,15 @@ pub fn id_index_spec(collation: Option<&Document>) -> Document {
     d
 }
 
+impl crate::auth::UserCatalog for Engine {
+    fn user_document(&self, db: &str, user: &str) -> Option<bson::RawDocumentBuf> {
+        let users = self.coll("admin", "system.users")?;
+        let g = users.read().ok()?;
+        let rid = g.find_id(&Bson::String(format!("{db}.{user}")))?;
+        g.get(rid).map(|d| (**d).clone())
+    }
+}
+
 impl Engine {
     pub(super) fn coll(&self, db: &str, name: &str) -> Option<CollRef> {
         let cat = self.catalog.read().ok()?;

@@ -744,7 +744,12 @@ impl Engine {
                 ));
             }
         }
-        let u = doc! {"_id": id.as_str(), "userId": bson::Binary { subtype: bson::spec::BinarySubtype::Uuid, bytes: bson::Uuid::new().bytes().to_vec() }, "user": user.as_str(), "db": db, "credentials": {}, "roles": roles};
+        let credentials = crate::auth::stored_credentials(&user, cmd)?;
+        let mut u = doc! {"_id": id.as_str(), "userId": bson::Binary { subtype: bson::spec::BinarySubtype::Uuid, bytes: bson::Uuid::new().bytes().to_vec() }, "user": user.as_str(), "db": db, "credentials": credentials};
+        if let Ok(custom) = cmd.get_document("customData") {
+            u.insert("customData", custom.clone());
+        }
+        u.insert("roles", roles);
         self.insert_docs("admin", "system.users", &[&raw(&u)], true, true)?;
         self.ensure_auth_schema()?;
         Ok(reply::ok_empty())

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bson::{doc, rawdoc, Bson};
-use mongo_test_server::{ServerConfig, ServerHandle, User};
+use mongo_test_server::{RoleRef, ServerConfig, ServerHandle, User};
 use mongodb::error::ErrorKind;
 
 use crate::{client, command_error, Raw};
@@ -16,6 +16,10 @@ async fn secured() -> ServerHandle {
                 name: "app".into(),
                 password: "pw".into(),
                 db: "appdb".into(),
+                roles: vec![
+                    RoleRef::new("readWrite", "appdb"),
+                    RoleRef::new("clusterMonitor", "admin"),
+                ],
             },
         ],
         ..ServerConfig::default()
@@ -256,8 +260,8 @@ async fn users_created_and_dropped_over_the_wire_follow_suit() {
     let uri = with_credentials(&server, "reader", "r3ad", "&authSource=reports");
     client(&uri)
         .await
-        .database("admin")
-        .run_command(doc! {"serverStatus": 1})
+        .database("reports")
+        .run_command(doc! {"find": "c"})
         .await
         .unwrap();
     admin
@@ -272,4 +276,283 @@ async fn users_created_and_dropped_over_the_wire_follow_suit() {
         .await
         .unwrap_err();
     assert_auth_failed(&e);
+}
+
+const ROOT_PASSWORD: &str = "s3cret:with,odd=chars";
+
+/// A user made by root over the wire, and a client logged in as it.
+async fn as_new_user(
+    server: &ServerHandle,
+    db: &str,
+    name: &str,
+    roles: Vec<Bson>,
+) -> mongodb::Client {
+    let root = client(&with_credentials(server, "backup", ROOT_PASSWORD, "")).await;
+    root.database(db)
+        .run_command(doc! {"createUser": name, "pwd": "pw", "roles": roles})
+        .await
+        .unwrap();
+    let extra = format!("&authSource={db}");
+    client(&with_credentials(server, name, "pw", &extra)).await
+}
+
+fn assert_unauthorized(e: &mongodb::error::Error, db: &str, command: &str) {
+    let c = command_error(e);
+    assert_eq!((c.code, c.code_name.as_str()), (13, "Unauthorized"));
+    let start = format!("not authorized on {db} to execute command {{ {command}: ");
+    assert!(c.message.starts_with(&start), "{}", c.message);
+    assert!(
+        c.message.contains(&format!(", $db: \"{db}\"")),
+        "{}",
+        c.message
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_user_can_find_but_not_write() {
+    let server = secured().await;
+    server
+        .run_command("app", doc! {"insert": "c", "documents": [{"_id": 1}]})
+        .await
+        .unwrap();
+    let reader = as_new_user(&server, "app", "reader", vec!["read".into()]).await;
+    let db = reader.database("app");
+    let found = db.run_command(doc! {"find": "c"}).await.unwrap();
+    assert_eq!(
+        found
+            .get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap()
+            .len(),
+        1
+    );
+    for (name, cmd) in [
+        ("insert", doc! {"insert": "c", "documents": [{"_id": 2}]}),
+        ("create", doc! {"create": "d"}),
+        (
+            "createIndexes",
+            doc! {"createIndexes": "c", "indexes": [{"key": {"a": 1}, "name": "a_1"}]},
+        ),
+    ] {
+        let e = db.run_command(cmd).await.unwrap_err();
+        assert_unauthorized(&e, "app", name);
+    }
+    // Nothing was written.
+    let count = server
+        .run_command("app", doc! {"count": "c"})
+        .await
+        .unwrap();
+    assert_eq!(count.get_i32("n").unwrap(), 1);
+    // Other databases are out of reach.
+    let e = reader
+        .database("other")
+        .run_command(doc! {"find": "c"})
+        .await
+        .unwrap_err();
+    assert_unauthorized(&e, "other", "find");
+}
+
+#[tokio::test]
+async fn read_write_can_insert_but_not_create_users() {
+    let server = secured().await;
+    let writer = as_new_user(&server, "app", "writer", vec!["readWrite".into()]).await;
+    let db = writer.database("app");
+    db.run_command(doc! {"insert": "c", "documents": [{"_id": 1}]})
+        .await
+        .unwrap();
+    db.run_command(doc! {"createIndexes": "c", "indexes": [{"key": {"a": 1}, "name": "a_1"}]})
+        .await
+        .unwrap();
+    let e = db
+        .run_command(doc! {"createUser": "x", "pwd": "y", "roles": []})
+        .await
+        .unwrap_err();
+    assert_unauthorized(&e, "app", "createUser");
+    assert!(command_error(&e).message.contains("pwd: \"xxx\""));
+}
+
+#[tokio::test]
+async fn list_databases_shows_only_what_the_user_may_touch() {
+    let server = secured().await;
+    for db in ["app", "other"] {
+        server
+            .run_command(db, doc! {"insert": "c", "documents": [{"_id": 1}]})
+            .await
+            .unwrap();
+    }
+    let reader = as_new_user(&server, "app", "reader", vec!["read".into()]).await;
+    let names = reader.list_database_names().await.unwrap();
+    assert_eq!(names, vec!["app".to_string()]);
+    let e = reader
+        .database("admin")
+        .run_command(doc! {"listDatabases": 1, "authorizedDatabases": false})
+        .await
+        .unwrap_err();
+    assert_unauthorized(&e, "admin", "listDatabases");
+}
+
+#[tokio::test]
+async fn backup_reads_every_database_and_the_users_but_writes_nothing() {
+    let server = secured().await;
+    server
+        .run_command("app", doc! {"insert": "c", "documents": [{"_id": 1}]})
+        .await
+        .unwrap();
+    let backup = as_new_user(&server, "admin", "dumper", vec!["backup".into()]).await;
+    let names = backup.list_database_names().await.unwrap();
+    assert!(names.contains(&"app".to_string()) && names.contains(&"admin".to_string()));
+    backup
+        .database("app")
+        .run_command(doc! {"find": "c"})
+        .await
+        .unwrap();
+    let users = backup
+        .database("admin")
+        .run_command(doc! {"find": "system.users"})
+        .await
+        .unwrap();
+    let batch = users
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap();
+    assert!(batch
+        .iter()
+        .any(|u| u.as_document().unwrap().get_str("user") == Ok("dumper")));
+    backup
+        .database("admin")
+        .run_command(doc! {"getParameter": 1, "authSchemaVersion": 1})
+        .await
+        .unwrap();
+    let e = backup
+        .database("app")
+        .run_command(doc! {"insert": "c", "documents": [{"_id": 2}]})
+        .await
+        .unwrap_err();
+    assert_unauthorized(&e, "app", "insert");
+}
+
+#[tokio::test]
+async fn restore_writes_collections_and_users_but_cannot_read_data() {
+    let server = secured().await;
+    let restore = as_new_user(&server, "admin", "loader", vec!["restore".into()]).await;
+    let app = restore.database("app");
+    app.run_command(doc! {"create": "c"}).await.unwrap();
+    app.run_command(doc! {"insert": "c", "documents": [{"_id": 1}]})
+        .await
+        .unwrap();
+    app.run_command(doc! {"createIndexes": "c", "indexes": [{"key": {"a": 1}, "name": "a_1"}]})
+        .await
+        .unwrap();
+    let admin = restore.database("admin");
+    let user = doc! {
+        "_id": "app.restored", "user": "restored", "db": "app",
+        "credentials": {}, "roles": [{"role": "read", "db": "app"}],
+    };
+    admin
+        .run_command(doc! {"insert": "tempusers", "documents": [user]})
+        .await
+        .unwrap();
+    admin
+        .run_command(doc! {"_mergeAuthzCollections": 1, "tempUsersCollection": "admin.tempusers", "drop": false, "db": ""})
+        .await
+        .unwrap();
+    admin
+        .run_command(doc! {"insert": "system.users", "documents": [{"_id": "app.direct", "user": "direct", "db": "app", "credentials": {}, "roles": []}]})
+        .await
+        .unwrap();
+    let stored = server
+        .run_command(
+            "admin",
+            doc! {"count": "system.users", "query": {"db": "app"}},
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.get_i32("n").unwrap(), 2);
+    let e = app.run_command(doc! {"find": "c"}).await.unwrap_err();
+    assert_unauthorized(&e, "app", "find");
+}
+
+#[tokio::test]
+async fn create_user_stores_credentials_in_mongods_shape() {
+    let server = secured().await;
+    as_new_user(&server, "app", "ann", vec!["read".into()]).await;
+    let found = server
+        .run_command(
+            "admin",
+            doc! {"find": "system.users", "filter": {"_id": "app.ann"}},
+        )
+        .await
+        .unwrap();
+    let user = found
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap()[0]
+        .as_document()
+        .unwrap()
+        .clone();
+    let keys: Vec<&str> = user.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["_id", "userId", "user", "db", "credentials", "roles"]
+    );
+    let creds = user.get_document("credentials").unwrap();
+    let mechs: Vec<&str> = creds.keys().map(String::as_str).collect();
+    assert_eq!(mechs, ["SCRAM-SHA-1", "SCRAM-SHA-256"]);
+    for (mech, iterations, salt_len) in [("SCRAM-SHA-1", 10_000, 16), ("SCRAM-SHA-256", 15_000, 28)]
+    {
+        let c = creds.get_document(mech).unwrap();
+        let fields: Vec<&str> = c.keys().map(String::as_str).collect();
+        assert_eq!(fields, ["iterationCount", "salt", "storedKey", "serverKey"]);
+        assert_eq!(c.get_i32("iterationCount").unwrap(), iterations);
+        use base64::Engine as _;
+        let salt = base64::engine::general_purpose::STANDARD
+            .decode(c.get_str("salt").unwrap())
+            .unwrap();
+        assert_eq!(salt.len(), salt_len);
+    }
+}
+
+#[tokio::test]
+async fn a_user_document_copied_to_another_server_logs_in_with_its_password() {
+    let a = secured().await;
+    as_new_user(&a, "app", "ann", vec!["read".into()]).await;
+    let found = a
+        .run_command(
+            "admin",
+            doc! {"find": "system.users", "filter": {"_id": "app.ann"}},
+        )
+        .await
+        .unwrap();
+    let user = found
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap()[0]
+        .clone();
+    let b = secured().await;
+    b.run_command(
+        "admin",
+        doc! {"insert": "system.users", "documents": [user]},
+    )
+    .await
+    .unwrap();
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-1"] {
+        let extra = format!("&authSource=app&authMechanism={mechanism}");
+        client(&with_credentials(&b, "ann", "pw", &extra))
+            .await
+            .database("app")
+            .run_command(doc! {"find": "c"})
+            .await
+            .unwrap();
+        let e = client(&with_credentials(&b, "ann", "wrong", &extra))
+            .await
+            .database("app")
+            .run_command(doc! {"find": "c"})
+            .await
+            .unwrap_err();
+        assert_auth_failed(&e);
+    }
 }
