@@ -29,6 +29,11 @@ pub async fn cat_with_keys(
     mut out: impl AsyncWrite + Unpin,
 ) -> Result<()> {
     let (id, manifest) = resolve(store, selector).await?;
+    let keys = if raw {
+        None
+    } else {
+        crate::crypto::ready_keys(&id.to_string(), &manifest.archive.encryption, keys).await?
+    };
     let mut reader = store
         .open_read(&manifest.archive.key)
         .await?
@@ -51,7 +56,6 @@ pub async fn cat_with_keys(
         // Decryption is synchronous: it runs on a blocking thread and hands plaintext over
         // a small bounded channel, which keeps memory bounded.
         let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-        let keys = keys.cloned();
         let name = format!("backup {id}");
         let encryption = manifest.archive.encryption.clone();
         let handle = tokio::runtime::Handle::current();

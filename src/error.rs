@@ -26,6 +26,21 @@ pub enum Error {
     #[error("MongoDB authentication failed for {target}: {detail}. Check the user name, password and authSource")]
     MongoAuth { target: String, detail: String },
 
+    /// The oplog moved past the capture's position during a point-in-time backup.
+    #[error("the oplog rolled over during the backup ({0}), so it cannot be made consistent; nothing was marked successful: enlarge the oplog (replSetResizeOplog) or back up at a quieter time")]
+    OplogRolledOver(String),
+
+    /// Authenticated, but the user's roles do not allow a command (Unauthorized, 13).
+    #[error("the user lacks the privilege to {privilege} on {db}: grant it the {grant} role")]
+    MongoPermission {
+        target: String,
+        /// What was refused, in words: "create collections", "read collections"…
+        privilege: String,
+        db: String,
+        /// The built-in roles that would allow it.
+        grant: String,
+    },
+
     #[error("MongoDB refused {command} on {target}: {detail}")]
     Mongo {
         target: String,
@@ -78,6 +93,10 @@ pub enum Error {
     #[error("interrupted: {0}")]
     Interrupted(String),
 
+    /// KMS refused or could not be reached (envelope encryption).
+    #[error("{0}")]
+    Kms(String),
+
     #[error("{0}")]
     Internal(String),
 }
@@ -92,8 +111,10 @@ impl Error {
             Error::MongoUnreachable { .. }
             | Error::MongoConnectionLost { .. }
             | Error::MongoAuth { .. }
-            | Error::Mongo { .. } => 3,
-            Error::Store(_) => 4,
+            | Error::MongoPermission { .. }
+            | Error::Mongo { .. }
+            | Error::OplogRolledOver(_) => 3,
+            Error::Store(_) | Error::Kms(_) => 4,
             Error::BackupNotFound { .. } | Error::NoBackups { .. } => 5,
             Error::Integrity { .. } | Error::Archive(_) | Error::ArchiveAt { .. } => 6,
             Error::Stale { .. } => 7,
@@ -110,7 +131,9 @@ impl Error {
             Error::MongoUnreachable { .. } => "MongoUnreachable",
             Error::MongoConnectionLost { .. } => "MongoConnectionLost",
             Error::MongoAuth { .. } => "MongoAuthenticationFailed",
+            Error::MongoPermission { .. } => "MongoPermissionDenied",
             Error::Mongo { .. } => "MongoCommandFailed",
+            Error::OplogRolledOver(_) => "OplogRolledOver",
             Error::Store(_) => "StorageFailed",
             Error::Archive(_) | Error::ArchiveAt { .. } => "ArchiveInvalid",
             Error::RestoreFailed { .. } => "RestoreFailed",
@@ -120,12 +143,85 @@ impl Error {
             Error::Stale { .. } => "BackupStale",
             Error::Deadline(_) => "DeadlineReached",
             Error::Interrupted(_) => "Interrupted",
+            Error::Kms(_) => "KmsFailed",
             Error::Internal(_) => "InternalError",
         }
     }
 
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
+    }
+
+    /// A permission error met while restoring names the roles a restore needs, even for
+    /// the reads (listCollections, the auth-schema version) a restore does first.
+    pub fn in_restore(self) -> Self {
+        match self {
+            Error::MongoPermission {
+                target,
+                privilege,
+                db,
+                grant,
+            } if !grant.starts_with("restore") => Error::MongoPermission {
+                target,
+                privilege,
+                db,
+                grant: "restore or readWrite".into(),
+            },
+            other => other,
+        }
+    }
+
+    /// Unauthorized (13) from the server: what was refused, in words, and the roles that
+    /// allow it. mongod's message is `not authorized on <db> to execute command { <name>: …`;
+    /// `command` (ours) stands in when it is not.
+    pub(crate) fn permission(target: String, command: &str, server_message: &str) -> Self {
+        let parsed = server_message
+            .strip_prefix("not authorized on ")
+            .and_then(|rest| rest.split_once(" to execute command { "))
+            .and_then(|(db, rest)| Some((db, rest.split_once(':')?.0)));
+        let (db, name) = match parsed {
+            Some((db, name)) => (db.to_string(), name.to_string()),
+            None => {
+                let mut words = command.split_whitespace();
+                let name = words.next().unwrap_or_default().to_string();
+                let db = words
+                    .last()
+                    .map(|ns| ns.split('.').next().unwrap_or(ns).to_string())
+                    .unwrap_or_else(|| "the server".into());
+                (db, name)
+            }
+        };
+        let (privilege, grant) = match name.as_str() {
+            "find" | "getMore" | "count" | "aggregate" | "distinct" => {
+                ("read collections", "backup or read")
+            }
+            "listCollections" => ("list collections", "backup or read"),
+            "listIndexes" => ("list indexes", "backup or read"),
+            "collStats" => ("read collection statistics", "backup or read"),
+            "listDatabases" => ("list databases", "backup or readAnyDatabase"),
+            "create" => ("create collections", "restore or readWrite"),
+            "insert" => ("insert documents", "restore or readWrite"),
+            "createIndexes" => ("create indexes", "restore or readWrite"),
+            "drop" => ("drop collections", "restore or readWrite"),
+            "applyOps" => ("apply oplog entries (applyOps)", "restore"),
+            "_mergeAuthzCollections" | "createUser" | "dropUser" | "createRole" | "dropRole" => {
+                ("restore users and roles", "restore")
+            }
+            other => {
+                return Error::MongoPermission {
+                    target,
+                    privilege: format!("run {other}"),
+                    db,
+                    grant: "backup (or restore, for restores)".into(),
+                }
+            }
+        };
+        Error::MongoPermission {
+            target,
+            privilege: privilege.into(),
+            db,
+            grant: grant.into(),
+        }
     }
 }
 

@@ -36,9 +36,9 @@ pub async fn verify_with_keys(
     selector: &Selector,
     keys: Option<&Keys>,
 ) -> Result<VerifyReport> {
-    let keys = keys.cloned();
     let (id, manifest) = resolve(store, selector).await?;
     let id = id.to_string();
+    let keys = crate::crypto::ready_keys(&id, &manifest.archive.encryption, keys).await?;
     let reader = store
         .open_read(&manifest.archive.key)
         .await?

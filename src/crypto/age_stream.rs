@@ -5,6 +5,7 @@ use std::io::{self, BufRead, Read, Write};
 use age::stream::{StreamReader, StreamWriter};
 use age::DecryptError;
 
+use super::envelope::EnvelopeReader;
 use super::keys::{Encrypt, Keys};
 use crate::backup::{FinishWrite, SinkWrapper, Stored};
 use crate::error::{Error, Result};
@@ -40,8 +41,14 @@ impl FinishWrite for AgeSink {
 impl Encrypt {
     /// The pipeline stage that encrypts everything gzip writes before it reaches the sink.
     pub fn sink_wrapper(&self) -> Result<SinkWrapper> {
-        let Encrypt::Age { recipients } = self;
-        let recipients = recipients.clone();
+        let recipients = match self {
+            Encrypt::Age { recipients } => recipients.clone(),
+            Encrypt::Kms { .. } => {
+                return Err(Error::Internal(
+                    "a KMS-encrypted stream needs its data key: use Encrypt::prepare".into(),
+                ))
+            }
+        };
         // Checked now so a bad setting fails before any connection is made; the encryptor
         // itself needs the sink, which exists only once the dump starts.
         age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
@@ -62,7 +69,7 @@ impl Encrypt {
 }
 
 /// A sink whose encryptor could not be set up: every write reports why.
-struct Failed(Option<io::Error>);
+pub(super) struct Failed(pub(super) Option<io::Error>);
 
 impl Failed {
     fn error(&mut self) -> io::Error {
@@ -87,17 +94,20 @@ impl FinishWrite for Failed {
     }
 }
 
-/// The plaintext of a stored object: the object itself, or what age decrypts from it.
-pub enum Plain<R: Read> {
+/// The plaintext of a stored object: the object itself, or what age or the KMS envelope
+/// decrypts from it.
+pub enum Plain<R: BufRead> {
     Clear(R),
     Age(Box<StreamReader<R>>),
+    Kms(Box<EnvelopeReader<R>>),
 }
 
-impl<R: Read> Read for Plain<R> {
+impl<R: BufRead> Read for Plain<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Plain::Clear(r) => r.read(buf),
             Plain::Age(r) => r.read(buf).map_err(chunk_error),
+            Plain::Kms(r) => r.read(buf),
         }
     }
 }
@@ -148,6 +158,23 @@ pub fn decrypting<R: BufRead>(
                 })?;
             Ok(Plain::Age(Box::new(reader)))
         }
+        "kms" => {
+            let Some(keys) = require_keys(name, encryption, keys)? else {
+                return Ok(Plain::Clear(stored));
+            };
+            let Some(unwrapped) = &keys.data_key else {
+                return Err(Error::Internal(format!(
+                    "{name}: the data key was not unwrapped before reading (crypto::ready_keys)"
+                )));
+            };
+            let reader = EnvelopeReader::new(&unwrapped.key, stored).map_err(|e| {
+                Error::Integrity {
+                    id: name.to_string(),
+                    detail: e.to_string(),
+                }
+            })?;
+            Ok(Plain::Kms(Box::new(reader)))
+        }
         other => Err(Error::invalid(format!(
             "{name} is encrypted with '{other}', which this version of nightdump cannot decrypt: upgrade nightdump"
         ))),
@@ -164,6 +191,11 @@ pub fn require_keys<'k>(
     match (encryption.scheme.as_str(), keys) {
         ("none", _) => Ok(None),
         ("age", Some(keys)) => Ok(Some(keys)),
+        ("kms", Some(keys)) if keys.data_key.is_some() => Ok(Some(keys)),
+        ("kms", _) => Err(Error::invalid(format!(
+            "{name} is encrypted with KMS key {}: its data key must be unwrapped with KMS Decrypt first (read it through verify, cat or restore --from, which do)",
+            encryption.kms_key_id.as_deref().unwrap_or("(not recorded)")
+        ))),
         ("age", None) => Err(Error::invalid(format!(
             "{name} is encrypted with age: pass --identity FILE (or set {}) naming the age identity file of one of its recipients {}",
             super::IDENTITY_ENV,

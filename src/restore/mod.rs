@@ -5,6 +5,7 @@
 
 mod commands;
 mod insert;
+mod oplog;
 mod plan;
 mod rename;
 mod report;
@@ -24,6 +25,7 @@ use nightdump_archive::Namespace;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+pub use oplog::{parse_limit as parse_oplog_limit, OplogReport};
 pub use plan::{AuthCollection, Kind, SkipReason};
 pub use rename::Rename;
 pub use report::{Action, NamespaceReport, RestoreReport, Status, Totals};
@@ -61,6 +63,12 @@ pub struct RestoreOptions {
     pub parallel: usize,
     /// age identities for an encrypted backup or archive file.
     pub keys: Option<crate::crypto::Keys>,
+    /// Replay the archive's oplog after the data (when it has one).
+    pub oplog_replay: bool,
+    /// Fail when the archive has no oplog to replay (`--oplog-replay` given explicitly).
+    pub require_oplog: bool,
+    /// Replay only entries before this timestamp.
+    pub oplog_limit: Option<bson::Timestamp>,
 }
 
 impl RestoreOptions {
@@ -77,6 +85,9 @@ impl RestoreOptions {
             with_users: false,
             parallel: 4,
             keys: None,
+            oplog_replay: true,
+            require_oplog: false,
+            oplog_limit: None,
         }
     }
 
@@ -90,6 +101,11 @@ impl RestoreOptions {
         if self.preserve_uuid && !self.drop {
             return Err(Error::invalid(
                 "--preserve-uuid needs --drop: a collection can only get its old UUID when it is created anew",
+            ));
+        }
+        if !self.oplog_replay && (self.oplog_limit.is_some() || self.require_oplog) {
+            return Err(Error::invalid(
+                "--oplog-limit and --oplog-replay need the oplog replayed: leave out --no-oplog-replay",
             ));
         }
         if self.target.is_none() && !self.dry_run {
@@ -137,7 +153,7 @@ async fn open_input(
             let (id, manifest) = catalog::resolve(store, &selector).await?;
             let name = format!("backup {id}");
             let encryption = manifest.archive.encryption.clone();
-            let keys = crate::crypto::require_keys(&name, &encryption, keys)?.cloned();
+            let keys = crate::crypto::ready_keys(&id.to_string(), &encryption, keys).await?;
             if verify_first && !dry_run {
                 crate::verify::verify_with_keys(store, &Selector::Id(id), keys.as_ref()).await?;
             }
@@ -195,6 +211,11 @@ fn decrypt_sniffed(
     let first = buffered
         .fill_buf()
         .map_err(|e| Error::invalid(format!("cannot read archive {name}: {e}")))?;
+    if crate::crypto::is_envelope(first) {
+        return Err(Error::invalid(format!(
+            "{name} is encrypted with a KMS data key, which is kept in its backup's manifest: restore it with --from DESTINATION [BACKUP_ID] instead of --archive"
+        )));
+    }
     if !crate::crypto::is_age(first) {
         return Ok(Box::new(buffered));
     }
@@ -235,7 +256,7 @@ pub async fn run(
             }))
         }
     };
-    let plans = plan::build(
+    let mut plans = plan::build(
         &prelude.header,
         &prelude.entries,
         &prelude.metadata,
@@ -243,13 +264,27 @@ pub async fn run(
         &options.renames,
         options.with_users,
     )?;
+    let has_oplog = plans.iter().any(|p| p.kind == Kind::Oplog);
+    if options.require_oplog && !has_oplog {
+        return Err(Error::invalid(format!(
+            "--oplog-replay: {source_name} has no oplog (it was not taken from a replica set with its oplog): leave out --oplog-replay"
+        )));
+    }
+    if options.oplog_replay {
+        for p in plans.iter_mut().filter(|p| p.kind == Kind::Oplog) {
+            p.skip = None;
+        }
+    }
     let target = match &options.target {
         Some(uri) => Some(Target::connect(uri, options.server_selection_timeout).await?),
         None => None,
     };
     let mut existing: HashMap<String, HashMap<String, Document>> = HashMap::new();
     if let Some(target) = &target {
-        for p in plans.iter().filter(|p| p.restored() && p.auth.is_none()) {
+        for p in plans
+            .iter()
+            .filter(|p| p.restored() && p.auth.is_none() && p.kind != Kind::Oplog)
+        {
             if !existing.contains_key(&p.target.db) {
                 let found = target.collections(&p.target.db).await?;
                 existing.insert(p.target.db.clone(), found);
@@ -287,6 +322,7 @@ pub async fn run(
             dry_run: options.dry_run,
             namespaces: Vec::new(),
             totals: Totals::default(),
+            oplog: None,
             error: None,
             duration_seconds: 0.0,
         },
@@ -374,7 +410,7 @@ pub async fn run(
     let mut workers = JoinSet::new();
     let mut routes = HashMap::new();
     for (i, p) in plans.iter().enumerate() {
-        if !p.restored() || p.kind == Kind::View || p.auth.is_some() {
+        if !p.restored() || p.kind == Kind::View || p.kind == Kind::Oplog || p.auth.is_some() {
             continue;
         }
         let (tx, rx) = mpsc::channel(2);
@@ -392,6 +428,31 @@ pub async fn run(
             target: Arc::clone(&conn),
         };
         workers.spawn(worker.run(rx));
+    }
+    // The oplog's entries wait in their channel (the archive has them last) until every
+    // collection's documents are in.
+    let mut replay = None;
+    if let Some(i) = plans
+        .iter()
+        .position(|p| p.kind == Kind::Oplog && p.restored())
+    {
+        let (tx, rx) = mpsc::channel(2);
+        routes.insert(plans[i].data.clone(), tx);
+        let counters = Arc::new(Counters::default());
+        run.counters[i] = Some(Arc::clone(&counters));
+        let (go, wait) = tokio::sync::oneshot::channel();
+        let replayer = oplog::Replayer {
+            target: Arc::clone(&conn),
+            rules: oplog::Rules {
+                limit: options.oplog_limit,
+                preserve_uuid: options.preserve_uuid,
+                filter: options.filter.clone(),
+                renames: options.renames.clone(),
+            },
+            counters,
+            progress: Arc::clone(progress),
+        };
+        replay = Some((i, go, tokio::spawn(replayer.run(rx, wait))));
     }
     run.wrote = true;
     if stream.routing.send(Some(Routing { mute, routes })).is_err() {
@@ -412,6 +473,30 @@ pub async fn run(
             }
         }
     }
+    if let Some((i, go, replaying)) = replay {
+        if failure.is_none() {
+            let _ = go.send(());
+        }
+        // Without the signal (the data failed) the replayer ends at once, closing its channel.
+        match replaying.await {
+            Ok(Ok(report)) => {
+                run.report.oplog = Some(report);
+                run.indexed[i] = true;
+            }
+            Ok(Err(e)) => {
+                if failure.is_none() {
+                    failure = Some(e);
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                if failure.is_none() {
+                    failure = Some(Error::Internal(format!("the oplog replay crashed: {e}")));
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
     let summary = match join_stream(stream.done).await {
         Ok(summary) => Some(summary),
         Err(e) => {
@@ -427,7 +512,8 @@ pub async fn run(
 
     if !options.no_indexes {
         for (i, p) in plans.iter().enumerate() {
-            if !p.restored() || p.kind == Kind::View || p.auth.is_some() {
+            if !p.restored() || p.kind == Kind::View || p.kind == Kind::Oplog || p.auth.is_some()
+            {
                 continue;
             }
             let specs = p
@@ -479,6 +565,9 @@ fn decide(
     if p.auth.is_some() {
         return Action::Merge;
     }
+    if p.kind == Kind::Oplog {
+        return Action::Replay;
+    }
     let names = existing.get(&p.target.db);
     let present = names.is_some_and(|n| {
         n.contains_key(&p.target.collection)
@@ -498,7 +587,10 @@ async fn prepare(
     options: &RestoreOptions,
     wrote: &mut bool,
 ) -> Result<()> {
-    if matches!(action, Action::Skip | Action::UseExisting | Action::Merge) {
+    if matches!(
+        action,
+        Action::Skip | Action::UseExisting | Action::Merge | Action::Replay
+    ) {
         return Ok(());
     }
     if action == Action::DropAndCreate {

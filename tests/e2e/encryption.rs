@@ -372,3 +372,343 @@ async fn the_reference_age_tool_decrypts_a_backup() {
     let docs: usize = read_archive(&out.stdout).docs.values().map(Vec::len).sum();
     assert_eq!(docs as u64, m.totals.documents);
 }
+
+/// KMS envelope encryption on moto: a data key per backup from GenerateDataKey, the archive
+/// sealed in 64 KiB chunks, the wrapped key in the manifest.
+mod kms {
+    use base64::Engine;
+    use nightdump::crypto::{Kms, CONTEXT_KEY};
+    use nightdump::store::{Destination, S3Options};
+
+    use super::*;
+    use crate::support::moto::Moto;
+
+    struct KmsBackup {
+        source: Source,
+        moto: &'static Moto,
+        bucket: String,
+        store: Store,
+        manifest: Manifest,
+        kms: Kms,
+        key_arn: String,
+    }
+
+    async fn kms_client(moto: &Moto) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(&moto.sdk_config().await)
+    }
+
+    async fn create_key(moto: &Moto) -> String {
+        kms_client(moto)
+            .await
+            .create_key()
+            .send()
+            .await
+            .unwrap()
+            .key_metadata()
+            .unwrap()
+            .arn()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn open_store(moto: &Moto, bucket: &str) -> Store {
+        let sdk = moto.sdk_config().await;
+        let dest: Destination = format!("s3://{bucket}/nightly").parse().unwrap();
+        let s3 = S3Options {
+            force_path_style: true,
+            ..S3Options::default()
+        };
+        Store::open_with_sdk_config(&dest, &sdk, &s3).await.unwrap()
+    }
+
+    async fn kms_backup(label: &str) -> KmsBackup {
+        let moto = Moto::shared();
+        let key_arn = create_key(moto).await;
+        let alias = format!("alias/nightdump-{label}-{}", std::process::id());
+        kms_client(moto)
+            .await
+            .create_alias()
+            .alias_name(&alias)
+            .target_key_id(&key_arn)
+            .send()
+            .await
+            .unwrap();
+        let bucket = moto.create_bucket(label).await;
+        let store = open_store(moto, &bucket).await;
+        let kms = Kms::from_sdk_config(&moto.sdk_config().await);
+        let source = demo_source().await;
+        let mut opts = options(&source.uri);
+        opts.encrypt = Encrypt::parse_all("--encrypt", &[format!("kms:{alias}")])
+            .unwrap()
+            .map(|e| e.with_kms(kms.clone()));
+        let manifest = backup::run(&opts, &store, &progress())
+            .await
+            .unwrap()
+            .manifest;
+        KmsBackup {
+            source,
+            moto,
+            bucket,
+            store,
+            manifest,
+            kms,
+            key_arn,
+        }
+    }
+
+    impl KmsBackup {
+        fn full_key(&self, key: &str) -> String {
+            format!("nightly/{key}")
+        }
+
+        async fn get(&self, key: &str) -> Vec<u8> {
+            self.moto
+                .s3_client()
+                .await
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .send()
+                .await
+                .unwrap()
+                .body
+                .collect()
+                .await
+                .unwrap()
+                .to_vec()
+        }
+
+        async fn put(&self, key: &str, bytes: Vec<u8>) {
+            self.moto
+                .s3_client()
+                .await
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .body(bytes.into())
+                .send()
+                .await
+                .unwrap();
+        }
+
+        fn manifest_key(&self) -> String {
+            format!("{}/manifest.json", self.manifest.backup_id)
+        }
+
+        async fn put_manifest(&self, m: &Manifest) {
+            self.put(&self.manifest_key(), m.to_json()).await;
+        }
+
+        fn keys(&self) -> Keys {
+            Keys::from_kms(self.kms.clone())
+        }
+
+        /// Verify, cat and a restore all fail; the restore writes nothing.
+        async fn all_fail(&self, needle: &str) {
+            let keys = self.keys();
+            let err =
+                nightdump::verify::verify_with_keys(&self.store, &Selector::Latest, Some(&keys))
+                    .await
+                    .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(needle), "verify: {text}");
+            assert!(!text.contains('\n'), "{text}");
+            let mut out = Vec::new();
+            let err = nightdump::cat::cat_with_keys(
+                &self.store,
+                &Selector::Latest,
+                Some(&keys),
+                false,
+                &mut out,
+            )
+            .await
+            .unwrap_err();
+            assert!(err.to_string().contains(needle), "cat: {err}");
+            let target = fresh_target().await;
+            let err = restore::run(
+                &restore_options(&target.uri(), Some(keys)),
+                from_backup(&self.store),
+                &progress(),
+            )
+            .await
+            .unwrap_err();
+            assert!(!matches!(err, Error::RestoreFailed { .. }), "{err}");
+            assert!(err.to_string().contains(needle), "restore: {err}");
+            assert!(user_databases(&target.uri()).await.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kms_encrypted_backup_round_trips_on_moto() {
+        let b = kms_backup("kms-round-trip").await;
+        let m = &b.manifest;
+        let enc = &m.archive.encryption;
+        assert_eq!(enc.scheme, "kms");
+        // The alias is resolved to the key's ARN, which Decrypt is then held to.
+        assert_eq!(enc.kms_key_id.as_deref(), Some(b.key_arn.as_str()));
+        assert!(
+            m.archive.key.ends_with("/dump.archive.gz.enc"),
+            "{}",
+            m.archive.key
+        );
+
+        // The data key is bound to the backup: KMS opens it under this backup's id only.
+        let wrapped = base64::engine::general_purpose::STANDARD
+            .decode(enc.wrapped_key.as_deref().unwrap())
+            .unwrap();
+        let kms = kms_client(b.moto).await;
+        let unwrap = |backup: &str| {
+            kms.decrypt()
+                .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(wrapped.clone()))
+                .encryption_context(CONTEXT_KEY, backup)
+                .send()
+        };
+        let plaintext = unwrap(&m.backup_id)
+            .await
+            .unwrap()
+            .plaintext()
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        assert_eq!(plaintext.len(), 32);
+        assert!(unwrap("20000101T000000Z").await.is_err());
+        let manifest_text = String::from_utf8(b.get(&b.manifest_key()).await).unwrap();
+        for form in [
+            hex::encode(&plaintext),
+            base64::engine::general_purpose::STANDARD.encode(&plaintext),
+        ] {
+            assert!(
+                !manifest_text.contains(&form),
+                "the manifest holds the plaintext data key"
+            );
+        }
+
+        let stored = b.get(&m.archive.key).await;
+        assert!(stored.starts_with(b"NDENC\0\x01\x01"));
+        assert!(!stored.windows(8).any(|w| w == b"shop\0\0\0\0"));
+        assert_eq!(stored.len() as u64, m.archive.size);
+        assert_eq!(hex::encode(sha2::Sha256::digest(&stored)), m.archive.sha256);
+
+        let keys = b.keys();
+        let report = nightdump::verify::verify_with_keys(&b.store, &Selector::Latest, Some(&keys))
+            .await
+            .unwrap();
+        assert_eq!(report.documents, m.totals.documents);
+
+        let mut plain = Vec::new();
+        nightdump::cat::cat_with_keys(&b.store, &Selector::Latest, Some(&keys), false, &mut plain)
+            .await
+            .unwrap();
+        assert_eq!(&plain[..2], &[0x1f, 0x8b]);
+        let contents = read_archive(&plain);
+        let docs: usize = contents.docs.values().map(Vec::len).sum();
+        assert_eq!(docs as u64, m.totals.documents);
+
+        let target = fresh_target().await;
+        let report = restore::run(
+            &restore_options(&target.uri(), Some(keys)),
+            from_backup(&b.store),
+            &progress(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.totals.failed, 0);
+        let namespaces = user_namespaces(m);
+        assert!(namespaces.len() > 3);
+        for (db, coll) in &namespaces {
+            assert_eq!(
+                sorted_documents(&b.source.uri, db, coll).await,
+                sorted_documents(&target.uri(), db, coll).await,
+                "{db}.{coll}"
+            );
+        }
+
+        // An archive file carries no wrapped key: restoring one says where to restore from.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dump.archive.gz.enc");
+        std::fs::write(&file, &stored).unwrap();
+        let err = restore::run(
+            &restore_options(&target.uri(), Some(b.keys())),
+            Input::File(file),
+            &progress(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("--from"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kms_key_fails_the_backup_before_anything_is_written() {
+        let moto = Moto::shared();
+        let bucket = moto.create_bucket("kms-unknown").await;
+        let store = open_store(moto, &bucket).await;
+        let source = demo_source().await;
+        let mut opts = options(&source.uri);
+        let kms = Kms::from_sdk_config(&moto.sdk_config().await);
+        opts.encrypt = Encrypt::parse_all("--encrypt", &["kms:alias/no-such-key"])
+            .unwrap()
+            .map(|e| e.with_kms(kms));
+        let err = backup::run(&opts, &store, &progress()).await.unwrap_err();
+        assert!(matches!(err, Error::Kms(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("alias/no-such-key") && text.contains("not found"),
+            "{text}"
+        );
+        assert!(store.list("").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_decrypt_or_a_damaged_wrapped_key_restores_nothing() {
+        let b = kms_backup("kms-refused").await;
+        // The manifest pointing at another key: KMS refuses the Decrypt (moto answers
+        // AccessDenied, as KMS does for a key the caller may not use).
+        let other = create_key(b.moto).await;
+        let mut m = b.manifest.clone();
+        m.archive.encryption.kms_key_id = Some(other);
+        b.put_manifest(&m).await;
+        b.all_fail("KMS refused Decrypt").await;
+
+        // A damaged wrapped key does not unwrap.
+        let mut m = b.manifest.clone();
+        let mut wrapped = base64::engine::general_purpose::STANDARD
+            .decode(m.archive.encryption.wrapped_key.as_deref().unwrap())
+            .unwrap();
+        let last = wrapped.len() - 1;
+        wrapped[last] ^= 0x01;
+        m.archive.encryption.wrapped_key =
+            Some(base64::engine::general_purpose::STANDARD.encode(&wrapped));
+        b.put_manifest(&m).await;
+        b.all_fail("wrapped_key is damaged").await;
+
+        // The intact manifest back: the backup reads again.
+        b.put_manifest(&b.manifest).await;
+        nightdump::verify::verify_with_keys(&b.store, &Selector::Latest, Some(&b.keys()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_flipped_or_truncated_object_is_caught_before_anything_is_restored() {
+        let b = kms_backup("kms-damage").await;
+        let key = b.manifest.archive.key.clone();
+        let original = b.get(&key).await;
+        assert!(original.len() > 27 + 2 * (65_536 + 16), "several chunks");
+        for at in [10, 27 + 5, original.len() / 2, original.len() - 3] {
+            let mut bad = original.clone();
+            bad[at] ^= 0x01;
+            b.put(&key, bad).await;
+            b.all_fail("damaged").await;
+        }
+        // Cut at a chunk boundary: every chunk left authenticates, none is flagged last.
+        let boundary = 27 + 65_536 + 16;
+        for cut in [boundary, original.len() - 100] {
+            b.put(&key, original[..cut].to_vec()).await;
+            b.all_fail("truncated").await;
+        }
+        b.put(&key, original).await;
+        nightdump::verify::verify_with_keys(&b.store, &Selector::Latest, Some(&b.keys()))
+            .await
+            .unwrap();
+    }
+}
