@@ -243,6 +243,16 @@ pub async fn run(
     input: Input<'_>,
     progress: &Arc<Progress>,
 ) -> Result<RestoreReport> {
+    restore(options, input, progress)
+        .await
+        .map_err(Error::in_restore)
+}
+
+async fn restore(
+    options: &RestoreOptions,
+    input: Input<'_>,
+    progress: &Arc<Progress>,
+) -> Result<RestoreReport> {
     options.validate()?;
     let started = Instant::now();
     let (source_name, open) = open_input(input, options.dry_run, options.keys.as_ref()).await?;
@@ -593,9 +603,12 @@ async fn prepare(
     ) {
         return Ok(());
     }
+    // A command refused for lack of privilege changed nothing, so it does not count as a
+    // write: a user who may not create collections leaves the target untouched.
     if action == Action::DropAndCreate {
-        *wrote = true;
-        target.drop(&p.target).await?;
+        let dropped = target.drop(&p.target).await;
+        *wrote |= may_have_written(&dropped);
+        dropped?;
     }
     let create = commands::create_command(
         &p.target,
@@ -608,13 +621,12 @@ async fn prepare(
         .as_ref()
         .and_then(|m| m.uuid.as_deref())
         .and_then(commands::uuid_from_hex);
-    *wrote = true;
-    match uuid.filter(|_| options.preserve_uuid) {
+    let created = match uuid.filter(|_| options.preserve_uuid) {
         Some(uuid) => {
             let cmd = commands::apply_ops_create(&p.target, create, uuid);
             target
                 .run("admin", &format!("applyOps create {}", p.target), cmd)
-                .await?;
+                .await
         }
         None => {
             if options.preserve_uuid {
@@ -622,10 +634,15 @@ async fn prepare(
             }
             target
                 .run(&p.target.db, &format!("create {}", p.target), create)
-                .await?;
+                .await
         }
-    }
-    Ok(())
+    };
+    *wrote |= may_have_written(&created);
+    created.map(drop)
+}
+
+fn may_have_written<T>(result: &Result<T>) -> bool {
+    !matches!(result, Err(Error::MongoPermission { .. }))
 }
 
 /// Checks the archive's auth-schema version against the target's (before any write), then
@@ -742,6 +759,7 @@ impl Run {
         cause: Error,
         started: Instant,
     ) -> Error {
+        let cause = cause.in_restore();
         if !self.wrote {
             return cause;
         }

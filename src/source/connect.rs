@@ -173,14 +173,9 @@ pub(crate) fn classify(
             target,
             detail: clean(&c.message),
         },
-        ErrorKind::Command(c) if c.code == 13 => Error::Mongo {
-            target,
-            command: command.to_string(),
-            detail: format!(
-                "{} (grant the user the `backup` role, or `restore` for restores)",
-                clean(&c.message)
-            ),
-        },
+        ErrorKind::Command(c) if c.code == 13 => {
+            Error::permission(target, command, &clean(&c.message))
+        }
         ErrorKind::Command(c) => Error::Mongo {
             target,
             command: command.to_string(),

@@ -331,3 +331,63 @@ async fn authentication_is_required_and_a_wrong_password_is_a_clear_error() {
     assert!(!manifest_text.contains("right-Pa55word"));
     assert!(m.totals.documents > 0);
 }
+
+#[tokio::test]
+async fn a_user_who_may_not_read_a_database_is_refused_with_the_privilege_and_the_fix() {
+    let server = mongo_test_server::start(mongo_test_server::ServerConfig {
+        users: vec![mongo_test_server::User::new("root", "root-pw")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for db in ["app", "other"] {
+        server
+            .run_command(db, bson::doc! {"insert": "c", "documents": [{"_id": 1}]})
+            .await
+            .unwrap();
+    }
+    // It may administer `other` (list it, its collections and their statistics) but not read it.
+    server
+        .run_command(
+            "admin",
+            bson::doc! {"createUser": "partial", "pwd": "pw", "roles": [
+                {"role": "read", "db": "app"}, {"role": "dbAdmin", "db": "other"},
+            ]},
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let uri = |user: &str, password: &str| {
+        server
+            .uri()
+            .replacen("mongodb://", &format!("mongodb://{user}:{password}@"), 1)
+    };
+    let err = backup::run(&options(&uri("partial", "pw")), &store, &progress())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the user lacks the privilege to read collections on other: grant it the backup or read role"
+    );
+    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.error_type(), "MongoPermissionDenied");
+    assert!(nightdump::catalog::list(&store).await.unwrap().is_empty());
+
+    // The backup role reads everything.
+    server
+        .run_command(
+            "admin",
+            bson::doc! {"createUser": "dumper", "pwd": "pw", "roles": ["backup"]},
+        )
+        .await
+        .unwrap();
+    let m = backup::run(&options(&uri("dumper", "pw")), &store, &progress())
+        .await
+        .unwrap()
+        .manifest;
+    assert!(m
+        .namespaces
+        .iter()
+        .any(|n| n.db == "other" && n.collection == "c"));
+}

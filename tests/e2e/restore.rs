@@ -653,8 +653,156 @@ async fn a_wrong_password_for_the_target_is_an_auth_error_without_the_password()
     assert_eq!(row(&report, "test.bar").inserted, 1);
 }
 
-// A user without the privileges to restore is not modelled by the test server (it has no
-// roles or authorization checks), so refusals by permission are not tested here.
+/// A server requiring authentication, with `root:root-pw` and one more user made by it.
+async fn secured_with(name: &str, password: &str, roles: bson::Array) -> ServerHandle {
+    let server = mongo_test_server::start(ServerConfig {
+        users: vec![mongo_test_server::User::new("root", "root-pw")],
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    server
+        .run_command(
+            "admin",
+            bson::doc! {"createUser": name, "pwd": password, "roles": roles},
+        )
+        .await
+        .unwrap();
+    server
+}
+
+fn as_user(server: &ServerHandle, name: &str, password: &str) -> String {
+    format!(
+        "mongodb://{name}:{password}@{}/?directConnection=true",
+        server.addr()
+    )
+}
+
+#[tokio::test]
+async fn a_read_only_user_is_refused_with_the_privilege_and_the_fix_before_any_write() {
+    let target = secured_with(
+        "reader",
+        "reader-pw",
+        vec![Bson::Document(bson::doc! {"role": "read", "db": "test"})],
+    )
+    .await;
+    let err = restore::run(
+        &restore_options(&as_user(&target, "reader", "reader-pw")),
+        Input::File(fixture("test.bar.archive")),
+        &progress(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the user lacks the privilege to create collections on test: grant it the restore or readWrite role"
+    );
+    assert!(matches!(err, Error::MongoPermission { .. }), "{err:?}");
+    assert_eq!(err.exit_code(), 3);
+    assert!(!err.to_string().contains("reader-pw"));
+    // Nothing was created.
+    let names = target
+        .run_command("test", bson::doc! {"listCollections": 1, "nameOnly": true})
+        .await
+        .unwrap();
+    let batch = names
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap();
+    assert!(batch.is_empty(), "{batch:?}");
+
+    // A user with no role on the target database at all fails on the first read, and is
+    // also told what a restore needs.
+    let target = secured_with(
+        "stranger",
+        "pw",
+        vec![Bson::Document(
+            bson::doc! {"role": "read", "db": "elsewhere"},
+        )],
+    )
+    .await;
+    let err = restore::run(
+        &restore_options(&as_user(&target, "stranger", "pw")),
+        Input::File(fixture("test.bar.archive")),
+        &progress(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the user lacks the privilege to list collections on test: grant it the restore or readWrite role"
+    );
+
+    // The restore role is enough.
+    let target = secured_with("loader", "pw", vec![Bson::String("restore".into())]).await;
+    let report = restore::run(
+        &restore_options(&as_user(&target, "loader", "pw")),
+        Input::File(fixture("test.bar.archive")),
+        &progress(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(row(&report, "test.bar").inserted, 1);
+}
+
+#[tokio::test]
+async fn users_restored_with_users_log_in_with_their_original_password() {
+    // Server A: a user with a password, and data it may read.
+    let a = secured_with(
+        "ann",
+        "ann-Pa55",
+        vec![Bson::Document(bson::doc! {"role": "read", "db": "app"})],
+    )
+    .await;
+    a.run_command("app", bson::doc! {"insert": "c", "documents": [{"_id": 1}]})
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    backup::run(
+        &options(&as_user(&a, "root", "root-pw")),
+        &store,
+        &progress(),
+    )
+    .await
+    .unwrap();
+
+    // Server B: fresh, with only its own administrator.
+    let b = mongo_test_server::start(ServerConfig {
+        users: vec![mongo_test_server::User::new("root", "root-pw")],
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut opts = restore_options(&as_user(&b, "root", "root-pw"));
+    opts.with_users = true;
+    let report = restore::run(&opts, from_backup(&store), &progress())
+        .await
+        .unwrap();
+    assert_eq!(row(&report, "admin.system.users").inserted, 1);
+
+    let ann = |password: &str| {
+        format!(
+            "mongodb://ann:{password}@{}/?directConnection=true&authSource=admin",
+            b.addr()
+        )
+    };
+    let docs = source_documents(&ann("ann-Pa55"), "app", "c").await;
+    assert_eq!(docs.len(), 1);
+    let client = mongodb::Client::with_uri_str(ann("not-her-password"))
+        .await
+        .unwrap();
+    let err = client
+        .database("app")
+        .run_command(bson::doc! {"find": "c"})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(*err.kind, mongodb::error::ErrorKind::Authentication { .. }),
+        "{err}"
+    );
+}
 
 #[tokio::test]
 async fn a_document_over_16_mib_stops_the_restore_at_its_namespace_and_offset() {

@@ -324,6 +324,10 @@ fn privileges<'a>(role: &str, db: &'a str) -> Option<Vec<Grant<'a>>> {
         ("backup", true) => vec![
             (Pattern::Cluster, BACKUP_CLUSTER),
             (Pattern::AnyNormal, BACKUP_DATA),
+            (
+                Pattern::Any,
+                &["listCollections", "listIndexes", "listSearchIndexes"][..],
+            ),
             (Pattern::InAnyDb("system.js"), &["find"][..]),
             (Pattern::InAnyDb("system.profile"), &["find"][..]),
             (Pattern::Exact("admin", "system.users"), &["find"][..]),
