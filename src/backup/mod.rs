@@ -97,6 +97,7 @@ pub async fn run(
             latest_warning: None,
         });
     }
+    abort_stale_uploads(store).await;
     let work = run_new(options, store, progress, id, started, &manifest_key);
     let result = match options.deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline, work).await {
@@ -163,7 +164,15 @@ async fn run_new(
             return Err(e);
         }
     };
-    let receipt = upload.finish(false).await?;
+    // Two runs of the same schedule time (a duplicate trigger) both get this far; only the
+    // first archive is kept, so a manifest always describes the bytes next to it.
+    let receipt = match upload.finish(true).await {
+        Ok(receipt) => receipt,
+        Err(StoreError::AlreadyExists { .. }) => {
+            return completed_elsewhere(store, &id, manifest_key).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     if receipt.size != dumped.stored.size {
         return Err(Error::Integrity {
             id: id.to_string(),
@@ -244,13 +253,12 @@ async fn run_new(
     {
         Ok(()) => {}
         Err(StoreError::AlreadyExists { .. }) => {
-            return Err(Error::Integrity {
-                id: id.to_string(),
-                detail: "another run completed this backup at the same time; its manifest was kept"
-                    .into(),
-            })
+            return completed_elsewhere(store, &id, manifest_key).await;
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            discard_unsealed_archive(store, &manifest, manifest_key).await;
+            return Err(e.into());
+        }
     }
     tracing::info!(backup_id = %id, size = manifest.archive.size, documents = manifest.totals.documents, "backup complete");
     let latest_warning = update_latest(store, &manifest, manifest_key).await.err();
@@ -289,26 +297,132 @@ async fn abort_quietly(upload: crate::store::Upload, key: &str) {
     }
 }
 
+/// How long a run that stored this backup's archive first may take to write its manifest.
+const MANIFEST_WAIT: Duration = Duration::from_secs(60);
+
+/// Unfinished uploads younger than this may belong to a run in progress and are left alone.
+pub const STALE_UPLOAD_AGE: Duration = Duration::from_secs(12 * 3600);
+
+/// The outcome of a duplicate run that lost the race to another run of the same backup id:
+/// that run's backup, once its manifest is there. A duplicate trigger is not a failure.
+async fn completed_elsewhere(
+    store: &Store,
+    id: &BackupId,
+    manifest_key: &str,
+) -> Result<BackupOutcome> {
+    let waited = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        if let Some(bytes) = store.get(manifest_key).await? {
+            let manifest = Manifest::parse(&bytes).map_err(|detail| Error::Integrity {
+                id: id.to_string(),
+                detail,
+            })?;
+            tracing::info!(backup_id = %id, "another run completed this backup at the same time; its backup was kept");
+            return Ok(BackupOutcome {
+                manifest,
+                already_existed: true,
+                latest_warning: None,
+            });
+        }
+        if waited.elapsed() >= MANIFEST_WAIT {
+            return Err(Error::Integrity {
+                id: id.to_string(),
+                detail: format!(
+                    "another run stored this backup's archive but wrote no manifest within {}s; run the backup again once `nightdump prune` has removed the incomplete backup",
+                    MANIFEST_WAIT.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// After the manifest could not be written, removes the archive this run stored, so that a
+/// retry of the same schedule time can store its own; kept when the manifest is there after
+/// all (the write may have succeeded unseen) or when that cannot be told.
+async fn discard_unsealed_archive(store: &Store, manifest: &Manifest, manifest_key: &str) {
+    let sealed = match store.get(manifest_key).await {
+        Ok(Some(_)) | Err(_) => true,
+        Ok(None) => false,
+    };
+    if !sealed {
+        if let Err(e) = store
+            .delete(std::slice::from_ref(&manifest.archive.key))
+            .await
+        {
+            tracing::warn!(key = manifest.archive.key, error = %e, "could not remove the archive of a backup without a manifest; prune removes it after its grace period");
+        }
+    }
+}
+
+/// Aborts unfinished uploads of backups under the destination that no run can still be
+/// writing: a run killed outright (SIGKILL, out of memory, a Lambda timeout) never aborts its
+/// own. Best effort: a bucket lifecycle rule that aborts incomplete multipart uploads is the
+/// backstop. `NIGHTDUMP_STALE_UPLOAD_AGE` (e.g. `30m`) overrides the age.
+async fn abort_stale_uploads(store: &Store) {
+    let age = match std::env::var("NIGHTDUMP_STALE_UPLOAD_AGE") {
+        Ok(v) => match humantime::parse_duration(&v) {
+            Ok(age) => age,
+            Err(e) => {
+                tracing::warn!(value = %v, error = %e, "NIGHTDUMP_STALE_UPLOAD_AGE is not a duration; using the default");
+                STALE_UPLOAD_AGE
+            }
+        },
+        Err(_) => STALE_UPLOAD_AGE,
+    };
+    let keys = match store.list_incomplete_uploads("").await {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list unfinished uploads");
+            return;
+        }
+    };
+    let mut aborted = 0;
+    for key in keys {
+        // Only uploads inside backup directories are nightdump's.
+        let in_backup = key
+            .split_once('/')
+            .is_some_and(|(dir, _)| dir.parse::<BackupId>().is_ok());
+        if !in_backup {
+            continue;
+        }
+        match store.abort_incomplete_uploads(&key, age).await {
+            Ok(n) => aborted += n,
+            Err(e) => tracing::warn!(key, error = %e, "could not abort a stale unfinished upload"),
+        }
+    }
+    if aborted > 0 {
+        tracing::info!(
+            aborted,
+            "aborted unfinished uploads of runs that were killed"
+        );
+    }
+}
+
 /// Moves `latest.json` forward, never backwards: an older backup finishing late (a retry, a
-/// manual run for a past time) leaves a newer pointer alone.
+/// manual run for a past time) leaves a newer pointer alone. The read and the write are one
+/// conditional update, so two runs finishing together cannot leave the older one in place.
 async fn update_latest(
     store: &Store,
     manifest: &Manifest,
     manifest_key: &str,
 ) -> Result<(), String> {
-    let current = store.get(LATEST_KEY).await.map_err(|e| e.to_string())?;
-    if let Some(bytes) = current {
-        if let Ok(latest) = serde_json::from_slice::<manifest::Latest>(&bytes) {
-            if latest.backup_id.as_str() >= manifest.backup_id.as_str() {
-                return Ok(());
-            }
-        }
-    }
-    let body = serde_json::to_vec_pretty(&manifest.latest(manifest_key.to_string()))
-        .map_err(|e| e.to_string())?;
+    let body = Bytes::from(
+        serde_json::to_vec_pretty(&manifest.latest(manifest_key.to_string()))
+            .map_err(|e| e.to_string())?,
+    );
+    let ours = manifest.backup_id.clone();
     store
-        .put(LATEST_KEY, Bytes::from(body), false)
+        .update(LATEST_KEY, move |current| {
+            let newer_or_same = current
+                .and_then(|bytes| serde_json::from_slice::<manifest::Latest>(bytes).ok())
+                .is_some_and(|latest| latest.backup_id.as_str() >= ours.as_str());
+            (!newer_or_same).then(|| body.clone())
+        })
         .await
+        .map(|_| ())
         .map_err(|e| e.to_string())
 }
 

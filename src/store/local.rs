@@ -248,6 +248,43 @@ impl LocalStore {
         .await
     }
 
+    /// Read-decide-write of a small object under an exclusive lock on the destination
+    /// directory (flock: released by the kernel if the process dies), so concurrent writers on
+    /// this machine take turns; the write itself is the usual temp file and rename.
+    pub(crate) async fn update<F>(&self, key: &str, decide: F) -> Result<bool, StoreError>
+    where
+        F: FnOnce(Option<&[u8]>) -> Option<Bytes> + Send + 'static,
+    {
+        let target = self.path(key);
+        let (root, key) = (self.root.clone(), key.to_string());
+        let t = target.clone();
+        blocking(&target, move || {
+            let dir = fs::File::open(&root).map_err(|e| StoreError::from_io(&root, e))?;
+            rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| StoreError::from_io(&root, e.into()))?;
+            let current = match fs::read(&t) {
+                Ok(v) => Some(v),
+                Err(e) if is_absent(&e) => None,
+                Err(e) => return Err(StoreError::from_io(&t, e)),
+            };
+            let Some(next) = decide(current.as_deref()) else {
+                return Ok(false);
+            };
+            let (tmp, mut file) = create_temp(&root, &t)?;
+            let written = file.write_all(&next).and_then(|()| file.sync_all());
+            drop(file);
+            if let Err(e) = written {
+                let _ = fs::remove_file(&tmp);
+                return Err(StoreError::from_io(&t, e));
+            }
+            publish(&tmp, &t, &key, false)?;
+            // Unlocked when `dir` is dropped, after the rename is durable.
+            drop(dir);
+            Ok(true)
+        })
+        .await
+    }
+
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let path = self.path(key);
         match tokio::fs::read(&path).await {

@@ -171,6 +171,22 @@ impl Store {
         }
     }
 
+    /// Replaces a small object by what `decide` makes of its current content (`None`: the
+    /// object is absent), atomically against concurrent updates of the same key: S3 writes are
+    /// conditional on the ETag read (retried with a fresh read when another writer got there
+    /// first), a directory is locked for the read and the write. `decide` returning `None`
+    /// leaves the object alone. Returns whether it was written.
+    pub async fn update<F>(&self, key: &str, decide: F) -> Result<bool, StoreError>
+    where
+        F: Fn(Option<&[u8]>) -> Option<Bytes> + Send + Sync + 'static,
+    {
+        key::validate(key)?;
+        match &self.backend {
+            Backend::Local(l) => l.update(key, decide).await,
+            Backend::S3(s) => s.update(key, &decide).await,
+        }
+    }
+
     /// Reads a small object whole; `None` if it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         key::validate(key)?;

@@ -1,4 +1,5 @@
-//! Deterministic data a server can be started with: `--seed none | demo | bench:<size>`.
+//! Deterministic data a server can be started with:
+//! `--seed none | demo | bench:<size> | single:<size> | many:<collections>`.
 //!
 //! A seed is turned into ordinary mongod commands (`create` with options, `createIndexes`,
 //! `insert` with at most 1000 documents or about 8 MiB per command) that the engine applies in
@@ -15,6 +16,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod many;
 mod raw;
 mod rng;
 mod words;
@@ -39,13 +41,17 @@ pub enum Seed {
     Bench { bytes: u64 },
     /// Bulk data of exactly `count` documents.
     Docs { count: u64 },
+    /// Bulk data adding up to `bytes`, all of it in one collection (`bench_shop.orders`).
+    Single { bytes: u64 },
+    /// `collections` small collections with an index each (see the [`many`] module).
+    Many { collections: u32 },
 }
 
 /// Why a `--seed` value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SeedParseError {
     #[error(
-        "unknown seed '{0}': use none, demo, bench:<size> (e.g. bench:512MiB) or bench:<n>docs"
+        "unknown seed '{0}': use none, demo, bench:<size> (e.g. bench:512MiB), bench:<n>docs, single:<size> or many:<collections>"
     )]
     Unknown(String),
     #[error("bad benchmark size '{0}': give a whole number with a unit B, KB, MB, GB, TB, KiB, MiB, GiB, TiB or docs (e.g. bench:1GiB, bench:100000docs)")]
@@ -76,6 +82,19 @@ impl FromStr for Seed {
             "none" => return Ok(Seed::None),
             "demo" => return Ok(Seed::Demo),
             _ => {}
+        }
+        if let Some(n) = lower.strip_prefix("many:") {
+            return match n.trim().parse::<u32>() {
+                Ok(collections) if collections > 0 => Ok(Seed::Many { collections }),
+                Ok(_) => Err(SeedParseError::OutOfRange(trimmed.to_string())),
+                Err(_) => Err(SeedParseError::BadSize(trimmed.to_string())),
+            };
+        }
+        if let Some(size) = lower.strip_prefix("single:") {
+            return match format!("bench:{size}").parse::<Seed>()? {
+                Seed::Bench { bytes } => Ok(Seed::Single { bytes }),
+                _ => Err(SeedParseError::BadSize(trimmed.to_string())),
+            };
         }
         let Some(size) = lower.strip_prefix("bench:") else {
             return Err(SeedParseError::Unknown(trimmed.to_string()));
@@ -121,6 +140,11 @@ impl fmt::Display for Seed {
             Seed::None => f.write_str("none"),
             Seed::Demo => f.write_str("demo"),
             Seed::Docs { count } => write!(f, "bench:{count}docs"),
+            Seed::Many { collections } => write!(f, "many:{collections}"),
+            Seed::Single { bytes } => {
+                let bench = Seed::Bench { bytes: *bytes }.to_string();
+                write!(f, "single:{}", bench.trim_start_matches("bench:"))
+            }
             Seed::Bench { bytes } => {
                 for (unit, size) in [
                     ("TiB", 1u64 << 40),
@@ -147,6 +171,8 @@ pub fn commands(seed: &Seed) -> impl Iterator<Item = (String, RawDocumentBuf)> +
         Seed::Demo => Box::new(std::iter::once(()).flat_map(|()| demo::commands())),
         Seed::Bench { bytes } => Box::new(bench::commands(bench::Amount::Bytes(bytes))),
         Seed::Docs { count } => Box::new(bench::commands(bench::Amount::Documents(count))),
+        Seed::Single { bytes } => Box::new(bench::single_collection_commands(bytes)),
+        Seed::Many { collections } => Box::new(many::commands(collections)),
     };
     source
 }
@@ -174,6 +200,13 @@ mod tests {
             ("bench:1500B", Seed::Bench { bytes: 1500 }),
             ("bench:100000docs", Seed::Docs { count: 100_000 }),
             ("bench:1 doc", Seed::Docs { count: 1 }),
+            (
+                "many:10000",
+                Seed::Many {
+                    collections: 10_000,
+                },
+            ),
+            ("single:2GiB", Seed::Single { bytes: 2 << 30 }),
         ];
         for (text, expected) in cases {
             assert_eq!(text.parse::<Seed>(), Ok(expected), "{text}");
@@ -227,6 +260,8 @@ mod tests {
             Seed::Bench { bytes: 1536 },
             Seed::Bench { bytes: 1001 },
             Seed::Docs { count: 7 },
+            Seed::Many { collections: 3 },
+            Seed::Single { bytes: 1 << 30 },
         ] {
             assert_eq!(seed.to_string().parse::<Seed>(), Ok(seed));
         }

@@ -28,6 +28,8 @@ pub(crate) use upload::S3Upload;
 
 /// DeleteObjects takes at most this many keys per request.
 const DELETE_BATCH: usize = 1000;
+/// Read-decide-write rounds before a conditional replace gives up on a contended object.
+const UPDATE_ATTEMPTS: usize = 10;
 
 #[derive(Clone)]
 pub(crate) struct S3Store {
@@ -248,6 +250,81 @@ impl S3Store {
             out.e_tag().map(str::to_string),
             out.version_id().map(str::to_string),
         ))
+    }
+
+    /// Read-decide-write of a small object with S3's conditional writes: the PUT carries
+    /// `If-Match` with the ETag that was read (`If-None-Match: *` when there was none), so a
+    /// writer that lost a race reads again and decides again instead of overwriting.
+    pub(crate) async fn update<F>(&self, key: &str, decide: &F) -> Result<bool, StoreError>
+    where
+        F: Fn(Option<&[u8]>) -> Option<Bytes>,
+    {
+        let full = self.full_key(key);
+        for _ in 0..UPDATE_ATTEMPTS {
+            let (current, etag) = match self.get_object(&full).await? {
+                None => (None, None),
+                Some(out) => {
+                    let etag = out.e_tag().map(str::to_string);
+                    let body = out
+                        .body
+                        .collect()
+                        .await
+                        .map_err(|e| StoreError::Unreachable {
+                            endpoint: self.inner.endpoint.clone(),
+                            detail: format!(
+                                "reading s3://{}/{full} failed: {e}",
+                                self.inner.bucket
+                            ),
+                        })?;
+                    (Some(body.into_bytes()), etag)
+                }
+            };
+            let Some(next) = decide(current.as_deref()) else {
+                return Ok(false);
+            };
+            let mut req = self
+                .inner
+                .client
+                .put_object()
+                .bucket(&self.inner.bucket)
+                .key(&full)
+                .content_length(i64::try_from(next.len()).unwrap_or(i64::MAX))
+                .body(ByteStream::from(next));
+            req = object_settings!(req, self.inner.opts);
+            req = match (&current, etag) {
+                (None, _) => req.if_none_match("*"),
+                (Some(_), Some(etag)) => req.if_match(etag),
+                (Some(_), None) => {
+                    return Err(StoreError::S3 {
+                        op: "GetObject",
+                        code: "MissingETag".into(),
+                        message: format!(
+                            "s3://{}/{full} came without an ETag, so it cannot be replaced safely",
+                            self.inner.bucket
+                        ),
+                        status: None,
+                    })
+                }
+            };
+            match req.send().await {
+                Ok(_) => return Ok(true),
+                // Changed or deleted since it was read, or another conditional write is in
+                // flight (409): read again.
+                Err(e)
+                    if errors::is_missing_object(&e)
+                        || matches!(errors::status(&e), Some(409) | Some(412)) => {}
+                Err(e) => return Err(self.err("PutObject", Some(&full), e)),
+            }
+        }
+        Err(StoreError::S3 {
+            op: "PutObject",
+            code: "ConditionalRequestConflict".into(),
+            message: format!(
+                "s3://{}/{full} kept changing during {UPDATE_ATTEMPTS} attempts to replace it; retry later",
+                self.inner.bucket
+            ),
+            status: Some(409),
+        })
     }
 
     /// GetObject of a full key; a missing object is `None`, not an error.

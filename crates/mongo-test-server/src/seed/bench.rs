@@ -130,12 +130,33 @@ pub(crate) struct Commands {
 }
 
 pub(crate) fn commands(amount: Amount) -> Commands {
-    Commands {
-        generators: split(amount)
+    with_generators(
+        split(amount)
             .into_iter()
             .enumerate()
             .map(|(i, a)| Generator::new(i, a))
             .collect(),
+    )
+}
+
+/// Every byte in one collection (`bench_shop.orders`); the other benchmark collections are
+/// created empty, with their indexes.
+pub(crate) fn single_collection_commands(bytes: u64) -> Commands {
+    with_generators(single(bytes))
+}
+
+fn single(bytes: u64) -> Vec<Generator> {
+    (0..BENCH_COLLECTIONS.len())
+        .map(|i| Generator::new(i, Amount::Bytes(if i == SINGLE_KIND { bytes } else { 0 })))
+        .collect()
+}
+
+/// The collection a single-collection seed fills: orders, the one with two indexes.
+const SINGLE_KIND: usize = 1;
+
+fn with_generators(generators: Vec<Generator>) -> Commands {
+    Commands {
+        generators,
         current: 0,
         stage: Stage::Create,
     }
@@ -235,17 +256,20 @@ pub fn bench_documents(
     let amount = match *seed {
         Seed::Bench { bytes } => Some(Amount::Bytes(bytes)),
         Seed::Docs { count } => Some(Amount::Documents(count)),
-        Seed::None | Seed::Demo => None,
+        Seed::None | Seed::Demo | Seed::Single { .. } | Seed::Many { .. } => None,
     };
-    let generators: Vec<Generator> = amount
-        .map(|a| {
-            split(a)
-                .into_iter()
-                .enumerate()
-                .map(|(i, a)| Generator::new(i, a))
-                .collect()
-        })
-        .unwrap_or_default();
+    let generators: Vec<Generator> = match *seed {
+        Seed::Single { bytes } => single(bytes),
+        _ => amount
+            .map(|a| {
+                split(a)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, a)| Generator::new(i, a))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
     generators.into_iter().flat_map(|mut g| {
         let (db, coll, _) = BENCH_COLLECTIONS[g.kind];
         let namespace = format!("{db}.{coll}");
