@@ -21,6 +21,8 @@ struct State {
     commands_left: Option<u64>,
     batch_delay: Option<Duration>,
     failing: HashMap<String, FailingCommand>,
+    /// Commands whose connection is closed instead of answered, with how many times left.
+    closing: HashMap<String, Option<u32>>,
 }
 
 #[derive(Debug)]
@@ -35,6 +37,9 @@ pub struct Faults {
     // Lets the per-message path skip the lock entirely while nothing is set.
     armed: AtomicBool,
     state: Mutex<State>,
+    /// Cursor batches sent while a batch fault was set, so a test can act at a known point
+    /// of a dump instead of sleeping.
+    batches_sent: tokio::sync::watch::Sender<u64>,
 }
 
 /// What the connection must do with one command.
@@ -85,6 +90,27 @@ impl Faults {
         });
     }
 
+    /// Closes the connection that sends the command named `name` (matched exactly) instead
+    /// of answering it, `times` times or, with `None`, until cleared: the server going away
+    /// in the middle of that command. Setup commands (hello, saslStart…) can be named too.
+    pub fn close_on_command(&self, name: &str, times: Option<u32>) {
+        self.update(|s| {
+            s.closing.insert(name.to_owned(), times);
+        });
+    }
+
+    /// Cursor batches sent so far while a batch fault (a delay or a document budget) was set.
+    pub fn batches_sent(&self) -> u64 {
+        *self.batches_sent.borrow()
+    }
+
+    /// Waits until at least `n` cursor batches have been sent while a batch fault was set
+    /// (e.g. with [`Faults::delay_batches`] on, "the dump is inside its second batch").
+    pub async fn wait_batches_sent(&self, n: u64) {
+        let mut rx = self.batches_sent.subscribe();
+        let _ = rx.wait_for(|sent| *sent >= n).await;
+    }
+
     /// Switches every fault off.
     pub fn clear(&self) {
         self.update(|s| *s = State::default());
@@ -102,7 +128,8 @@ impl Faults {
         let armed = state.documents_left.is_some()
             || state.commands_left.is_some()
             || state.batch_delay.is_some()
-            || !state.failing.is_empty();
+            || !state.failing.is_empty()
+            || !state.closing.is_empty();
         self.armed.store(armed, Ordering::Release);
     }
 
@@ -122,6 +149,17 @@ impl Faults {
                     Some(n) => s.commands_left = Some(n - 1),
                     None => {}
                 }
+            }
+            if let Some(times_left) = s.closing.get_mut(name) {
+                verdict = CommandFault::Close;
+                match times_left {
+                    Some(n) if *n <= 1 => {
+                        s.closing.remove(name);
+                    }
+                    Some(n) => *n -= 1,
+                    None => {}
+                }
+                return;
             }
             if let Some(failing) = s.failing.get_mut(name) {
                 verdict = CommandFault::Fail(failing.error.clone());
@@ -155,6 +193,9 @@ impl Faults {
                 delay: s.batch_delay,
             };
         });
+        if matches!(verdict, BatchFault::Send { .. }) {
+            self.batches_sent.send_modify(|n| *n += 1);
+        }
         verdict
     }
 
@@ -184,6 +225,7 @@ mod tests {
         assert_eq!(f.on_batch(1), BatchFault::Close);
         assert_eq!(f.on_batch(1), BatchFault::Send { delay: None });
         assert!(!f.watches_batches());
+        assert_eq!(f.batches_sent(), 3);
     }
 
     #[test]
@@ -207,6 +249,22 @@ mod tests {
         assert_eq!(f.on_command("find"), CommandFault::Fail(err.clone()));
         assert_eq!(f.on_command("find"), CommandFault::Fail(err));
         assert_eq!(f.on_command("find"), CommandFault::Proceed);
+    }
+
+    #[test]
+    fn closing_on_a_named_command_counts_down() {
+        let f = Faults::default();
+        f.close_on_command("listCollections", Some(2));
+        assert_eq!(f.on_command("find"), CommandFault::Proceed);
+        assert_eq!(f.on_command("listCollections"), CommandFault::Close);
+        assert_eq!(f.on_command("listCollections"), CommandFault::Close);
+        assert_eq!(f.on_command("listCollections"), CommandFault::Proceed);
+        f.close_on_command("getMore", None);
+        for _ in 0..3 {
+            assert_eq!(f.on_command("getMore"), CommandFault::Close);
+        }
+        f.clear();
+        assert_eq!(f.on_command("getMore"), CommandFault::Proceed);
     }
 
     #[test]

@@ -151,10 +151,33 @@ async fn cursor_batches_are_delayed() {
         .await
         .unwrap();
     assert_eq!(slow, fast);
+    // Counted only while a batch fault is set: the three replies of the slow read.
+    assert!(
+        server.faults().batches_sent() >= 3,
+        "{}",
+        server.faults().batches_sent()
+    );
+    server.faults().wait_batches_sent(3).await;
     // firstBatch + 2 nextBatch replies (the last one may be empty), each held back.
     assert!(
         started.elapsed() >= Duration::from_millis(300),
         "{:?} (undelayed {baseline:?})",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn the_connection_closes_on_a_named_command_until_its_count_is_spent() {
+    let server = server().await;
+    let db = client(&server.uri()).await.database("admin");
+    // The driver retries a read once on a network error: two closes fail one listCollections.
+    server.faults().close_on_command("listCollections", Some(2));
+    let e = db.list_collection_names().await.unwrap_err();
+    assert!(
+        matches!(*e.kind, mongodb::error::ErrorKind::Io(_)),
+        "a network error, got {e}"
+    );
+    // Other commands were never affected, and the count is spent.
+    db.run_command(doc! {"ping": 1}).await.unwrap();
+    db.list_collection_names().await.unwrap();
 }
