@@ -10,6 +10,7 @@ mod destination;
 mod error;
 mod key;
 mod local;
+mod lock;
 mod options;
 mod reader;
 mod s3;
@@ -22,6 +23,7 @@ use time::OffsetDateTime;
 pub use aws::{https_client, load_sdk_config};
 pub use destination::{Destination, DestinationError};
 pub use error::StoreError;
+pub use lock::{LockMode, ObjectLock, Retention, MAX_RETAIN_FOR};
 pub use options::{
     S3Options, Sse, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_PART_SIZE,
     DEFAULT_UPLOAD_CONCURRENCY, MAX_PART_SIZE, MIN_PART_SIZE,
@@ -101,7 +103,10 @@ impl Store {
     /// credentials. AWS settings come from `s3` and the standard `AWS_*` configuration chain.
     pub async fn open(dest: &Destination, s3: &S3Options) -> Result<Store, StoreError> {
         match dest {
-            Destination::Local { .. } => Self::open_local(dest).await,
+            Destination::Local { .. } => {
+                refuse_lock(dest, s3)?;
+                Self::open_local(dest).await
+            }
             Destination::S3 { .. } => {
                 s3.validate()?;
                 let sdk = load_sdk_config(s3).await;
@@ -118,7 +123,10 @@ impl Store {
         s3: &S3Options,
     ) -> Result<Store, StoreError> {
         match dest {
-            Destination::Local { .. } => Self::open_local(dest).await,
+            Destination::Local { .. } => {
+                refuse_lock(dest, s3)?;
+                Self::open_local(dest).await
+            }
             Destination::S3 { bucket, prefix } => {
                 s3.validate()?;
                 let background = Background::default();
@@ -159,6 +167,60 @@ impl Store {
             Backend::S3(s) => UploadInner::S3(s.start_upload(key)),
         };
         Ok(Upload { inner })
+    }
+
+    /// As [`Store::start_upload`], the object created with Object Lock `retention` (S3 only).
+    pub async fn start_upload_retained(
+        &self,
+        key: &str,
+        retention: Option<&Retention>,
+    ) -> Result<Upload, StoreError> {
+        let Some(retention) = retention else {
+            return self.start_upload(key).await;
+        };
+        key::validate(key)?;
+        let inner = match &self.backend {
+            Backend::Local(_) => return Err(self.lock_needs_s3()),
+            Backend::S3(s) => UploadInner::S3(s.start_upload_retained(key, *retention)),
+        };
+        Ok(Upload { inner })
+    }
+
+    /// As [`Store::put`], the object created with Object Lock `retention` (S3 only).
+    pub async fn put_retained(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        if_absent: bool,
+        retention: Option<&Retention>,
+    ) -> Result<(), StoreError> {
+        let Some(retention) = retention else {
+            return self.put(key, bytes, if_absent).await;
+        };
+        key::validate(key)?;
+        match &self.backend {
+            Backend::Local(_) => Err(self.lock_needs_s3()),
+            Backend::S3(s) => s
+                .put_retained(key, bytes, if_absent, retention)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// The Object Lock retention of an object's current version; `None` when it has none,
+    /// does not exist, or the destination is a directory.
+    pub async fn retention(&self, key: &str) -> Result<Option<Retention>, StoreError> {
+        key::validate(key)?;
+        match &self.backend {
+            Backend::Local(_) => Ok(None),
+            Backend::S3(s) => s.retention(key).await,
+        }
+    }
+
+    fn lock_needs_s3(&self) -> StoreError {
+        StoreError::ObjectLockNeedsS3 {
+            destination: self.dest.to_string(),
+        }
     }
 
     /// Small object written atomically (single PUT / temp file + rename); with `if_absent`,
@@ -266,6 +328,15 @@ impl Store {
     /// Call before a process or Lambda invocation ends so no multipart upload is left behind.
     pub async fn settle(&self) {
         self.background.settle().await;
+    }
+}
+
+fn refuse_lock(dest: &Destination, s3: &S3Options) -> Result<(), StoreError> {
+    match s3.object_lock {
+        Some(_) => Err(StoreError::ObjectLockNeedsS3 {
+            destination: dest.to_string(),
+        }),
+        None => Ok(()),
     }
 }
 

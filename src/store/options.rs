@@ -49,6 +49,8 @@ pub struct S3Options {
     /// Longest one request attempt may take before it is abandoned (and retried): a stalled
     /// connection must fail, never hang the backup.
     pub attempt_timeout: std::time::Duration,
+    /// S3 Object Lock on every object of a backup; the bucket must have Object Lock enabled.
+    pub object_lock: Option<super::ObjectLock>,
 }
 
 impl Default for S3Options {
@@ -63,6 +65,7 @@ impl Default for S3Options {
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            object_lock: None,
         }
     }
 }
@@ -93,6 +96,11 @@ impl S3Options {
             if k.trim().is_empty() {
                 return fail("the KMS key id is empty: give a key id, ARN or alias".into());
             }
+        }
+        if let Some(lock) = &self.object_lock {
+            lock.validate().map_err(|e| StoreError::InvalidOptions {
+                reason: format!("Object Lock: {e}"),
+            })?;
         }
         if let Some(class) = &self.storage_class {
             if class.is_empty() || !class.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {

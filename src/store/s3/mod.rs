@@ -1,6 +1,7 @@
 //! A destination in an S3 bucket (or an S3-compatible store) under a key prefix.
 
 mod errors;
+mod lock;
 mod read;
 mod retry_log;
 mod upload;
@@ -162,6 +163,9 @@ impl S3Store {
                     store.err("ListObjectsV2", None, e)
                 }
             })?;
+        if opts.object_lock.is_some() {
+            store.check_object_lock().await?;
+        }
         Ok(store)
     }
 
@@ -216,6 +220,15 @@ impl S3Store {
 
     pub(crate) fn start_upload(&self, key: &str) -> S3Upload {
         S3Upload::new(self.clone(), key.to_string(), self.full_key(key))
+    }
+
+    /// An upload whose object is created with `retention` (Object Lock).
+    pub(crate) fn start_upload_retained(
+        &self,
+        key: &str,
+        retention: crate::store::Retention,
+    ) -> S3Upload {
+        S3Upload::new(self.clone(), key.to_string(), self.full_key(key)).retained(retention)
     }
 
     /// A single PutObject; `Ok((etag, version))`.

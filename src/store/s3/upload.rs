@@ -9,9 +9,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
-use super::{object_settings, S3Store};
+use super::{lock, object_settings, S3Store};
 use crate::store::error::StoreError;
-use crate::store::UploadReceipt;
+use crate::store::{Retention, UploadReceipt};
 
 /// S3's limit on parts per multipart upload.
 const MAX_PARTS: i32 = 10_000;
@@ -30,6 +30,8 @@ pub(crate) struct S3Upload {
     size: u64,
     failed: Option<String>,
     done: bool,
+    /// Object Lock retention of the object created.
+    retention: Option<Retention>,
 }
 
 impl S3Upload {
@@ -50,7 +52,13 @@ impl S3Upload {
             size: 0,
             failed: None,
             done: false,
+            retention: None,
         }
+    }
+
+    pub(crate) fn retained(mut self, retention: Retention) -> S3Upload {
+        self.retention = Some(retention);
+        self
     }
 
     pub(crate) fn key(&self) -> &str {
@@ -129,11 +137,16 @@ impl S3Upload {
             return Ok(id.clone());
         }
         let inner = &self.store.inner;
-        let req = inner
+        let mut req = inner
             .client
             .create_multipart_upload()
             .bucket(&inner.bucket)
             .key(&self.full_key);
+        if let Some(r) = &self.retention {
+            req = req
+                .object_lock_mode(lock::lock_mode(r.mode))
+                .object_lock_retain_until_date(lock::date(r.until));
+        }
         let out = object_settings!(req, inner.opts)
             .send()
             .await
@@ -176,9 +189,12 @@ impl S3Upload {
         self.next_part += 1;
         let store = self.store.clone();
         let full_key = self.full_key.clone();
+        let locked = self.retention.is_some();
         self.in_flight.spawn(async move {
             let inner = &store.inner;
             let len = part.len();
+            // S3 refuses a part of a locked object without an integrity header.
+            let md5 = locked.then(|| lock::content_md5(&part));
             let out = inner
                 .client
                 .upload_part()
@@ -187,6 +203,7 @@ impl S3Upload {
                 .upload_id(upload_id)
                 .part_number(number)
                 .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+                .set_content_md5(md5)
                 .body(ByteStream::from(part))
                 .send()
                 .await
@@ -222,7 +239,14 @@ impl S3Upload {
         }
         if self.upload_id.is_none() {
             let body = std::mem::take(&mut self.buf).freeze();
-            let (etag, version_id) = self.store.put(&self.key, body, if_absent).await?;
+            let (etag, version_id) = match &self.retention {
+                Some(r) => {
+                    self.store
+                        .put_retained(&self.key, body, if_absent, r)
+                        .await?
+                }
+                None => self.store.put(&self.key, body, if_absent).await?,
+            };
             return Ok(UploadReceipt {
                 key: self.key.clone(),
                 size: self.size,
@@ -274,6 +298,11 @@ impl S3Upload {
         };
         // The upload is complete: there is nothing left to abort.
         self.upload_id = None;
+        if let Some(r) = &self.retention {
+            self.store
+                .put_retention(&self.full_key, out.version_id(), r)
+                .await?;
+        }
         Ok(UploadReceipt {
             key: self.key.clone(),
             size: self.size,
