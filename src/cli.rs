@@ -83,7 +83,7 @@ pub struct BackupArgs {
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub exclude: Vec<String>,
     /// Collections read at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = whole_number::<usize>)]
     pub parallel: usize,
     /// The schedule time this backup stands for (RFC 3339); names the backup deterministically.
     #[arg(long)]
@@ -92,7 +92,7 @@ pub struct BackupArgs {
     #[arg(long, default_value = "secondaryPreferred")]
     pub read_preference: String,
     /// gzip level, 1 (fastest) to 9 (smallest).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, allow_negative_numbers = true, value_parser = whole_number::<u32>)]
     pub compression_level: u32,
     /// How long to wait for a reachable server before giving up.
     #[arg(long, default_value = "30s")]
@@ -237,7 +237,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub with_users: bool,
     /// Insert commands in flight at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = whole_number::<usize>)]
     pub parallel: usize,
     /// Skip checking the stored archive's size and SHA-256 before the first write.
     #[arg(long)]
@@ -290,6 +290,14 @@ impl RestoreArgs {
         options.validate()?;
         Ok(options)
     }
+}
+
+/// A count option: a negative or non-numeric value is named as such, rather than being
+/// taken for an unknown option.
+fn whole_number<T: std::str::FromStr>(s: &str) -> std::result::Result<T, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number: give a positive count, e.g. 4"))
 }
 
 pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {

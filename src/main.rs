@@ -6,9 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use nightdump::cli::{Cli, LogFormat};
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+fn init_logging(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -51,6 +49,30 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// clap's errors in the house style: one line on stderr, exit code 2 like every other bad
+/// input. Help and version output (and help shown for a missing subcommand) pass through.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .collect();
+    eprintln!("{}; see --help for the options", parts.join("; "));
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         init_lambda_logging();
@@ -66,8 +88,18 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_new(&cli.log) else {
+        eprintln!(
+            "error: --log '{}' is not a log level or filter: use error, warn, info, debug or trace",
+            cli.log
+        );
+        return ExitCode::from(2);
+    };
+    init_logging(filter, cli.log_format);
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

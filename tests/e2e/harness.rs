@@ -203,3 +203,144 @@ pub async fn list_collections(uri: &str, db: &str) -> Vec<Document> {
         .await
         .expect("cursor")
 }
+
+/// What one run of the `nightdump` binary printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// The stderr lines that are not JSON log records (with `--log-format json`, only the
+    /// final `error: …` line should be left).
+    pub fn plain_stderr_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('{') && !l.trim().is_empty())
+            .collect()
+    }
+
+    /// The JSON log records on stderr.
+    pub fn log_records(&self) -> Vec<serde_json::Value> {
+        self.stderr
+            .lines()
+            .filter(|l| l.trim_start().starts_with('{'))
+            .map(|l| serde_json::from_str(l).expect("a log line is one JSON object"))
+            .collect()
+    }
+
+    /// Everything the run printed, for leak checks.
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// A `nightdump` process under way, its stderr collected line by line as it comes.
+pub struct Running {
+    child: tokio::process::Child,
+    started: std::time::Instant,
+    stderr: tokio::sync::watch::Receiver<Vec<String>>,
+    stderr_done: tokio::task::JoinHandle<()>,
+    stdout_done: tokio::task::JoinHandle<String>,
+}
+
+/// Starts the binary with exactly `env` as its environment (nothing inherited, so no AWS
+/// profile or MongoDB setting of the machine running the tests leaks in).
+pub fn spawn_nightdump(args: &[&str], env: &[(&str, String)]) -> Running {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nightdump"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nightdump starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let stderr_done = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tx.send_modify(|all| all.push(line));
+        }
+    });
+    let stdout_done = tokio::spawn(async move {
+        let mut out = String::new();
+        let mut stdout = stdout;
+        let _ = stdout.read_to_string(&mut out).await;
+        out
+    });
+    Running {
+        child,
+        started: std::time::Instant::now(),
+        stderr: rx,
+        stderr_done,
+        stdout_done,
+    }
+}
+
+impl Running {
+    /// Waits until a stderr line contains every one of `needles`; panics if the process ends
+    /// first.
+    pub async fn wait_for_log(&mut self, needles: &[&str]) {
+        let found = self
+            .stderr
+            .wait_for(|lines| lines.iter().any(|l| needles.iter().all(|n| l.contains(n))))
+            .await
+            .is_ok();
+        assert!(
+            found,
+            "nightdump ended before logging {needles:?}:\n{}",
+            self.stderr.borrow().join("\n")
+        );
+    }
+
+    /// Waits for the process to end (at most `limit`) and collects what it printed.
+    pub async fn finish(mut self, limit: Duration) -> Run {
+        let status = match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.expect("wait for nightdump"),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                panic!(
+                    "nightdump still running after {limit:?}:\n{}",
+                    self.stderr.borrow().join("\n")
+                );
+            }
+        };
+        let elapsed = self.started.elapsed();
+        let _ = (&mut self.stderr_done).await;
+        let stdout = (&mut self.stdout_done).await.unwrap_or_default();
+        let stderr = self.stderr.borrow().join("\n");
+        Run {
+            code: status.code(),
+            stdout,
+            stderr,
+            elapsed,
+        }
+    }
+}
+
+/// Runs the binary to the end (at most two minutes).
+pub async fn run_nightdump(args: &[&str], env: &[(&str, String)]) -> Run {
+    spawn_nightdump(args, env)
+        .finish(Duration::from_secs(120))
+        .await
+}
+
+/// The environment a run against moto (or a proxy in front of it) needs, and nothing else.
+pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ("NIGHTDUMP_S3_PATH_STYLE", "true".to_string()),
+    ]
+}

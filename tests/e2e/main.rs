@@ -5,12 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backup;
+mod bad_input;
 mod cli;
 mod encryption;
+mod faults;
 mod harness;
 mod lambda;
 mod prune;
 mod restore;
 mod s3;
+mod secrets;
 #[path = "../support/mod.rs"]
 mod support;

@@ -65,6 +65,9 @@ struct State {
     faults_served: AtomicUsize,
     requests_forwarded: AtomicUsize,
     connections: AtomicUsize,
+    /// (method, path fragment) of the request at which the server "goes away".
+    stop_at: Mutex<Option<(String, String)>>,
+    stopped_at_request: AtomicBool,
 }
 
 impl Default for State {
@@ -78,6 +81,8 @@ impl Default for State {
             faults_served: AtomicUsize::default(),
             requests_forwarded: AtomicUsize::default(),
             connections: AtomicUsize::default(),
+            stop_at: Mutex::default(),
+            stopped_at_request: AtomicBool::default(),
         }
     }
 }
@@ -150,6 +155,17 @@ impl FaultProxy {
         self.cut_all();
     }
 
+    /// The server goes away (as [`FaultProxy::stop`]) when the first request with this method
+    /// whose request line contains `path_fragment` arrives; that request is not forwarded.
+    pub fn stop_at_request(&self, method: &str, path_fragment: &str) {
+        *self.state.stop_at.lock().unwrap() = Some((method.to_string(), path_fragment.to_string()));
+    }
+
+    /// Whether a [`FaultProxy::stop_at_request`] trigger has fired.
+    pub fn stopped(&self) -> bool {
+        self.state.stopped_at_request.load(Ordering::SeqCst)
+    }
+
     /// The server is back.
     pub fn resume(&self) {
         self.refuse_new(false);
@@ -217,9 +233,10 @@ async fn accept_loop(
         }
         let mut cut_rx = cut.subscribe();
         let state = Arc::clone(&state);
+        let cut = cut.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = serve(client, upstream, state) => {}
+                _ = serve(client, upstream, state, cut) => {}
                 _ = cut_rx.changed() => {}
             }
         });
@@ -235,7 +252,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) {
+async fn serve(
+    client: TcpStream,
+    upstream: SocketAddr,
+    state: Arc<State>,
+    cut: watch::Sender<u64>,
+) {
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
@@ -264,6 +286,23 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) {
             return;
         };
         let framing = Framing::of(&head);
+        let request_line = head.lines().next().unwrap_or_default().to_string();
+        let stop_here = {
+            let mut stop_at = state.stop_at.lock().unwrap();
+            let hit = stop_at.as_ref().is_some_and(|(method, fragment)| {
+                request_line.starts_with(&format!("{method} ")) && request_line.contains(fragment)
+            });
+            if hit {
+                *stop_at = None;
+            }
+            hit
+        };
+        if stop_here {
+            state.refuse.store(true, Ordering::SeqCst);
+            state.stopped_at_request.store(true, Ordering::SeqCst);
+            cut.send_modify(|n| *n += 1);
+            return;
+        }
         let fault = state.faults.lock().unwrap().pop_front();
         if let Some(fault) = fault {
             // The body must be read whole before closing, or the kernel answers the unread

@@ -95,9 +95,11 @@ where
             op: ctx.op,
             endpoint: ctx.endpoint.to_string(),
         },
+        // Which request could not be sent tells what the failure cost (a part, the
+        // manifest…), so it leads the detail.
         SdkError::DispatchFailure(_) => StoreError::Unreachable {
             endpoint: ctx.endpoint.to_string(),
-            detail: root_cause(&err),
+            detail: format!("{} {target}: {}", ctx.op, root_cause(&err)),
         },
         SdkError::ConstructionFailure(_) => {
             let detail = chain(&err);

@@ -1,0 +1,646 @@
+//! The fault suite: one test per fault, each run through the real binary, each checking the
+//! whole promise with [`assert_promise_kept`]: a non-zero exit code naming the kind of
+//! failure, one line on stderr naming the cause, no manifest, `latest.json` unchanged byte for
+//! byte, no multipart upload left, nothing that looks like a complete backup, and the previous
+//! backup untouched and still verifiable with `nightdump verify`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use mongo_test_server::{ServerConfig, ServerHandle, User};
+use sha2::{Digest, Sha256};
+
+use crate::harness::*;
+use crate::secrets::{assert_no_secret, PASSWORD, PASSWORD_IN_URI};
+use crate::support::fault_proxy::{Fault, FaultProxy};
+use crate::support::moto::Moto;
+
+pub const PREVIOUS_AT: &str = "2026-11-24T03:00:00Z";
+pub const PREVIOUS_ID: &str = "20261124T030000Z";
+pub const FAILED_AT: &str = "2026-11-25T03:00:00Z";
+pub const FAILED_ID: &str = "20261125T030000Z";
+const PREFIX: &str = "nightly";
+/// How long any one faulted run may take before it counts as a hang.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// Where the backups go: a directory (possibly on a small tmpfs) or a bucket on moto, reached
+/// by the backup through `endpoint` (moto itself or a fault proxy in front of it).
+pub enum Dest {
+    Dir {
+        dir: tempfile::TempDir,
+        _mount: Option<Tmpfs>,
+    },
+    S3 {
+        bucket: String,
+        endpoint: String,
+    },
+}
+
+/// Everything stored at a destination: each object's SHA-256, and the unfinished uploads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub objects: BTreeMap<String, String>,
+    pub uploads: Vec<String>,
+}
+
+impl Dest {
+    pub fn dir() -> Dest {
+        Dest::Dir {
+            dir: tempfile::tempdir().unwrap(),
+            _mount: None,
+        }
+    }
+
+    pub async fn s3(label: &str) -> Dest {
+        let moto = Moto::shared();
+        Dest::S3 {
+            bucket: moto.create_bucket(label).await,
+            endpoint: moto.endpoint(),
+        }
+    }
+
+    /// The same bucket, reached by later runs through `endpoint`.
+    pub fn through(&self, endpoint: &str) -> Dest {
+        match self {
+            Dest::S3 { bucket, .. } => Dest::S3 {
+                bucket: bucket.clone(),
+                endpoint: endpoint.to_string(),
+            },
+            Dest::Dir { .. } => panic!("only an S3 destination has an endpoint"),
+        }
+    }
+
+    /// The `--to` / `--from` argument.
+    pub fn location(&self) -> String {
+        match self {
+            Dest::Dir { dir, .. } => dir.path().to_str().unwrap().to_string(),
+            Dest::S3 { bucket, .. } => format!("s3://{bucket}/{PREFIX}"),
+        }
+    }
+
+    /// The environment a run writing here needs.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Dest::Dir { .. } => Vec::new(),
+            Dest::S3 { endpoint, .. } => aws_env(endpoint),
+        }
+    }
+
+    /// The environment for inspecting the destination directly, past any fault proxy.
+    fn direct_env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Dest::Dir { .. } => Vec::new(),
+            Dest::S3 { .. } => aws_env(&Moto::shared().endpoint()),
+        }
+    }
+
+    pub async fn snapshot(&self) -> Snapshot {
+        match self {
+            Dest::Dir { dir, .. } => Snapshot {
+                objects: files(dir.path())
+                    .into_iter()
+                    .map(|f| {
+                        let digest = hex::encode(Sha256::digest(
+                            std::fs::read(dir.path().join(&f)).unwrap(),
+                        ));
+                        (f, digest)
+                    })
+                    .collect(),
+                uploads: Vec::new(),
+            },
+            Dest::S3 { bucket, .. } => {
+                let s3 = Moto::shared().s3_client().await;
+                let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+                let mut objects = BTreeMap::new();
+                for key in listed.contents().iter().filter_map(|o| o.key()) {
+                    let body = s3
+                        .get_object()
+                        .bucket(bucket)
+                        .key(key)
+                        .send()
+                        .await
+                        .unwrap()
+                        .body
+                        .collect()
+                        .await
+                        .unwrap()
+                        .into_bytes();
+                    objects.insert(key.to_string(), hex::encode(Sha256::digest(&body)));
+                }
+                let uploads = s3
+                    .list_multipart_uploads()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .unwrap()
+                    .uploads()
+                    .iter()
+                    .filter_map(|u| u.key().map(str::to_string))
+                    .collect();
+                Snapshot { objects, uploads }
+            }
+        }
+    }
+
+    /// Every stored object's bytes, for leak checks.
+    pub async fn contents(&self) -> Vec<(String, Vec<u8>)> {
+        match self {
+            Dest::Dir { dir, .. } => files(dir.path())
+                .into_iter()
+                .map(|f| {
+                    let bytes = std::fs::read(dir.path().join(&f)).unwrap();
+                    (f, bytes)
+                })
+                .collect(),
+            Dest::S3 { bucket, .. } => {
+                let s3 = Moto::shared().s3_client().await;
+                let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+                let mut out = Vec::new();
+                for key in listed.contents().iter().filter_map(|o| o.key()) {
+                    let body = s3
+                        .get_object()
+                        .bucket(bucket)
+                        .key(key)
+                        .send()
+                        .await
+                        .unwrap()
+                        .body
+                        .collect()
+                        .await
+                        .unwrap()
+                        .into_bytes();
+                    out.push((key.to_string(), body.to_vec()));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// The arguments of a backup run at `at`: logs as JSON on stderr, so the one plain line
+/// left there is the error.
+pub fn backup_args(uri: &str, dest: &Dest, at: &str) -> Vec<String> {
+    [
+        "backup",
+        "--uri",
+        uri,
+        "--to",
+        &dest.location(),
+        "--scheduled-at",
+        at,
+        "--parallel",
+        "1",
+        "--connect-timeout",
+        "5s",
+        "--compression-level",
+        "1",
+        // The test server is a standalone server: no oplog to make the dump consistent.
+        "--allow-inconsistent",
+        "--quiet",
+        "--log",
+        "info",
+        "--log-format",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Starts a backup of `uri` at the failing schedule time.
+pub fn spawn_backup(uri: &str, dest: &Dest) -> Running {
+    spawn_nightdump(&strs(&backup_args(uri, dest, FAILED_AT)), &dest.env())
+}
+
+/// The backup that must survive each fault, made before the fault is switched on.
+pub async fn previous_backup(uri: &str, dest: &Dest) -> Snapshot {
+    let run = run_nightdump(&strs(&backup_args(uri, dest, PREVIOUS_AT)), &dest.env()).await;
+    assert_eq!(
+        run.code,
+        Some(0),
+        "the previous backup failed: {}",
+        run.stderr
+    );
+    dest.snapshot().await
+}
+
+/// What a failed run may leave behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftover {
+    Nothing,
+    /// The archive, fully uploaded but without a manifest: `nightdump list` must show the
+    /// backup as incomplete, and `verify`, `restore` and `latest` never pick it.
+    ArchiveListedIncomplete,
+}
+
+/// The promise a failed backup keeps; `cause` must appear in its one-line error.
+pub async fn assert_promise_kept(
+    dest: &Dest,
+    before: &Snapshot,
+    run: &Run,
+    exit_code: i32,
+    cause: &[&str],
+    leftover: Leftover,
+) {
+    assert_eq!(
+        run.code,
+        Some(exit_code),
+        "exit code; stderr:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let plain = run.plain_stderr_lines();
+    assert_eq!(plain.len(), 1, "one error line expected:\n{}", run.stderr);
+    let line = plain[0];
+    assert!(line.starts_with("error: "), "{line}");
+    for c in cause {
+        assert!(line.contains(c), "the error does not name {c:?}: {line}");
+    }
+    assert!(run.stdout.trim().is_empty(), "stdout: {}", run.stdout);
+
+    let after = dest.snapshot().await;
+    assert!(
+        after.uploads.is_empty(),
+        "unfinished multipart upload left: {:?}",
+        after.uploads
+    );
+    for (key, digest) in &before.objects {
+        assert_eq!(
+            after.objects.get(key),
+            Some(digest),
+            "{key} changed or vanished (latest.json must not move)"
+        );
+    }
+    let new: Vec<&String> = after
+        .objects
+        .keys()
+        .filter(|k| !before.objects.contains_key(*k))
+        .collect();
+    assert!(
+        !new.iter().any(|k| k.ends_with("manifest.json")),
+        "a failed backup wrote a manifest: {new:?}"
+    );
+    match leftover {
+        Leftover::Nothing => assert!(new.is_empty(), "a failed backup left {new:?}"),
+        Leftover::ArchiveListedIncomplete => {
+            assert!(
+                new.iter().all(|k| k.contains(FAILED_ID)),
+                "objects outside the failed backup: {new:?}"
+            );
+            if !new.is_empty() {
+                let list = run_nightdump(
+                    &["list", "--from", &dest.location(), "--json"],
+                    &dest.direct_env(),
+                )
+                .await;
+                assert_eq!(list.code, Some(0), "{}", list.stderr);
+                let listed: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+                let failed = listed
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|b| b["id"] == FAILED_ID)
+                    .expect("the leftover archive is listed");
+                assert_eq!(failed["status"], "incomplete", "{listed}");
+            }
+        }
+    }
+    assert_no_secret("the failed run's output", run.all_output().as_bytes());
+    for (key, bytes) in dest.contents().await {
+        assert_no_secret(&key, &bytes);
+    }
+    assert_previous_verifies(dest).await;
+}
+
+/// `nightdump verify latest` still finds the previous backup, intact.
+pub async fn assert_previous_verifies(dest: &Dest) {
+    let verify = run_nightdump(
+        &["verify", "latest", "--from", &dest.location()],
+        &dest.direct_env(),
+    )
+    .await;
+    assert_eq!(verify.code, Some(0), "{}", verify.stderr);
+    assert!(
+        verify
+            .stdout
+            .contains(&format!("backup {PREVIOUS_ID} is intact")),
+        "{}",
+        verify.stdout
+    );
+}
+
+/// A test server holding `seed`, whose only user is `backup` with the known password, so
+/// every fault also checks that the password is never shown.
+async fn bench_server(seed: &str) -> ServerHandle {
+    mongo_test_server::start(ServerConfig {
+        seed: seed.parse().unwrap(),
+        users: vec![User::new("backup", PASSWORD)],
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The server's connection string with the credentials.
+fn source_uri(server: &ServerHandle) -> String {
+    server.uri().replacen(
+        "mongodb://",
+        &format!("mongodb://backup:{PASSWORD_IN_URI}@"),
+        1,
+    )
+}
+
+/// Waits until discovery is over and the dump has received `batches` cursor batches more.
+/// A batch fault (e.g. a delay) must be set, or batches are not counted.
+async fn wait_inside_the_dump(run: &mut Running, server: &ServerHandle, batches: u64) {
+    run.wait_for_log(&["\"discovered\""]).await;
+    let seen = server.faults().batches_sent();
+    server.faults().wait_batches_sent(seen + batches).await;
+}
+
+#[tokio::test]
+async fn mongodb_connection_dropped_mid_getmore() {
+    // Several cursor batches per collection, so the cut lands in a getMore (a dropped `find`
+    // is retried by the driver and succeeds, rightly).
+    let server = bench_server("bench:8MiB").await;
+    let dest = Dest::dir();
+    let before = previous_backup(&source_uri(&server), &dest).await;
+    server.faults().close_after_documents(3000);
+    let run = spawn_backup(&source_uri(&server), &dest)
+        .finish(RUN_LIMIT)
+        .await;
+    assert_promise_kept(
+        &dest,
+        &before,
+        &run,
+        3,
+        &["lost the connection to MongoDB", "getMore on bench_"],
+        Leftover::Nothing,
+    )
+    .await;
+    assert!(
+        !run.stderr.contains("labels"),
+        "driver debug text: {}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn mongodb_server_gone_mid_collection() {
+    let server = bench_server("bench:8MiB").await;
+    let uri = source_uri(&server);
+    let dest = Dest::dir();
+    let before = previous_backup(&uri, &dest).await;
+    server.faults().delay_batches(Duration::from_millis(50));
+    let mut run = spawn_backup(&uri, &dest);
+    // Inside the first collection: its first batch and one getMore have been sent.
+    wait_inside_the_dump(&mut run, &server, 2).await;
+    server.shutdown().await;
+    let run = run.finish(RUN_LIMIT).await;
+    assert_promise_kept(
+        &dest,
+        &before,
+        &run,
+        3,
+        &["MongoDB", "127.0.0.1"],
+        Leftover::Nothing,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn mongodb_connection_dropped_during_list_collections() {
+    let server = bench_server("bench:1MiB").await;
+    let dest = Dest::dir();
+    let before = previous_backup(&source_uri(&server), &dest).await;
+    // Every attempt, the driver's retry included.
+    server.faults().close_on_command("listCollections", None);
+    let run = spawn_backup(&source_uri(&server), &dest)
+        .finish(RUN_LIMIT)
+        .await;
+    assert_promise_kept(
+        &dest,
+        &before,
+        &run,
+        3,
+        &["lost the connection to MongoDB", "listCollections"],
+        Leftover::Nothing,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn mongodb_authentication_revoked_between_commands() {
+    let server = bench_server("bench:8MiB").await;
+    let uri = source_uri(&server);
+    let dest = Dest::dir();
+    let before = previous_backup(&uri, &dest).await;
+    server.faults().delay_batches(Duration::from_millis(50));
+    let mut run = spawn_backup(&uri, &dest);
+    wait_inside_the_dump(&mut run, &server, 1).await;
+    assert!(server.revoke_user("backup"));
+    let run = run.finish(RUN_LIMIT).await;
+    assert_promise_kept(
+        &dest,
+        &before,
+        &run,
+        3,
+        &["the user lacks the privilege to read collections on bench_", "grant it"],
+        Leftover::Nothing,
+    )
+    .await;
+}
+
+/// Bench data large enough, at gzip level 1, for a multipart upload (parts of 8 MiB).
+const MULTIPART_SEED: &str = "bench:24MiB";
+
+#[tokio::test]
+async fn s3_stopped_mid_upload() {
+    let server = bench_server(MULTIPART_SEED).await;
+    let direct = Dest::s3("fault-mid-upload").await;
+    let before = previous_backup(&source_uri(&server), &direct).await;
+    let proxy = FaultProxy::start(Moto::shared().addr()).await;
+    let dest = direct.through(&proxy.endpoint());
+    // The first part is held in flight, then S3 goes away under it.
+    proxy.hold_part_uploads(true);
+    let mut run = spawn_backup(&source_uri(&server), &dest);
+    proxy.wait_parts_held(1).await;
+    proxy.stop();
+    proxy.hold_part_uploads(false);
+    // The parts' retries fail; so does the first round of aborting the upload. S3 comes
+    // back before the next round, which then removes the upload.
+    run.wait_for_log(&["abort of multipart upload failed; trying again"])
+        .await;
+    proxy.resume();
+    let run = run.finish(RUN_LIMIT).await;
+    assert_promise_kept(
+        &dest,
+        &before,
+        &run,
+        4,
+        &["UploadPart", FAILED_ID],
+        Leftover::Nothing,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn s3_stopped_during_the_manifest_write() {
+    let server = bench_server("bench:1MiB").await;
+    let direct = Dest::s3("fault-manifest").await;
+    let before = previous_backup(&source_uri(&server), &direct).await;
+    let proxy = FaultProxy::start(Moto::shared().addr()).await;
+    let dest = direct.through(&proxy.endpoint());
+    proxy.stop_at_request("PUT", &format!("{FAILED_ID}/manifest.json"));
+    let run = spawn_backup(&source_uri(&server), &dest)
+        .finish(RUN_LIMIT)
+        .await;
+    assert!(proxy.stopped(), "the manifest write was never attempted");
+    assert_promise_kept(
+        &dest,
+        &before,
+        &run,
+        4,
+        &["manifest.json"],
+        Leftover::ArchiveListedIncomplete,
+    )
+    .await;
+}
+
+/// A transient S3 answer is retried with backoff, the backup succeeds, and each retry is a
+/// warning in the log with its attempt number and cause.
+async fn transient_s3_error_is_retried(fault: Fault, status: &str, label: &str) {
+    let server = bench_server("bench:1MiB").await;
+    let direct = Dest::s3(label).await;
+    let proxy = FaultProxy::start(Moto::shared().addr()).await;
+    let dest = direct.through(&proxy.endpoint());
+    proxy.fail_next(2, fault);
+    let run = spawn_backup(&source_uri(&server), &dest)
+        .finish(RUN_LIMIT)
+        .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(proxy.faults_served(), 2);
+    let retries: Vec<serde_json::Value> = run
+        .log_records()
+        .into_iter()
+        .filter(|r| r["fields"]["message"] == "retrying S3 request")
+        .collect();
+    let attempts: Vec<i64> = retries
+        .iter()
+        .map(|r| r["fields"]["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, vec![2, 3], "{}", run.stderr);
+    for r in &retries {
+        assert_eq!(r["level"], "WARN");
+        assert_eq!(r["fields"]["cause"], status, "{r}");
+    }
+    let after = direct.snapshot().await;
+    assert!(after
+        .objects
+        .contains_key(&format!("{PREFIX}/{FAILED_ID}/manifest.json")));
+    assert!(after.uploads.is_empty());
+    let verify = run_nightdump(
+        &["verify", FAILED_ID, "--from", &direct.location()],
+        &direct.env(),
+    )
+    .await;
+    assert_eq!(verify.code, Some(0), "{}", verify.stderr);
+}
+
+#[tokio::test]
+async fn s3_500_is_retried_with_backoff_then_succeeds_with_the_retries_logged() {
+    transient_s3_error_is_retried(Fault::InternalError, "HTTP 500", "fault-500").await;
+}
+
+#[tokio::test]
+async fn s3_503_slowdown_is_retried_with_backoff_then_succeeds_with_the_retries_logged() {
+    transient_s3_error_is_retried(Fault::SlowDown, "HTTP 503", "fault-503").await;
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn disk_full_in_a_directory_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = Tmpfs::mount(dir.path(), "4m") else {
+        // Mounting needs root with CAP_SYS_ADMIN; say so loudly rather than pass silently.
+        eprintln!("SKIPPED disk_full_in_a_directory_destination: cannot mount a tmpfs here");
+        return;
+    };
+    let dest = Dest::Dir {
+        dir,
+        _mount: Some(mount),
+    };
+    let server = bench_server("bench:1MiB").await;
+    previous_backup(&source_uri(&server), &dest).await;
+    // Fill what is left but a little, so the next archive cannot fit.
+    let Dest::Dir { dir, .. } = &dest else {
+        unreachable!()
+    };
+    let filler = dir.path().join(".filler");
+    let mut left = fs_available(dir.path());
+    let chunk = vec![0x5au8; 64 * 1024];
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while left > 96 * 1024 {
+            if f.write_all(&chunk).is_err() {
+                break;
+            }
+            left = left.saturating_sub(chunk.len() as u64);
+        }
+        f.sync_all().ok();
+    }
+    let before = dest.snapshot().await;
+    let run = spawn_backup(&source_uri(&server), &dest)
+        .finish(RUN_LIMIT)
+        .await;
+    assert_promise_kept(
+        &dest,
+        &before,
+        &run,
+        4,
+        &["disk full", "free space"],
+        Leftover::Nothing,
+    )
+    .await;
+}
+
+fn fs_available(path: &Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
