@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, Semaphore};
 use super::report::Counters;
 use super::stream::Chunk;
 use crate::error::{one_line, Result};
-use crate::progress::Progress;
+use crate::progress::{NamespaceProgress, NamespaceState, Progress};
 use crate::source::Source;
 
 const DUPLICATE_KEY: i32 = 11000;
@@ -24,12 +24,24 @@ pub struct Worker {
     pub permits: Arc<Semaphore>,
     pub progress: Arc<Progress>,
     pub target: Arc<Source>,
+    /// This namespace on the progress display.
+    pub namespace: Option<Arc<NamespaceProgress>>,
+    /// Its state once all its documents are in.
+    pub then: NamespaceState,
 }
 
 impl Worker {
     /// Runs until the namespace ends or its channel closes. A returned error (the target is
     /// gone, permission denied…) means the whole restore must stop.
     pub async fn run(self, mut rx: mpsc::Receiver<Chunk>) -> Result<()> {
+        let result = self.receive(&mut rx).await;
+        if let (Err(_), Some(ns)) = (&result, &self.namespace) {
+            ns.set_state(NamespaceState::Failed);
+        }
+        result
+    }
+
+    async fn receive(&self, rx: &mut mpsc::Receiver<Chunk>) -> Result<()> {
         while let Some(chunk) = rx.recv().await {
             match chunk {
                 Chunk::End(summary) => {
@@ -38,8 +50,20 @@ impl Worker {
                         .store(summary.documents, Ordering::Relaxed);
                     self.counters.ended.store(true, Ordering::Relaxed);
                     Progress::add(&self.progress.namespaces_done, 1);
+                    if let Some(ns) = &self.namespace {
+                        ns.finish(self.then);
+                    }
                 }
-                Chunk::Documents { docs, bytes } => self.insert(docs, bytes).await?,
+                Chunk::Documents { docs, bytes } => {
+                    if let Some(ns) = &self.namespace {
+                        ns.set_state(NamespaceState::Inserting);
+                    }
+                    let n = docs.len() as u64;
+                    self.insert(docs, bytes).await?;
+                    if let Some(ns) = &self.namespace {
+                        ns.add(n, bytes);
+                    }
+                }
             }
         }
         Ok(())

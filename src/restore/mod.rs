@@ -33,7 +33,7 @@ pub use report::{Action, NamespaceReport, RestoreReport, Status, Totals};
 use crate::catalog::{self, Selector};
 use crate::error::{Error, Result};
 use crate::namespace::NamespaceFilter;
-use crate::progress::Progress;
+use crate::progress::{NamespaceProgress, NamespaceState, Progress};
 use crate::secret::ConnectionString;
 use crate::store::Store;
 use plan::NamespacePlan;
@@ -143,14 +143,21 @@ async fn open_input(
     input: Input<'_>,
     dry_run: bool,
     keys: Option<&crate::crypto::Keys>,
-) -> Result<(String, Opener)> {
-    Ok(match input {
+) -> Result<(String, Opener, Sizes)> {
+    let mut sizes = Sizes::new();
+    let (name, open) = match input {
         Input::Backup {
             store,
             selector,
             verify_first,
         } => {
             let (id, manifest) = catalog::resolve(store, &selector).await?;
+            for n in &manifest.namespaces {
+                sizes.insert(
+                    Namespace::new(n.db.clone(), n.collection.clone()),
+                    (n.documents, n.bytes),
+                );
+            }
             let name = format!("backup {id}");
             let encryption = manifest.archive.encryption.clone();
             let keys = crate::crypto::ready_keys(&id.to_string(), &encryption, keys).await?;
@@ -195,7 +202,41 @@ async fn open_input(
             let open: Opener = Box::new(move || Ok(reader));
             (name, open)
         }
-    })
+    };
+    Ok((name, open, sizes))
+}
+
+/// Documents and bytes per namespace, as the backup's manifest counted them.
+type Sizes = HashMap<Namespace, (u64, u64)>;
+
+/// Follows each namespace to restore on the progress display, with its expected size: the
+/// manifest's counts, or else the byte estimate mongodump leaves in the prelude.
+fn track(
+    progress: &Progress,
+    plans: &[NamespacePlan],
+    entries: &[nightdump_archive::PreludeEntry],
+    sizes: &Sizes,
+) -> Vec<Option<Arc<NamespaceProgress>>> {
+    plans
+        .iter()
+        .map(|p| {
+            if !p.restored() {
+                return None;
+            }
+            let (documents, bytes) = match sizes.get(&p.source) {
+                Some((d, b)) => (Some(*d), Some(*b)),
+                None => {
+                    let estimate = entries
+                        .iter()
+                        .find(|e| e.db == p.source.db && e.collection == p.source.collection)
+                        .and_then(|e| u64::try_from(e.size).ok())
+                        .filter(|b| *b > 0);
+                    (None, estimate)
+                }
+            };
+            Some(progress.track(p.target.to_string(), documents, bytes))
+        })
+        .collect()
 }
 
 /// An archive file or stream that is an age file is decrypted (it carries no manifest, so its
@@ -255,7 +296,8 @@ async fn restore(
 ) -> Result<RestoreReport> {
     options.validate()?;
     let started = Instant::now();
-    let (source_name, open) = open_input(input, options.dry_run, options.keys.as_ref()).await?;
+    let (source_name, open, sizes) =
+        open_input(input, options.dry_run, options.keys.as_ref()).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let stream = stream::spawn(open, Arc::clone(&stop));
     let prelude = match stream.prelude.await {
@@ -340,6 +382,7 @@ async fn restore(
         indexed: vec![false; plans.len()],
         indexes: vec![0; plans.len()],
         counters: (0..plans.len()).map(|_| None).collect(),
+        tracked: vec![None; plans.len()],
         wrote: false,
     };
 
@@ -358,6 +401,11 @@ async fn restore(
         run.finish(&plans, &actions, Some(&summary), started);
         return Ok(run.report);
     };
+
+    progress
+        .parallel
+        .store(options.parallel as u64, Ordering::Relaxed);
+    run.tracked = track(progress, &plans, &prelude.entries, &sizes);
 
     if read_ahead.is_empty() {
         drop(stream.read_ahead);
@@ -399,9 +447,25 @@ async fn restore(
     // the server would create implicitly without its options.
     let mut failure = None;
     for (i, p) in plans.iter().enumerate() {
+        let tracked = run.tracked[i].clone();
+        let creating = matches!(actions[i], Action::Create | Action::DropAndCreate);
+        if let Some(t) = tracked.as_ref().filter(|_| creating) {
+            t.set_state(NamespaceState::Creating);
+        }
         if let Err(e) = prepare(&target, p, actions[i], options, &mut run.wrote).await {
+            if let Some(t) = &tracked {
+                t.set_state(NamespaceState::Failed);
+            }
             failure = Some(e);
             break;
+        }
+        if let Some(t) = tracked.filter(|_| creating) {
+            let next = if p.kind == Kind::View {
+                NamespaceState::Done
+            } else {
+                NamespaceState::Queued
+            };
+            t.finish(next);
         }
         run.prepared[i] = true;
     }
@@ -427,7 +491,17 @@ async fn restore(
         routes.insert(p.data.clone(), tx);
         let counters = Arc::new(Counters::default());
         run.counters[i] = Some(Arc::clone(&counters));
+        let indexes_follow = !options.no_indexes
+            && p.metadata
+                .as_ref()
+                .is_some_and(|m| !commands::index_specs(&p.target, m).is_empty());
         let worker = insert::Worker {
+            namespace: run.tracked[i].clone(),
+            then: if indexes_follow {
+                NamespaceState::Loaded
+            } else {
+                NamespaceState::Done
+            },
             collection: conn
                 .client()
                 .database(&p.insert_into.db)
@@ -492,6 +566,9 @@ async fn restore(
             Ok(Ok(report)) => {
                 run.report.oplog = Some(report);
                 run.indexed[i] = true;
+                if let Some(t) = &run.tracked[i] {
+                    t.finish(NamespaceState::Done);
+                }
             }
             Ok(Err(e)) => {
                 if failure.is_none() {
@@ -522,8 +599,7 @@ async fn restore(
 
     if !options.no_indexes {
         for (i, p) in plans.iter().enumerate() {
-            if !p.restored() || p.kind == Kind::View || p.kind == Kind::Oplog || p.auth.is_some()
-            {
+            if !p.restored() || p.kind == Kind::View || p.kind == Kind::Oplog || p.auth.is_some() {
                 continue;
             }
             let specs = p
@@ -532,11 +608,21 @@ async fn restore(
                 .map(|m| commands::index_specs(&p.target, m))
                 .unwrap_or_default();
             if !specs.is_empty() {
+                let tracked = run.tracked[i].clone();
+                if let Some(t) = &tracked {
+                    t.set_state(NamespaceState::Indexes);
+                }
                 let count = specs.len() as u64;
                 let cmd = commands::create_indexes_command(&p.target, specs, target.version);
                 let what = format!("createIndexes on {}", p.target);
                 if let Err(e) = target.run(&p.target.db, &what, cmd).await {
+                    if let Some(t) = &tracked {
+                        t.set_state(NamespaceState::Failed);
+                    }
                     return Err(run.fail(&plans, &actions, summary.as_ref(), e, started));
+                }
+                if let Some(t) = &tracked {
+                    t.finish(NamespaceState::Done);
                 }
                 run.indexes[i] = count;
             }
@@ -677,6 +763,10 @@ async fn restore_users(
         run.counters[i] = Some(Arc::new(counters));
         run.prepared[i] = true;
         run.indexed[i] = true;
+        if let Some(t) = &run.tracked[i] {
+            t.add(m.restored + m.kept, 0);
+            t.finish(NamespaceState::Done);
+        }
         Progress::add(&progress.namespaces_done, 1);
         Progress::add(&progress.documents, m.restored + m.kept);
     }
@@ -690,6 +780,8 @@ struct Run {
     indexed: Vec<bool>,
     indexes: Vec<u64>,
     counters: Vec<Option<Arc<Counters>>>,
+    /// What the progress display follows, per plan.
+    tracked: Vec<Option<Arc<NamespaceProgress>>>,
     wrote: bool,
 }
 
