@@ -68,6 +68,9 @@ enum Step {
     Finished,
 }
 
+/// The first size a document buffer grows to; larger documents double it as they arrive.
+const FIRST_READ_STEP: usize = 64 * 1024;
+
 /// Streams events out of an archive. Memory stays at one document (at most 16 MiB) whatever
 /// the input claims; the buffer is reused from document to document.
 pub struct ArchiveReader<R: Read> {
@@ -452,19 +455,31 @@ impl<R: Read> ArchiveReader<R> {
         context: &'static str,
     ) -> Result<usize, ArchiveError> {
         let size = len as usize;
-        if self.buf.len() < size {
-            // Grows only up to the largest document seen, which the range check caps.
-            self.buf.resize(size, 0);
+        if self.buf.len() < 4 {
+            self.buf.resize(4, 0);
         }
         self.buf[..4].copy_from_slice(&len.to_le_bytes());
-        let mut body = std::mem::take(&mut self.buf);
-        let got = self.read_full(&mut body[4..size]);
-        self.buf = body;
-        if got? < size - 4 {
-            return Err(ArchiveError::Truncated {
-                offset: self.offset,
-                context,
-            });
+        let mut filled = 4;
+        while filled < size {
+            // The buffer keeps the largest size reached (the range check caps it) and grows
+            // only while the input keeps delivering, doubling from a small step: a length the
+            // input does not back costs about what was read, not the length.
+            if self.buf.len() <= filled {
+                let grown = (self.buf.len() * 2).max(FIRST_READ_STEP).min(size);
+                self.buf.resize(grown, 0);
+            }
+            let end = self.buf.len().min(size);
+            let mut body = std::mem::take(&mut self.buf);
+            let got = self.read_full(&mut body[filled..end]);
+            self.buf = body;
+            let got = got?;
+            filled += got;
+            if filled < end {
+                return Err(ArchiveError::Truncated {
+                    offset: self.offset,
+                    context,
+                });
+            }
         }
         let last = self.buf[size - 1];
         if last != 0 {
