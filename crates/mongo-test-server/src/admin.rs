@@ -294,11 +294,9 @@ fn hello(
     r.append("readOnly", false);
     if let Ok(target) = cmd.get_str("saslSupportedMechs") {
         if let Some((user_db, user)) = target.split_once('.') {
-            if shared.users.exists(user_db, user) {
-                r.append(
-                    "saslSupportedMechs",
-                    str_array(&["SCRAM-SHA-1", "SCRAM-SHA-256"]),
-                );
+            let mechanisms = shared.users.mechanisms(user_db, user);
+            if !mechanisms.is_empty() {
+                r.append("saslSupportedMechs", str_array(&mechanisms));
             }
         }
     }

@@ -394,6 +394,11 @@ fn user_admin(db: &str) -> Vec<Grant<'_>> {
     vec![(Pattern::Db(db), USER_ADMIN)]
 }
 
+/// Whether `role` is one of the built-in roles modelled here.
+pub fn is_builtin(role: &str) -> bool {
+    privileges(role, "admin").is_some()
+}
+
 /// Whether `roles` grant `action` on `resource`.
 pub fn allows(roles: &[RoleRef], action: &str, resource: &Resource) -> bool {
     roles.iter().any(|r| {

@@ -193,6 +193,21 @@ impl UserStore {
         self.lookup(db, name).is_some()
     }
 
+    /// The mechanisms `name@db` has credentials for (hello's `saslSupportedMechs`).
+    pub fn mechanisms(&self, db: &str, name: &str) -> Vec<&'static str> {
+        let Some(u) = self.lookup(db, name) else {
+            return Vec::new();
+        };
+        [
+            (u.sha1.is_some(), Mechanism::Sha1),
+            (u.sha256.is_some(), Mechanism::Sha256),
+        ]
+        .into_iter()
+        .filter(|(has, _)| *has)
+        .map(|(_, m)| m.name())
+        .collect()
+    }
+
     /// The roles `name@db` holds, if that user exists.
     pub fn roles(&self, db: &str, name: &str) -> Option<Vec<RoleRef>> {
         self.lookup(db, name).map(|u| u.roles)

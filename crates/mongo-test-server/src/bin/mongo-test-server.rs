@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mongo_test_server::{ServerConfig, TlsConfig, User};
+use mongo_test_server::{RoleRef, ServerConfig, TlsConfig, User};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,9 +27,10 @@ struct Args {
     /// Run as the primary of a one-member replica set of this name (with an oplog).
     #[arg(long, value_name = "NAME")]
     replica_set: Option<String>,
-    /// Require authentication and accept this user (authentication database admin).
-    /// Repeat for more users.
-    #[arg(long = "user", value_name = "NAME:PASSWORD", value_parser = parse_user)]
+    /// Require authentication and accept this user (authentication database admin), with
+    /// the root role, or with the built-in roles listed after a last colon
+    /// (`reader:pw:read@app,clusterMonitor`). Repeat for more users.
+    #[arg(long = "user", value_name = "NAME:PASSWORD[:ROLE@DB,...]", value_parser = parse_user)]
     users: Vec<User>,
     /// PEM certificate chain; serve TLS only.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -40,10 +41,23 @@ struct Args {
 }
 
 fn parse_user(s: &str) -> Result<User, String> {
-    match s.split_once(':') {
-        Some((name, password)) if !name.is_empty() => Ok(User::new(name, password)),
-        _ => Err(format!("'{s}' is not NAME:PASSWORD")),
+    let Some((name, rest)) = s.split_once(':').filter(|(n, _)| !n.is_empty()) else {
+        return Err(format!("'{s}' is not NAME:PASSWORD"));
+    };
+    // A password may hold colons: the tail is roles only when every item names a
+    // built-in role.
+    if let Some((password, tail)) = rest.rsplit_once(':') {
+        let roles: Option<Vec<RoleRef>> = tail
+            .split(',')
+            .map(|r| {
+                RoleRef::parse(r).filter(|r| mongo_test_server::auth::authz::is_builtin(&r.role))
+            })
+            .collect();
+        if let Some(roles) = roles {
+            return Ok(User::new(name, password).with_roles(roles));
+        }
     }
+    Ok(User::new(name, rest))
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, String> {
@@ -115,4 +129,32 @@ async fn wait_for_signal() -> Result<(), String> {
     tokio::signal::ctrl_c()
         .await
         .map_err(|e| format!("cannot watch Ctrl-C: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn users_are_root_unless_roles_follow_a_last_colon() {
+        let u = parse_user("ann:pw").unwrap();
+        assert_eq!(
+            (u.password.as_str(), u.roles.clone()),
+            ("pw", vec![RoleRef::new("root", "admin")])
+        );
+        let u = parse_user("ann:p:w:read@app,clusterMonitor").unwrap();
+        assert_eq!(u.password, "p:w");
+        assert_eq!(
+            u.roles,
+            vec![
+                RoleRef::new("read", "app"),
+                RoleRef::new("clusterMonitor", "admin")
+            ]
+        );
+        // A tail that is not all roles belongs to the password.
+        let u = parse_user("ann:s3cret:with").unwrap();
+        assert_eq!(u.password, "s3cret:with");
+        assert!(parse_user(":pw").is_err());
+    }
 }
