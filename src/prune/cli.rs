@@ -83,6 +83,47 @@ impl PruneArgs {
     }
 }
 
+/// Parses a policy written as the options' names without dashes, comma-separated:
+/// `keep-daily=7,keep-weekly=4,keep-monthly=12,keep-within=30d` (and `keep-last`,
+/// `keep-hourly`, `keep-yearly`, `grace`). `name` names the setting in errors.
+pub fn parse_policy(name: &str, spec: &str) -> Result<Policy> {
+    let fail = |detail: String| Error::invalid(format!("{name}: {detail}"));
+    let mut policy = Policy::default();
+    for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (key, value) = item.split_once('=').ok_or_else(|| {
+            fail(format!(
+                "'{item}' is not RULE=VALUE: write e.g. keep-daily=7,keep-weekly=4"
+            ))
+        })?;
+        let (key, value) = (key.trim(), value.trim());
+        let n = || count(value).map_err(|e| fail(format!("{key}: {e}")));
+        match key {
+            "keep-last" => policy.last = n()?,
+            "keep-hourly" => policy.hourly = n()?,
+            "keep-daily" => policy.daily = n()?,
+            "keep-weekly" => policy.weekly = n()?,
+            "keep-monthly" => policy.monthly = n()?,
+            "keep-yearly" => policy.yearly = n()?,
+            "keep-within" => {
+                policy.within = Some(span(value).map_err(|e| fail(format!("{key}: {e}")))?)
+            }
+            "grace" => policy.grace = parse_duration(&format!("{name} grace"), value)?,
+            other => {
+                return Err(fail(format!(
+                    "unknown rule '{other}': use keep-last, keep-hourly, keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-within or grace"
+                )))
+            }
+        }
+    }
+    if !policy.has_rule() {
+        return Err(fail(
+            "no keep rule: give at least one, e.g. keep-daily=7,keep-weekly=4,keep-monthly=12"
+                .into(),
+        ));
+    }
+    Ok(policy)
+}
+
 pub async fn run(args: PruneArgs) -> Result<()> {
     let policy = args.policy()?;
     let store = open_store("--from", &args.from.from, &args.from.store).await?;
@@ -105,10 +146,11 @@ fn write_text(out: &mut impl Write, report: &PruneReport) -> std::io::Result<()>
     }
     let mut rows: Vec<(String, String)> = Vec::new();
     for k in &report.keep {
-        rows.push((
-            k.id.to_string(),
-            format!("keep    {}", k.reasons.join(", ")),
-        ));
+        let what = match k.reasons.as_slice() {
+            [only] if only.starts_with("locked until") => format!("kept: {only}"),
+            reasons => format!("keep    {}", reasons.join(", ")),
+        };
+        rows.push((k.id.to_string(), what));
     }
     for r in &report.remove {
         let what = match &r.outcome {
@@ -187,6 +229,38 @@ mod tests {
         ] {
             let e = parse(&args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn policy_strings_parse_like_the_options() {
+        let p = super::parse_policy(
+            "NIGHTDUMP_PRUNE",
+            " keep-daily=7, keep-weekly=4,keep-monthly=12,keep-within=30d,grace=2h ",
+        )
+        .unwrap();
+        assert_eq!((p.daily, p.weekly, p.monthly), (7, 4, 12));
+        assert_eq!(p.within.unwrap().to_string(), "30d");
+        assert_eq!(p.grace.as_secs(), 7200);
+        let p = super::parse_policy("X", "keep-last=3").unwrap();
+        assert_eq!(p.last, 3);
+        assert_eq!(p.grace, super::super::DEFAULT_GRACE);
+        for (spec, needle) in [
+            ("", "no keep rule"),
+            ("grace=1h", "no keep rule"),
+            ("keep-daily", "RULE=VALUE"),
+            ("keep-daily=0", "1 or more"),
+            ("keep-daily=x", "not a whole number"),
+            ("keep-forever=1", "unknown rule"),
+            ("keep-within=soon", "keep-within"),
+            ("keep-last=1,grace=later", "grace"),
+        ] {
+            let e = super::parse_policy("NIGHTDUMP_PRUNE", spec).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("NIGHTDUMP_PRUNE") && text.contains(needle),
+                "{spec}: {text}"
+            );
         }
     }
 
