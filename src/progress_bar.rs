@@ -55,6 +55,8 @@ pub fn spawn(progress: Arc<Progress>) -> Bar {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
         }
+        // One last look, so a failure in the final moments still leaves its line.
+        lines.update(&multi, &overall, &progress);
         lines.clear(&multi);
         overall.finish_and_clear();
         let _ = multi.clear();

@@ -91,10 +91,15 @@ impl Worker {
                     (n.saturating_sub(refused), duplicates, refused - duplicates)
                 }
                 _ => {
-                    let err = self.target.error("insert", &e);
-                    self.counters.note_error(format!(
-                        "{err} (whether the {n} documents of the batch in flight were written is unknown)"
-                    ));
+                    let err = self.target.error("insert", &e).in_restore();
+                    if matches!(err, crate::Error::MongoPermission { .. }) {
+                        // Refused before it ran: nothing of the batch was written.
+                        self.counters.note_error(err.to_string());
+                    } else {
+                        self.counters.note_error(format!(
+                            "{err} (whether the {n} documents of the batch in flight were written is unknown)"
+                        ));
+                    }
                     return Err(err);
                 }
             },
