@@ -110,6 +110,14 @@ pub struct BackupArgs {
     /// Repeatable: any one of the recipients' identities decrypts.
     #[arg(long = "encrypt", value_name = "age:RECIPIENT")]
     pub encrypt: Vec<String>,
+    /// Back up a source that cannot be made consistent to one point in time (a standalone
+    /// server, a mongos, or --no-oplog) instead of refusing; each collection is then as of
+    /// its own read.
+    #[arg(long, env = "NIGHTDUMP_ALLOW_INCONSISTENT")]
+    pub allow_inconsistent: bool,
+    /// Do not capture the oplog on a replica set (needs --allow-inconsistent).
+    #[arg(long)]
+    pub no_oplog: bool,
     #[command(flatten)]
     pub store: StoreArgs,
     /// No progress bar and no summary.
@@ -239,6 +247,16 @@ pub struct RestoreArgs {
     /// Insert commands in flight at once.
     #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = whole_number::<usize>)]
     pub parallel: usize,
+    /// Do not replay the archive's oplog (replayed by default when the archive has one).
+    #[arg(long, conflicts_with_all = ["oplog_replay", "oplog_limit"])]
+    pub no_oplog_replay: bool,
+    /// Require the oplog to be replayed: fail when the archive has none.
+    #[arg(long)]
+    pub oplog_replay: bool,
+    /// Replay only oplog entries before this time: SECONDS[:INCREMENT] (as mongorestore's
+    /// --oplogLimit) or an RFC 3339 time.
+    #[arg(long, value_name = "TIME")]
+    pub oplog_limit: Option<String>,
     /// Skip checking the stored archive's size and SHA-256 before the first write.
     #[arg(long)]
     pub no_verify_first: bool,
@@ -287,6 +305,16 @@ impl RestoreArgs {
         options.with_users = self.with_users;
         options.parallel = self.parallel;
         options.keys = self.identity.load()?;
+        options.oplog_replay = !self.no_oplog_replay;
+        options.require_oplog = self.oplog_replay;
+        options.oplog_limit = self
+            .oplog_limit
+            .as_deref()
+            .map(|l| {
+                crate::restore::parse_oplog_limit(l)
+                    .map_err(|e| Error::invalid(format!("--oplog-limit: {e}")))
+            })
+            .transpose()?;
         options.validate()?;
         Ok(options)
     }
@@ -368,6 +396,8 @@ impl BackupArgs {
             deadline: None,
             s3: s3_options(&self.store, sse, self.storage_class.clone()),
             encrypt: crate::crypto::Encrypt::parse_all("--encrypt", &self.encrypt)?,
+            oplog: !self.no_oplog,
+            allow_inconsistent: self.allow_inconsistent,
         };
         options.validate()?;
         options

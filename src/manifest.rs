@@ -21,8 +21,54 @@ pub struct Manifest {
     pub duration_seconds: f64,
     pub archive: Archive,
     pub storage: Storage,
+    /// The consistent point in time of a replica-set backup with its oplog; absent for a
+    /// backup that is not consistent to one point (a standalone with `--allow-inconsistent`,
+    /// `--no-oplog`) and in manifests of versions before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<PointInTime>,
     pub namespaces: Vec<NamespaceEntry>,
     pub totals: Totals,
+}
+
+/// An oplog timestamp: seconds and increment, as mongod's `Timestamp(t, i)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OplogTimestamp {
+    pub t: u32,
+    pub i: u32,
+}
+
+impl OplogTimestamp {
+    pub fn to_bson(self) -> bson::Timestamp {
+        bson::Timestamp {
+            time: self.t,
+            increment: self.i,
+        }
+    }
+}
+
+impl From<bson::Timestamp> for OplogTimestamp {
+    fn from(ts: bson::Timestamp) -> Self {
+        Self {
+            t: ts.time,
+            i: ts.increment,
+        }
+    }
+}
+
+/// Restoring the archive with its oplog replayed gives the source's state at `ts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointInTime {
+    /// The last oplog entry in the archive: the cluster time of the state restored.
+    pub ts: OplogTimestamp,
+    /// That entry's wall clock (RFC 3339, UTC), when the server records one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall: Option<String>,
+    /// The newest entry before the first collection was read: the first entry archived.
+    pub oplog_start: OplogTimestamp,
+    /// Entries in the archive's oplog namespace.
+    pub oplog_entries: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +268,7 @@ mod tests {
                 kms_key_id: Some("k".into()),
                 storage_class: None,
             },
+            point_in_time: None,
             namespaces: vec![NamespaceEntry {
                 db: "test".into(),
                 collection: "c".into(),
@@ -248,6 +295,32 @@ mod tests {
         let err = Manifest::parse(v.to_string().as_bytes()).unwrap_err();
         assert!(err.contains("upgrade nightdump"), "{err}");
         assert!(Manifest::parse(b"{").is_err());
+    }
+
+    #[test]
+    fn point_in_time_is_optional_and_round_trips() {
+        let mut m = sample();
+        let json = String::from_utf8(m.to_json()).unwrap();
+        assert!(!json.contains("point_in_time"), "{json}");
+        m.point_in_time = Some(PointInTime {
+            ts: OplogTimestamp {
+                t: 1_764_039_600,
+                i: 7,
+            },
+            wall: Some("2026-11-25T03:00:00.123Z".into()),
+            oplog_start: OplogTimestamp {
+                t: 1_764_039_590,
+                i: 1,
+            },
+            oplog_entries: 42,
+        });
+        let json = m.to_json();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            v["point_in_time"]["ts"],
+            serde_json::json!({"t": 1_764_039_600u32, "i": 7})
+        );
+        assert_eq!(Manifest::parse(&json).unwrap(), m);
     }
 
     #[test]

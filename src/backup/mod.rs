@@ -6,8 +6,10 @@
 //! Any failure before the manifest aborts the upload, so a failed run leaves nothing that
 //! looks complete.
 
+mod oplog;
 mod pipeline;
 mod sink;
+pub mod spill;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +18,8 @@ use bytes::Bytes;
 use nightdump_archive::Header;
 use time::OffsetDateTime;
 
-pub use pipeline::{FinishWrite, SinkWrapper};
+pub use oplog::OplogPoint;
+pub use pipeline::{FinishWrite, OplogOutcome, SinkWrapper};
 pub use sink::Stored;
 
 use crate::error::{Error, Result};
@@ -44,6 +47,11 @@ pub struct BackupOptions {
     pub s3: S3Options,
     /// Client-side encryption of the stored object, after compression.
     pub encrypt: Option<crate::crypto::Encrypt>,
+    /// Capture the oplog during the dump on a replica set (the point-in-time backup).
+    pub oplog: bool,
+    /// Back up a source that cannot be made consistent to one point in time (a standalone
+    /// server, a mongos, or `oplog` off) instead of refusing.
+    pub allow_inconsistent: bool,
 }
 
 pub const MAX_PARALLEL: usize = 64;
@@ -61,6 +69,11 @@ impl BackupOptions {
                 "--compression-level must be between 1 and 9, got {}",
                 self.compression_level
             )));
+        }
+        if !self.oplog && !self.allow_inconsistent {
+            return Err(Error::invalid(
+                "--no-oplog leaves the backup inconsistent (each collection read at its own time): add --allow-inconsistent to confirm",
+            ));
         }
         Ok(())
     }
@@ -127,10 +140,13 @@ async fn run_new(
     let clock = Instant::now();
     let source = Source::connect(&options.source).await?;
     tracing::info!(target_uri = source.target(), server_version = %source.server_version, topology = source.topology.name(), "connected");
+    // The start position is taken before the first read, discovery included.
+    let capture = point_in_time_capture(options, &source).await?;
     let plans = crate::source::discover(&source, &options.filter).await?;
-    progress
-        .namespaces_total
-        .store(plans.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    progress.namespaces_total.store(
+        plans.len() as u64 + u64::from(capture.is_some()),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     tracing::info!(namespaces = plans.len(), backup_id = %id, "discovered");
 
     let (archive_name, wrap_sink, encryption) = match &options.encrypt {
@@ -156,7 +172,7 @@ async fn run_new(
     };
     // A guard owns the upload until it is finished, so every early return (error, deadline,
     // cancellation) aborts it.
-    let dumped = pipeline::dump(&source, &plans, settings, &mut upload, progress).await;
+    let dumped = pipeline::dump(&source, &plans, settings, capture, &mut upload, progress).await;
     let dumped = match dumped {
         Ok(d) => d,
         Err(e) => {
@@ -184,7 +200,7 @@ async fn run_new(
     }
 
     let finished = OffsetDateTime::now_utc();
-    let namespaces: Vec<NamespaceEntry> = plans
+    let mut namespaces: Vec<NamespaceEntry> = plans
         .iter()
         .zip(&dumped.summaries)
         .map(|(p, s)| NamespaceEntry {
@@ -196,6 +212,26 @@ async fn run_new(
             crc64: crc_hex(s.crc),
         })
         .collect();
+    if let (Some(_), Some(s)) = (&dumped.oplog, dumped.summaries.get(plans.len())) {
+        namespaces.push(NamespaceEntry {
+            db: String::new(),
+            collection: "oplog".into(),
+            kind: "oplog".into(),
+            documents: s.documents,
+            bytes: s.bytes,
+            crc64: crc_hex(s.crc),
+        });
+    }
+    let point_in_time = dumped.oplog.map(|o| manifest::PointInTime {
+        ts: o.end.ts.into(),
+        wall: o.end.wall.and_then(|w| {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(w.timestamp_millis()) * 1_000_000)
+                .ok()
+                .map(format_time)
+        }),
+        oplog_start: o.start.into(),
+        oplog_entries: o.entries,
+    });
     let totals = Totals {
         namespaces: namespaces.len() as u64,
         documents: namespaces.iter().map(|n| n.documents).sum(),
@@ -244,6 +280,7 @@ async fn run_new(
             kms_key_id,
             storage_class: options.s3.storage_class.clone().filter(|_| is_s3),
         },
+        point_in_time,
         namespaces,
         totals,
     };
@@ -270,6 +307,33 @@ async fn run_new(
         already_existed: false,
         latest_warning,
     })
+}
+
+/// Starts the oplog capture on a replica set; elsewhere refuses, unless told to go on without
+/// a point in time. A mongos has no oplog of its own to tail (each shard has its own), which
+/// is also why mongodump refuses `--oplog` there.
+async fn point_in_time_capture(
+    options: &BackupOptions,
+    source: &Source,
+) -> Result<Option<oplog::OplogCapture>> {
+    use crate::source::Topology;
+    let what = match &source.topology {
+        Topology::ReplicaSet(_) if options.oplog => {
+            let spill = spill::SpillBuffer::new(spill::DEFAULT_MEMORY_CAP);
+            return oplog::OplogCapture::start(source, spill).await.map(Some);
+        }
+        Topology::ReplicaSet(_) => "--no-oplog was given",
+        Topology::Standalone => "it is a standalone server, which has no oplog",
+        Topology::Sharded => "it is a sharded cluster (mongos), whose shards each have their own oplog",
+    };
+    if !options.allow_inconsistent {
+        return Err(Error::invalid(format!(
+            "cannot guarantee a consistent backup of {}: {what}; pass --allow-inconsistent (NIGHTDUMP_ALLOW_INCONSISTENT=true for the Lambda) to back it up anyway, each collection as of its own read",
+            source.target()
+        )));
+    }
+    tracing::warn!(target_uri = source.target(), reason = what, "the backup is not consistent to one point in time: each collection is as of its own read");
+    Ok(None)
 }
 
 /// mongorestore since 100.16 refuses a prelude whose version is not x.y.z.

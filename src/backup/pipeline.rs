@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::source::{read_collection, Batch, CollectionPlan, Kind, Source};
 use crate::store::Upload;
+use super::oplog::{CapturedOplog, OplogCapture, OplogPoint};
 
 /// A byte sink that can be closed, yielding what was stored. Encryption layers implement it
 /// by finishing their own stream and then their inner sink.
@@ -42,8 +43,18 @@ pub struct DumpSettings {
 }
 
 pub struct DumpResult {
+    /// One per plan, in plan order, then the oplog's when it was captured.
     pub summaries: Vec<NamespaceSummary>,
     pub stored: Stored,
+    pub oplog: Option<OplogOutcome>,
+}
+
+/// The oplog namespace written last: where it started and the point in time it reaches.
+#[derive(Debug, Clone, Copy)]
+pub struct OplogOutcome {
+    pub start: bson::Timestamp,
+    pub end: OplogPoint,
+    pub entries: u64,
 }
 
 enum Message {
@@ -54,13 +65,18 @@ enum Message {
 /// Queue depth between readers and the writer, per reader: two batches in flight lets a
 /// reader fetch while the writer compresses.
 const QUEUE_PER_READER: usize = 2;
+/// Oplog entries per batch handed to the writer, as a collection reader's batches.
+const OPLOG_BATCH_BYTES: usize = 1 << 20;
 /// Chunks of compressed output waiting for the uploader.
 const UPLOAD_QUEUE: usize = 4;
 
+/// Dumps `plans`, then, with a running `oplog` capture, the oplog up to the point reached
+/// after the last collection, as the last namespace (mongodump's `--oplog` layout).
 pub async fn dump(
     source: &Source,
     plans: &[CollectionPlan],
     settings: DumpSettings,
+    oplog: Option<OplogCapture>,
     upload: &mut Upload,
     progress: &Arc<Progress>,
 ) -> Result<DumpResult> {
@@ -68,14 +84,25 @@ pub async fn dump(
     let (batch_tx, batch_rx) = mpsc::channel::<Message>(parallel * QUEUE_PER_READER);
     let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
 
-    let namespaces: Vec<Namespace> = plans
+    let mut namespaces: Vec<Namespace> = plans
         .iter()
         .map(|p| Namespace {
             db: p.db.clone(),
             collection: p.data_collection.clone(),
         })
         .collect();
-    let prelude: Vec<PreludeEntry> = plans.iter().map(CollectionPlan::prelude_entry).collect();
+    let mut prelude: Vec<PreludeEntry> = plans.iter().map(CollectionPlan::prelude_entry).collect();
+    let oplog_index = oplog.as_ref().map(|_| {
+        namespaces.push(Namespace::oplog());
+        prelude.push(PreludeEntry {
+            db: String::new(),
+            collection: "oplog".into(),
+            metadata: String::new(),
+            size: 0,
+            kind: String::new(),
+        });
+        namespaces.len() - 1
+    });
     let writer_progress = Arc::clone(progress);
     let writer = tokio::task::spawn_blocking(move || {
         write_archive(
@@ -88,7 +115,18 @@ pub async fn dump(
         )
     });
 
-    let readers = read_all(source, plans, parallel, batch_tx, progress);
+    let readers = async {
+        // Owned here: when this ends, for any reason, the writer sees its input close.
+        let batch_tx = batch_tx;
+        read_all(source, plans, parallel, batch_tx.clone(), progress).await?;
+        match (oplog, oplog_index) {
+            (Some(capture), Some(index)) => {
+                let captured = capture.finish().await?;
+                Ok(Some(write_oplog(captured, index, batch_tx).await?))
+            }
+            _ => Ok(None),
+        }
+    };
     let uploading = async {
         // The receiver lives inside this future: when an upload error ends it, the receiver
         // is dropped, which is what unblocks the writer thread (its next send fails) instead
@@ -108,12 +146,65 @@ pub async fn dump(
     // The first real cause wins: a reader's or uploader's failure makes the other stages fail
     // with "stopped" errors that say nothing useful.
     match (read_result, upload_result, write_result) {
-        (Ok(()), Ok(()), Ok(result)) => Ok(result),
+        (Ok(oplog), Ok(()), Ok(mut result)) => {
+            result.oplog = oplog;
+            Ok(result)
+        }
         (Err(e), _, _) if !is_teardown(&e) => Err(e),
         (_, Err(e), _) => Err(e),
         (_, _, Err(e)) if !is_teardown(&e) => Err(e),
         (Err(e), _, _) => Err(e),
         (_, _, Err(e)) => Err(e),
+    }
+}
+
+/// Hands the captured entries to the writer, in oplog order, in batches like a collection's.
+async fn write_oplog(
+    captured: CapturedOplog,
+    index: usize,
+    tx: mpsc::Sender<Message>,
+) -> Result<OplogOutcome> {
+    let outcome = OplogOutcome {
+        start: captured.start,
+        end: captured.end,
+        entries: captured.buffer.documents(),
+    };
+    let buffer = captured.buffer;
+    let sent = tokio::task::spawn_blocking(move || {
+        let stopped = || Error::Interrupted("the archive writer stopped".into());
+        let unreadable = |e: io::Error| {
+            Error::Internal(format!("cannot read back the captured oplog: {e}"))
+        };
+        let mut reader = buffer.into_reader().map_err(unreadable)?;
+        let mut batch = Batch {
+            index,
+            bytes: Vec::with_capacity(OPLOG_BATCH_BYTES),
+            documents: 0,
+        };
+        while let Some(doc) = reader.next_document().map_err(unreadable)? {
+            if !batch.bytes.is_empty() && batch.bytes.len() + doc.len() > OPLOG_BATCH_BYTES {
+                let full = std::mem::replace(
+                    &mut batch,
+                    Batch {
+                        index,
+                        bytes: Vec::with_capacity(OPLOG_BATCH_BYTES),
+                        documents: 0,
+                    },
+                );
+                tx.blocking_send(Message::Batch(full)).map_err(|_| stopped())?;
+            }
+            batch.bytes.extend_from_slice(&doc);
+            batch.documents += 1;
+        }
+        if batch.documents > 0 {
+            tx.blocking_send(Message::Batch(batch)).map_err(|_| stopped())?;
+        }
+        tx.blocking_send(Message::End(index)).map_err(|_| stopped())
+    })
+    .await;
+    match sent {
+        Ok(r) => r.map(|()| outcome),
+        Err(e) => Err(Error::Internal(format!("writing the oplog crashed: {e}"))),
     }
 }
 
@@ -273,6 +364,7 @@ fn write_archive(
     Ok(DumpResult {
         summaries: summaries.into_iter().flatten().collect(),
         stored,
+        oplog: None,
     })
 }
 

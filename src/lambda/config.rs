@@ -27,6 +27,9 @@ pub const ALLOW_PLAIN_URI: &str = "NIGHTDUMP_ALLOW_PLAIN_URI";
 pub const FUNCTION_NAME: &str = "AWS_LAMBDA_FUNCTION_NAME";
 /// `age:<recipient>`, comma-separated for several recipients.
 pub const ENCRYPT: &str = "NIGHTDUMP_ENCRYPT";
+/// `true` backs up a standalone server or a mongos, which cannot be made consistent to one
+/// point in time; off by default, so a replica set's backups stay point-in-time.
+pub const ALLOW_INCONSISTENT: &str = "NIGHTDUMP_ALLOW_INCONSISTENT";
 
 /// Settings the template already passes for features this version does not have. A value
 /// must fail the run rather than be ignored: a backup believed encrypted or locked that is
@@ -67,6 +70,8 @@ pub struct LambdaConfig {
     pub function_name: String,
     /// Client-side encryption of each backup.
     pub encrypt: Option<crate::crypto::Encrypt>,
+    /// Back up sources that cannot be made consistent to one point in time.
+    pub allow_inconsistent: bool,
 }
 
 fn get<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
@@ -121,8 +126,10 @@ impl LambdaConfig {
                 crate::crypto::Encrypt::parse_all(ENCRYPT, &v.split(',').collect::<Vec<_>>())?
             }
         };
+        let allow_inconsistent = flag(env, ALLOW_INCONSISTENT)?;
         Ok(LambdaConfig {
             encrypt,
+            allow_inconsistent,
             destination,
             uri,
             s3,

@@ -270,6 +270,8 @@ fn backup_options(
         deadline,
         s3: config.s3.clone(),
         encrypt: config.encrypt.clone(),
+        oplog: true,
+        allow_inconsistent: config.allow_inconsistent,
     }
 }
 

@@ -25,7 +25,7 @@ pub enum Kind {
 pub enum SkipReason {
     /// Left out by `--include` / `--exclude`.
     Filtered,
-    /// Oplog entries are not replayed.
+    /// Oplog entries are not replayed (`--no-oplog-replay`).
     Oplog,
     /// `admin.system.users` / `admin.system.roles` / `admin.system.version` without
     /// `--with-users`.
@@ -40,7 +40,7 @@ impl SkipReason {
     pub fn describe(self) -> &'static str {
         match self {
             SkipReason::Filtered => "excluded by --include/--exclude",
-            SkipReason::Oplog => "oplog replay is not supported",
+            SkipReason::Oplog => "the oplog is not replayed (--no-oplog-replay)",
             SkipReason::UsersAndRoles => "users and roles are restored only with --with-users",
             SkipReason::AuthSchema => "read for the auth-schema check, never inserted",
             SkipReason::Profile => "system.profile is never restored",

@@ -21,6 +21,8 @@ pub enum Action {
     /// Users or roles, merged into the target's through temporary collections and
     /// `_mergeAuthzCollections` (`--with-users`).
     Merge,
+    /// The archive's oplog, applied through `applyOps` after every collection's documents.
+    Replay,
     /// Not restored.
     Skip,
 }
@@ -79,6 +81,9 @@ pub struct RestoreReport {
     pub dry_run: bool,
     pub namespaces: Vec<NamespaceReport>,
     pub totals: Totals,
+    /// The oplog replay, when the archive has an oplog and it was replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oplog: Option<super::oplog::OplogReport>,
     /// Why the restore stopped early, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -113,6 +118,15 @@ impl RestoreReport {
         );
         if incomplete > 0 {
             let _ = write!(s, "; {incomplete} namespaces not fully restored");
+        }
+        if let Some(o) = &self.oplog {
+            let _ = write!(s, "; {} oplog entries replayed", o.applied);
+            if let Some(last) = o.last_applied {
+                let _ = write!(s, " (to {}:{})", last.t, last.i);
+            }
+            if o.after_limit > 0 {
+                let _ = write!(s, ", {} at or after --oplog-limit left out", o.after_limit);
+            }
         }
         s
     }

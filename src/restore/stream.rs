@@ -250,6 +250,13 @@ fn pump<R: Read>(
                 let Some(tx) = routing.routes.get(ns) else {
                     continue;
                 };
+                // The oplog is replayed only once every collection is in: oplog documents
+                // while a collection is still open would wait forever for it.
+                if ns.is_oplog() && routing.routes.keys().any(|k| !k.is_oplog()) {
+                    return Err(Error::invalid(
+                        "the archive's oplog starts before all of its collections ended, unlike mongodump's archives: restore with --no-oplog-replay",
+                    ));
+                }
                 let doc = owned(ns, raw)?;
                 let batch = pending.entry(ns.clone()).or_default();
                 batch.1 += raw.len() as u64;

@@ -89,6 +89,9 @@ pub fn options(uri: &str) -> BackupOptions {
         deadline: None,
         s3: S3Options::default(),
         encrypt: None,
+        oplog: true,
+        // The demo source is a standalone server: no point in time to capture.
+        allow_inconsistent: true,
     }
 }
 

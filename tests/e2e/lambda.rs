@@ -117,6 +117,8 @@ fn template_env(bucket: &str, secret_arn: &str, kms_key: &str) -> HashMap<String
         ("NIGHTDUMP_SSE", "kms".into()),
         ("NIGHTDUMP_KMS_KEY_ID", kms_key.to_string()),
         ("NIGHTDUMP_PARALLEL", "4".into()),
+        // The test source is a standalone server: no oplog, no point in time.
+        ("NIGHTDUMP_ALLOW_INCONSISTENT", "true".into()),
         ("NIGHTDUMP_INCLUDE", String::new()),
         ("NIGHTDUMP_EXCLUDE", String::new()),
         ("NIGHTDUMP_MAX_AGE", "26h".into()),

@@ -40,6 +40,7 @@ CONFIGS = {
         "Prune": "keep-daily=7,keep-weekly=5,keep-monthly=12",
         "ObjectLock": "compliance",
         "RetainFor": "35d",
+        "AllowInconsistent": "true",
         "ReservedConcurrency": "0",
         "Architecture": "x86_64",
     },
@@ -51,6 +52,7 @@ CONTRACT_ENV = {
     "NIGHTDUMP_SSE",
     "NIGHTDUMP_KMS_KEY_ID",
     "NIGHTDUMP_PARALLEL",
+    "NIGHTDUMP_ALLOW_INCONSISTENT",
     "NIGHTDUMP_INCLUDE",
     "NIGHTDUMP_EXCLUDE",
     "NIGHTDUMP_MAX_AGE",
@@ -184,6 +186,7 @@ def test_every_contract_variable_is_set_from_its_parameter(stack: Stack) -> None
     assert env["NIGHTDUMP_SSE"] == "kms"
     assert env["NIGHTDUMP_KMS_KEY_ID"] == backup_key(stack)
     assert str(env["NIGHTDUMP_PARALLEL"]) == p["Parallelism"]
+    assert env["NIGHTDUMP_ALLOW_INCONSISTENT"] == p["AllowInconsistent"]
     assert env["NIGHTDUMP_INCLUDE"] == p["Include"]
     assert env["NIGHTDUMP_EXCLUDE"] == p["Exclude"]
     assert env["NIGHTDUMP_MAX_AGE"] == p["MaxAge"]
@@ -199,6 +202,8 @@ def test_contract_defaults(template: dict[str, Any]) -> None:
     assert str(params["Parallelism"]["Default"]) == "4"
     assert params["StorageClass"]["Default"] == "STANDARD"
     assert params["MaxAge"]["Default"] == "26h"
+    # Strict: a source that cannot be backed up consistently is refused unless asked for.
+    assert params["AllowInconsistent"]["Default"] == "false"
     for later in ("EncryptKmsKeyArn", "Prune", "ObjectLock", "RetainFor", "Include", "Exclude"):
         assert params[later]["Default"] == "", f"{later} must be off by default"
 

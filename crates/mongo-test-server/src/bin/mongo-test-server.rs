@@ -27,6 +27,10 @@ struct Args {
     /// Run as the primary of a one-member replica set of this name (with an oplog).
     #[arg(long, value_name = "NAME")]
     replica_set: Option<String>,
+    /// Cap the oplog at this many MiB (as `replSetResizeOplog`), so that it rolls over
+    /// quickly; needs --replica-set.
+    #[arg(long, value_name = "MB", requires = "replica_set")]
+    oplog_size_mb: Option<u64>,
     /// Require authentication and accept this user (authentication database admin), with
     /// the root role, or with the built-in roles listed after a last colon
     /// (`reader:pw:read@app,clusterMonitor`). Repeat for more users.
@@ -101,6 +105,14 @@ async fn run(args: Args) -> Result<(), String> {
     let server = mongo_test_server::start(config)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(mb) = args.oplog_size_mb {
+        server
+            .engine()
+            .set_oplog_limits(mongo_test_server::engine::OplogLimits {
+                max_entries: None,
+                max_bytes: Some(mb.saturating_mul(1024 * 1024).max(1)),
+            });
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", server.addr())

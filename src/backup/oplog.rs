@@ -1,0 +1,227 @@
+//! Point-in-time capture on a replica set, as `mongodump --oplog` does it, but tailing.
+//!
+//! Before the first collection is read, the newest oplog entry's `ts` is the start. A
+//! tailable awaitData cursor from `ts >= start` then follows the oplog for the whole dump,
+//! into a [`SpillBuffer`]. After the last collection, the newest `ts` is read again (the end)
+//! and the tail is drained up to it. Every document read lies between start and end in some
+//! state, and replaying every entry from start to end (the entries are idempotent) brings all
+//! of them to the state at end: that is the backup's point in time.
+//!
+//! Tailing rather than reading the range at the end (mongodump's way) means the oplog need
+//! only hold the entries between where the tail is and now, not the whole dump's window. A
+//! roll-over past the tail's position (the server's CappedPositionLost) or a start entry that
+//! is already gone fails the backup: a missing entry would make it silently inconsistent.
+
+use std::time::Duration;
+
+use bson::{doc, Bson, DateTime, Document, RawDocumentBuf, Timestamp};
+use mongodb::error::ErrorKind;
+use mongodb::options::CursorType;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::spill::SpillBuffer;
+use crate::error::{Error, Result};
+use crate::source::Source;
+
+/// CappedPositionLost: the cursor's next entry was overwritten.
+const CAPPED_POSITION_LOST: i32 = 136;
+
+/// How long one getMore waits for new entries; also how soon a finished dump is noticed by
+/// a tail that is waiting.
+const AWAIT: Duration = Duration::from_millis(500);
+
+/// Where the capture ended: the backup's point in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OplogPoint {
+    pub ts: Timestamp,
+    /// The entry's `wall` (the primary's wall clock when it was written), when it has one.
+    pub wall: Option<DateTime>,
+}
+
+/// The entries from start to the point in time, inclusive, in oplog order.
+pub struct CapturedOplog {
+    pub buffer: SpillBuffer,
+    pub start: Timestamp,
+    pub end: OplogPoint,
+}
+
+/// A running tail. Dropping it stops the tail.
+pub struct OplogCapture {
+    start: Timestamp,
+    stop: watch::Sender<Option<Timestamp>>,
+    task: Option<JoinHandle<Result<(SpillBuffer, OplogPoint)>>>,
+    source: Source,
+}
+
+impl Drop for OplogCapture {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn oplog(source: &Source) -> mongodb::Collection<RawDocumentBuf> {
+    source
+        .client
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs")
+}
+
+/// The newest entry's position, read as mongodump reads it (`$natural: -1`, limit 1).
+async fn newest(source: &Source) -> Result<OplogPoint> {
+    let entry = source
+        .client
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find_one(doc! {})
+        .sort(doc! { "$natural": -1 })
+        .await
+        .map_err(|e| source.error("find on local.oplog.rs", &e))?
+        .ok_or_else(|| Error::Mongo {
+            target: source.target().to_string(),
+            command: "find on local.oplog.rs".into(),
+            detail: "the oplog is empty, so no point in time can be recorded: is this member initialised (rs.initiate())?".into(),
+        })?;
+    point_of(&entry).ok_or_else(|| Error::Mongo {
+        target: source.target().to_string(),
+        command: "find on local.oplog.rs".into(),
+        detail: "the newest oplog entry has no ts timestamp".into(),
+    })
+}
+
+fn point_of(entry: &Document) -> Option<OplogPoint> {
+    let ts = entry.get_timestamp("ts").ok()?;
+    let wall = match entry.get("wall") {
+        Some(Bson::DateTime(d)) => Some(*d),
+        _ => None,
+    };
+    Some(OplogPoint { ts, wall })
+}
+
+fn key(ts: Timestamp) -> (u32, u32) {
+    (ts.time, ts.increment)
+}
+
+pub fn rolled_over(detail: impl Into<String>) -> Error {
+    Error::OplogRolledOver(detail.into())
+}
+
+impl OplogCapture {
+    /// Records the start and starts tailing. Call before the first collection is read.
+    pub async fn start(source: &Source, spill: SpillBuffer) -> Result<Self> {
+        let start = newest(source).await?.ts;
+        let cursor = oplog(source)
+            .find(doc! { "ts": { "$gte": start } })
+            .cursor_type(CursorType::TailableAwait)
+            .max_await_time(AWAIT)
+            .await
+            .map_err(|e| classify(source, &e))?;
+        let (stop, stopped) = watch::channel(None);
+        let task = tokio::spawn(tail(source.clone(), cursor, start, spill, stopped));
+        tracing::info!(start = %start, "oplog capture started");
+        Ok(Self {
+            start,
+            stop,
+            task: Some(task),
+            source: source.clone(),
+        })
+    }
+
+    /// Reads the end (call after the last collection), drains the tail up to it and returns
+    /// what was captured.
+    pub async fn finish(mut self) -> Result<CapturedOplog> {
+        let end = newest(&self.source).await?;
+        self.stop.send_replace(Some(end.ts));
+        let Some(task) = self.task.take() else {
+            return Err(Error::Internal(
+                "the oplog tail was already finished".into(),
+            ));
+        };
+        let (buffer, point) = task
+            .await
+            .map_err(|e| Error::Internal(format!("the oplog tail crashed: {e}")))??;
+        tracing::info!(start = %self.start, end = %point.ts, entries = buffer.documents(), spilled = buffer.spilled(), "oplog captured");
+        Ok(CapturedOplog {
+            buffer,
+            start: self.start,
+            end: point,
+        })
+    }
+}
+
+fn classify(source: &Source, e: &mongodb::error::Error) -> Error {
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) if c.code == CAPPED_POSITION_LOST => rolled_over(format!(
+            "the oplog tail's position was overwritten ({})",
+            crate::error::one_line(&c.message, 160)
+        )),
+        _ => source.error("tailing local.oplog.rs", e),
+    }
+}
+
+/// Follows the oplog into `spill` until the end is known and reached. The point in time is
+/// the last entry taken: at or after the end read (an entry once taken is never dropped),
+/// so after every collection was read.
+async fn tail(
+    source: Source,
+    mut cursor: mongodb::Cursor<RawDocumentBuf>,
+    start: Timestamp,
+    mut spill: SpillBuffer,
+    mut stop: watch::Receiver<Option<Timestamp>>,
+) -> Result<(SpillBuffer, OplogPoint)> {
+    let mut last: Option<OplogPoint> = None;
+    loop {
+        let end = *stop.borrow_and_update();
+        if let (Some(end), Some(last)) = (end, last) {
+            if key(last.ts) >= key(end) {
+                return Ok((spill, last));
+            }
+        }
+        // The cursor keeps an interrupted getMore's future, so leaving `advance` for the
+        // stop signal and coming back loses nothing.
+        let more = tokio::select! {
+            more = cursor.advance() => more.map_err(|e| classify(&source, &e))?,
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return Err(Error::Interrupted("the oplog tail was abandoned".into()));
+                }
+                continue;
+            }
+        };
+        if !more {
+            return Err(rolled_over(
+                "the server closed the oplog tail, as it does when the tail's position is overwritten",
+            ));
+        }
+        let raw = cursor.current();
+        let ts = raw.get_timestamp("ts").map_err(|_| Error::Mongo {
+            target: source.target().to_string(),
+            command: "tailing local.oplog.rs".into(),
+            detail: "an oplog entry has no ts timestamp".into(),
+        })?;
+        if last.is_none() && key(ts) != key(start) {
+            return Err(rolled_over(format!(
+                "the first entry still in the oplog is {ts}, after the start {start}"
+            )));
+        }
+        // Past the end: the entries up to here are all taken (the end was read after every
+        // collection, so a tail already past it had taken everything before it).
+        if let (Some(end), Some(l)) = (*stop.borrow(), last) {
+            if key(ts) > key(end) {
+                return Ok((spill, l));
+            }
+        }
+        let wall = match raw.get("wall") {
+            Ok(Some(bson::RawBsonRef::DateTime(d))) => Some(d),
+            _ => None,
+        };
+        spill.push(raw.as_bytes()).map_err(|e| {
+            Error::Internal(format!(
+                "cannot keep the captured oplog in a temporary file: {e}; free space in the temporary directory (TMPDIR)"
+            ))
+        })?;
+        last = Some(OplogPoint { ts, wall });
+    }
+}
