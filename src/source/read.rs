@@ -88,7 +88,27 @@ pub async fn read_collection(
     if batch.documents > 0 {
         send(tx, batch).await?;
     }
+    if total == 0 && vanished(source, db, collection).await {
+        // As mongodump: its metadata is already in the prelude, so it stays in the archive,
+        // empty. Said out loud, because an empty collection is otherwise unremarkable.
+        tracing::warn!(
+            ns = %ns,
+            "collection dropped during the backup: kept with its metadata and no documents"
+        );
+    }
     Ok(total)
+}
+
+/// Whether a collection listed at the start is gone now (a `find` on a missing collection
+/// is not an error, just empty). Unknown counts as present: this only decides a warning.
+async fn vanished(source: &Source, db: &str, collection: &str) -> bool {
+    source
+        .client
+        .database(db)
+        .list_collection_names()
+        .filter(doc! { "name": collection })
+        .await
+        .is_ok_and(|names| names.is_empty())
 }
 
 async fn send(tx: &mpsc::Sender<Batch>, batch: Batch) -> Result<()> {

@@ -262,7 +262,13 @@ pub async fn assert_promise_kept(
         assert!(line.contains(c), "the error does not name {c:?}: {line}");
     }
     assert!(run.stdout.trim().is_empty(), "stdout: {}", run.stdout);
+    assert_no_secret("the failed run's output", run.all_output().as_bytes());
+    assert_destination_kept(dest, before, leftover).await;
+}
 
+/// The destination half of the promise: nothing that was there changed, nothing new looks
+/// complete, no upload is left open, no secret was stored, and the previous backup verifies.
+pub async fn assert_destination_kept(dest: &Dest, before: &Snapshot, leftover: Leftover) {
     let after = dest.snapshot().await;
     assert!(
         after.uploads.is_empty(),
@@ -310,7 +316,6 @@ pub async fn assert_promise_kept(
             }
         }
     }
-    assert_no_secret("the failed run's output", run.all_output().as_bytes());
     for (key, bytes) in dest.contents().await {
         assert_no_secret(&key, &bytes);
     }
@@ -450,7 +455,10 @@ async fn mongodb_authentication_revoked_between_commands() {
         &before,
         &run,
         3,
-        &["the user lacks the privilege to read collections on bench_", "grant it"],
+        &[
+            "the user lacks the privilege to read collections on bench_",
+            "grant it",
+        ],
         Leftover::Nothing,
     )
     .await;
@@ -643,4 +651,181 @@ fn fs_available(path: &Path) -> u64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// Not a failure: mongodump keeps a collection that vanishes between listCollections and its
+/// read (its metadata is already in the archive's prelude) with no documents, and a
+/// collection created after listCollections is simply not in this backup.
+#[tokio::test]
+async fn a_collection_dropped_during_the_dump_succeeds_with_a_warning_and_one_created_is_absent() {
+    let server = bench_server("bench:8MiB").await;
+    let uri = source_uri(&server);
+    let dest = Dest::dir();
+    previous_backup(&uri, &dest).await;
+    let Dest::Dir { dir, .. } = &dest else {
+        unreachable!()
+    };
+    let manifest = |id: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(id).join("manifest.json")).unwrap())
+            .unwrap()
+    };
+    // With one collection read at a time, the last namespace of the plan is read last.
+    let previous = manifest(PREVIOUS_ID);
+    let last = previous["namespaces"].as_array().unwrap().last().unwrap();
+    let (db, coll) = (
+        last["db"].as_str().unwrap().to_string(),
+        last["collection"].as_str().unwrap().to_string(),
+    );
+    assert!(last["documents"].as_u64().unwrap() > 0);
+
+    server.faults().delay_batches(Duration::from_millis(100));
+    let mut run = spawn_backup(&uri, &dest);
+    wait_inside_the_dump(&mut run, &server, 2).await;
+    server
+        .run_command(&db, bson::doc! { "drop": &coll })
+        .await
+        .unwrap();
+    server
+        .run_command(
+            &db,
+            bson::doc! { "insert": "arrived_late", "documents": [{ "_id": 1 }] },
+        )
+        .await
+        .unwrap();
+    let run = run.finish(RUN_LIMIT).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    let m = manifest(FAILED_ID);
+    let namespaces = m["namespaces"].as_array().unwrap();
+    let dropped = namespaces
+        .iter()
+        .find(|n| n["db"] == db.as_str() && n["collection"] == coll.as_str())
+        .expect("the dropped collection keeps its place");
+    assert_eq!(dropped["documents"], 0);
+    assert!(!namespaces.iter().any(|n| n["collection"] == "arrived_late"));
+    let warnings: Vec<serde_json::Value> = run
+        .log_records()
+        .into_iter()
+        .filter(|r| r["level"] == "WARN")
+        .collect();
+    assert!(
+        warnings.iter().any(|w| {
+            w["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("collection dropped during the backup")
+                && w["fields"]["ns"] == format!("{db}.{coll}").as_str()
+        }),
+        "{}",
+        run.stderr
+    );
+    let verify = run_nightdump(&["verify", FAILED_ID, "--from", &dest.location()], &[]).await;
+    assert_eq!(verify.code, Some(0), "{}", verify.stderr);
+}
+
+#[tokio::test]
+async fn lambda_deadline_reached() {
+    use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+    use nightdump::lambda::metrics::Captured;
+    use nightdump::lambda::secrets::SecretsManager;
+    use nightdump::lambda::{handle, Deps};
+
+    // More than one 8 MiB part of gzip at the function's level 6.
+    let server = bench_server("bench:48MiB").await;
+    let uri = source_uri(&server);
+    let dest = Dest::s3("fault-deadline").await;
+    let mut args = backup_args(&uri, &dest, PREVIOUS_AT);
+    args.extend(["--include".to_string(), "bench_shop.customers".to_string()]);
+    let previous = run_nightdump(&strs(&args), &dest.env()).await;
+    assert_eq!(previous.code, Some(0), "{}", previous.stderr);
+    let before = dest.snapshot().await;
+
+    let proxy = FaultProxy::start(Moto::shared().addr()).await;
+    let sdk = Moto::sdk_config_for(&proxy.endpoint()).await;
+    let env = [
+        ("NIGHTDUMP_TO", dest.location()),
+        ("MONGODB_URI", uri.clone()),
+        ("NIGHTDUMP_ALLOW_PLAIN_URI", "1".into()),
+        ("NIGHTDUMP_ALLOW_INCONSISTENT", "true".into()),
+        ("NIGHTDUMP_CONNECT_TIMEOUT", "2s".into()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "nightdump-test".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let deps = Deps {
+        env,
+        sdk: sdk.clone(),
+        secrets: SecretsManager::new(&sdk),
+        metrics: Captured::default(),
+    };
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(30);
+    let mut context = Context::default();
+    context.request_id = "deadline-test".into();
+    context.deadline = deadline
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let event = LambdaEvent::new(serde_json::json!({ "scheduled_at": FAILED_AT }), context);
+
+    // Once the first part is on its way, the source stalls, so the deadline strikes with a
+    // multipart upload open.
+    proxy.hold_part_uploads(true);
+    let run = handle(event, &deps);
+    tokio::pin!(run);
+    let result = tokio::select! {
+        result = &mut run => panic!("the run ended before its first part: {result:?}"),
+        _ = proxy.wait_parts_held(1) => {
+            server.faults().delay_batches(Duration::from_secs(3600));
+            proxy.hold_part_uploads(false);
+            tokio::time::timeout(Duration::from_secs(120), run).await.expect("the deadline ends the run")
+        }
+    };
+    assert!(
+        std::time::SystemTime::now() < deadline,
+        "the function ran past its deadline, where Lambda would have killed it"
+    );
+    let d: Diagnostic = result.unwrap_err().into();
+    assert_eq!(d.error_type, "DeadlineReached", "{}", d.error_message);
+    assert!(!d.error_message.contains('\n'), "{}", d.error_message);
+    assert!(d.error_message.contains(FAILED_ID), "{}", d.error_message);
+    assert_no_secret("the Lambda's error", d.error_message.as_bytes());
+    let records: Vec<serde_json::Value> = deps
+        .metrics
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["BackupSuccess"], 0);
+    assert_eq!(records[0]["ErrorType"], "DeadlineReached");
+    assert_destination_kept(&dest, &before, Leftover::Nothing).await;
+}
+
+#[tokio::test]
+async fn mongodb_unreachable_at_the_start() {
+    let server = bench_server("bench:1MiB").await;
+    let dest = Dest::dir();
+    let before = previous_backup(&source_uri(&server), &dest).await;
+    // A port nothing listens on any more.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let uri = format!("mongodb://backup:{PASSWORD_IN_URI}@127.0.0.1:{port}/?directConnection=true");
+    let run = spawn_backup(&uri, &dest).finish(RUN_LIMIT).await;
+    // --connect-timeout 5s: it gives up then, not after the driver's 30 s default.
+    assert!(run.elapsed < Duration::from_secs(15), "{:?}", run.elapsed);
+    assert_promise_kept(
+        &dest,
+        &before,
+        &run,
+        3,
+        &[
+            &format!("cannot reach MongoDB at mongodb://backup:***@127.0.0.1:{port}/"),
+            "Check host, port",
+        ],
+        Leftover::Nothing,
+    )
+    .await;
 }

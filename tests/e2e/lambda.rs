@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
-use mongo_test_server::{Seed, ServerConfig};
 use nightdump::lambda::destination::failure_record;
 use nightdump::lambda::metrics::Captured;
 use nightdump::lambda::secrets::SecretsManager;
@@ -381,65 +380,6 @@ async fn bad_configuration_and_events_fail_before_any_connection() {
     let diag = assert_clean_failure(&error, "InvalidConfiguration");
     assert!(diag.error_message.contains("paralell"));
     assert!(aws.keys(&bucket).await.is_empty());
-}
-
-#[tokio::test]
-async fn deadline_aborts_the_upload_and_leaves_nothing_that_looks_complete() {
-    // Enough data that the archive needs a multipart upload (parts of 8 MiB, gzip ~4x).
-    let server = mongo_test_server::start(ServerConfig {
-        seed: Seed::Bench { bytes: 80 << 20 },
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
-    let aws = Aws::new().await;
-    let bucket = Moto::shared().create_bucket("lambda-deadline").await;
-    let mut env = template_env("unused", "unused", &aws.kms_key().await);
-    env.insert("NIGHTDUMP_TO".into(), format!("s3://{bucket}/{PREFIX}"));
-    env.remove("NIGHTDUMP_MONGODB_SECRET_ARN");
-    env.insert("MONGODB_URI".into(), server.uri());
-    env.insert("NIGHTDUMP_ALLOW_PLAIN_URI".into(), "1".into());
-    let deps = deps(&aws, env);
-
-    let run = handle(
-        event(
-            json!({"scheduled_at": "2026-11-26T03:00:00Z"}),
-            Duration::from_secs(25),
-        ),
-        &deps,
-    );
-    tokio::pin!(run);
-    // Once a multipart upload exists, stall the source so the deadline strikes mid-upload.
-    // moto offers no notification, so its state is polled.
-    let mut stalled = false;
-    let result = loop {
-        tokio::select! {
-            result = &mut run => break result,
-            _ = tokio::time::sleep(Duration::from_millis(100)), if !stalled => {
-                if !aws.multipart_uploads(&bucket).await.is_empty() {
-                    server.faults().delay_batches(Duration::from_secs(3600));
-                    stalled = true;
-                }
-            }
-        }
-    };
-    assert!(
-        stalled,
-        "the run ended before a multipart upload was seen: {result:?}"
-    );
-    let error = result.unwrap_err();
-    let d = assert_clean_failure(&error, "DeadlineReached");
-    assert!(
-        d.error_message.contains("20261126T030000Z"),
-        "{}",
-        d.error_message
-    );
-    assert!(aws.multipart_uploads(&bucket).await.is_empty());
-    assert!(aws.keys(&bucket).await.is_empty());
-    let records = emf(&deps);
-    assert_eq!(records.len(), 1);
-    assert_eq!(records[0]["BackupSuccess"], 0);
-    assert_eq!(records[0]["ErrorType"], "DeadlineReached");
 }
 
 #[tokio::test]

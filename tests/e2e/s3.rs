@@ -1,6 +1,5 @@
-//! Backups into S3 (moto on loopback): SSE-KMS, verify, and the promises kept when S3 fails.
-
-use std::time::Duration;
+//! Backups into S3 (moto on loopback): SSE-KMS, verify, a missing bucket. What a failing S3
+//! does to a backup is in the fault suite (`faults.rs`).
 
 use nightdump::backup;
 use nightdump::catalog::Selector;
@@ -9,7 +8,6 @@ use nightdump::store::{Destination, S3Options, Sse, Store};
 use nightdump::Error;
 
 use crate::harness::*;
-use crate::support::fault_proxy::FaultProxy;
 use crate::support::moto::Moto;
 
 async fn s3_store(endpoint: &str, bucket: &str, sse: Sse, part_size: usize) -> (Store, S3Options) {
@@ -141,78 +139,6 @@ async fn backup_to_s3_with_sse_kms_is_complete_and_verifiable() {
         .unwrap();
     assert_eq!(report.sha256, m.archive.sha256);
     assert_eq!(multipart_uploads(moto, &bucket).await, 0);
-}
-
-#[tokio::test]
-async fn s3_stopping_mid_upload_fails_the_backup_and_leaves_no_upload_or_manifest() {
-    let moto = Moto::shared();
-    let bucket = moto.create_bucket("backup-cut").await;
-    let proxy = FaultProxy::start(moto.addr()).await;
-    // One attempt per request: the outage below must fail the part upload rather than be
-    // ridden out by the SDK's retries (which the store tests cover).
-    let (store, s3) = s3_store_with(
-        &proxy.endpoint(),
-        &bucket,
-        S3Options {
-            force_path_style: true,
-            part_size: nightdump::store::MIN_PART_SIZE,
-            max_attempts: 1,
-            // A request caught by the cut may wait for an answer that never comes.
-            attempt_timeout: Duration::from_secs(5),
-            ..S3Options::default()
-        },
-    )
-    .await;
-
-    // Enough poorly compressible data for several 5 MiB parts, read slowly so the cut lands
-    // mid-upload.
-    let server = mongo_test_server::start(mongo_test_server::ServerConfig {
-        seed: "bench:48MiB".parse().unwrap(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    // Cursor replies are ~2 MiB, so 48 MiB is a few dozen batches: slow enough with this delay
-    // that S3 can be cut after the first part and well before the last.
-    server.faults().delay_batches(Duration::from_millis(250));
-    let mut opts = options(&server.uri());
-    opts.s3 = s3;
-    opts.compression_level = 1;
-    let run = tokio::spawn({
-        let store = store.clone();
-        async move { backup::run(&opts, &store, &progress()).await }
-    });
-    // Wait until the multipart upload has started and at least one part went through.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while multipart_uploads(moto, &bucket).await == 0 || proxy.requests_forwarded() < 3 {
-        assert!(std::time::Instant::now() < deadline, "upload never started");
-        assert!(
-            !run.is_finished(),
-            "the backup finished before S3 could be stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // S3 goes away for a moment: the part uploads in flight fail, the backup fails, and the
-    // abort, retried with backoff, gets through once S3 is back.
-    proxy.stop();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    proxy.resume();
-    let err = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the backup gives up")
-        .unwrap()
-        .unwrap_err();
-    assert!(matches!(err, Error::Store(_)), "{err}");
-    assert_eq!(err.to_string().lines().count(), 1);
-    assert_eq!(
-        multipart_uploads(moto, &bucket).await,
-        0,
-        "unfinished multipart upload left"
-    );
-    assert!(
-        keys(moto, &bucket).await.is_empty(),
-        "a failed backup left objects"
-    );
 }
 
 #[tokio::test]
