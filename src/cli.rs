@@ -95,7 +95,7 @@ pub struct BackupArgs {
     #[arg(long, default_value_t = 6, allow_negative_numbers = true, value_parser = whole_number::<u32>)]
     pub compression_level: u32,
     /// How long to wait for a reachable server before giving up.
-    #[arg(long, default_value = "30s")]
+    #[arg(long, default_value = "30s", allow_hyphen_values = true)]
     pub connect_timeout: String,
     /// Server-side encryption for S3: none, s3 (AES256) or kms.
     #[arg(long, env = "NIGHTDUMP_SSE")]
@@ -150,7 +150,7 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub from: FromArgs,
     /// Exit with code 7 when the last success is older than this (e.g. 26h).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub max_age: Option<String>,
     #[arg(long)]
     pub json: bool,
@@ -261,7 +261,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub no_verify_first: bool,
     /// How long to wait for a reachable server before giving up.
-    #[arg(long, default_value = "30s")]
+    #[arg(long, default_value = "30s", allow_hyphen_values = true)]
     pub connect_timeout: String,
     #[command(flatten)]
     pub identity: IdentityArgs,

@@ -344,6 +344,135 @@ pub fn cli_rows(f: &Fixture) -> Vec<Row> {
             "--grace",
         ),
     ]
+    .into_iter()
+    .chain(encryption_lock_and_oplog_rows(f))
+    .collect()
+}
+
+/// Client-side encryption, Object Lock and the oplog: options added after the first table.
+fn encryption_lock_and_oplog_rows(f: &Fixture) -> Vec<Row> {
+    let d = f.path("dest");
+    let s3 = |extra: &[&str]| {
+        let uri = uri();
+        let mut args = vec!["backup", "--uri", &uri, "--to", "s3://bkt/p"];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let row = |args: Vec<String>, exit_code: i32, message: &str| Row {
+        input: Input::Cli(args),
+        exit_code,
+        message: message.to_string(),
+    };
+    vec![
+        backup(
+            f,
+            &["--connect-timeout", "-5s"],
+            2,
+            "--connect-timeout '-5s' is not a duration",
+        ),
+        backup(
+            f,
+            &["--no-oplog"],
+            2,
+            "--no-oplog leaves the backup inconsistent",
+        ),
+        backup(
+            f,
+            &["--encrypt", "kms:"],
+            2,
+            "--encrypt: '' is not a KMS key",
+        ),
+        backup(
+            f,
+            &["--encrypt", "kms:not a key"],
+            2,
+            "--encrypt: 'not a key' is not a KMS key",
+        ),
+        backup(
+            f,
+            &["--object-lock", "compliance", "--retain-for", "30d"],
+            2,
+            "--object-lock needs an S3 destination",
+        ),
+        cli(
+            &["backup", "--uri", &uri(), "--to", "s3://b/p"],
+            2,
+            "invalid S3 bucket name \"b\"",
+        ),
+        row(
+            s3(&["--object-lock", "sometimes", "--retain-for", "30d"]),
+            2,
+            "'sometimes' is not an Object Lock mode",
+        ),
+        row(
+            s3(&["--object-lock", "governance"]),
+            2,
+            "--object-lock needs --retain-for",
+        ),
+        row(
+            s3(&["--object-lock", "governance", "--retain-for", "xx"]),
+            2,
+            "--retain-for 'xx' is not a duration",
+        ),
+        row(
+            s3(&["--retain-for", "30d"]),
+            2,
+            "--retain-for needs --object-lock",
+        ),
+        cli(
+            &["status", "--from", &d, "--max-age", "-1h"],
+            2,
+            "--max-age '-1h' is not a duration",
+        ),
+        cli(
+            &[
+                "restore",
+                "--archive",
+                &f.path("wrong-key.txt"),
+                "--uri",
+                &uri(),
+            ],
+            6,
+            "does not appear to be a mongodump archive",
+        ),
+        cli(
+            &["restore", "--from", &d, "--uri", &uri(), "--preserve-uuid"],
+            2,
+            "--preserve-uuid needs --drop",
+        ),
+        cli(
+            &[
+                "restore",
+                "--from",
+                &d,
+                "--uri",
+                &uri(),
+                "--oplog-limit",
+                "yesterday",
+            ],
+            2,
+            "'yesterday' is not an oplog time",
+        ),
+        cli(
+            &[
+                "restore",
+                "--from",
+                &d,
+                "--uri",
+                &uri(),
+                "--oplog-limit",
+                "1764039600",
+                "--no-oplog-replay",
+            ],
+            2,
+            "'--oplog-limit <TIME>' cannot be used with '--no-oplog-replay'",
+        ),
+        cli(
+            &["prune", "--from", &d],
+            2,
+            "prune needs at least one keep rule",
+        ),
+    ]
 }
 
 /// The template's environment, valid: each env row changes one thing.
@@ -471,6 +600,38 @@ pub fn env_rows() -> Vec<Row> {
         env(
             &[("NIGHTDUMP_ENCRYPT", Some("rot13:x"))],
             "NIGHTDUMP_ENCRYPT",
+        ),
+        env(&[("NIGHTDUMP_ENCRYPT", Some("kms:"))], "NIGHTDUMP_ENCRYPT"),
+        env(
+            &[("NIGHTDUMP_ALLOW_INCONSISTENT", Some("maybe"))],
+            "NIGHTDUMP_ALLOW_INCONSISTENT='maybe' is not a switch",
+        ),
+        env(&[("NIGHTDUMP_PRUNE", Some("daily"))], "NIGHTDUMP_PRUNE"),
+        env(
+            &[("NIGHTDUMP_PRUNE", Some("keep-daily=0"))],
+            "NIGHTDUMP_PRUNE",
+        ),
+        env(
+            &[("NIGHTDUMP_OBJECT_LOCK", Some("governance"))],
+            "NIGHTDUMP_RETAIN_FOR",
+        ),
+        env(
+            &[
+                ("NIGHTDUMP_OBJECT_LOCK", Some("sometimes")),
+                ("NIGHTDUMP_RETAIN_FOR", Some("30d")),
+            ],
+            "NIGHTDUMP_OBJECT_LOCK",
+        ),
+        env(
+            &[
+                ("NIGHTDUMP_OBJECT_LOCK", Some("governance")),
+                ("NIGHTDUMP_RETAIN_FOR", Some("xx")),
+            ],
+            "NIGHTDUMP_RETAIN_FOR",
+        ),
+        env(
+            &[("NIGHTDUMP_RETAIN_FOR", Some("30d"))],
+            "NIGHTDUMP_OBJECT_LOCK",
         ),
     ]
 }
