@@ -106,10 +106,18 @@ pub struct BackupArgs {
     /// S3 storage class (e.g. STANDARD_IA).
     #[arg(long, env = "NIGHTDUMP_STORAGE_CLASS")]
     pub storage_class: Option<String>,
-    /// Encrypt the archive before it is stored: age:<recipient> (an age1… public key).
-    /// Repeatable: any one of the recipients' identities decrypts.
-    #[arg(long = "encrypt", value_name = "age:RECIPIENT")]
+    /// Encrypt the archive before it is stored: age:<recipient> (an age1… public key,
+    /// repeatable: any one of the recipients' identities decrypts), or kms:<key-id> (envelope
+    /// encryption with a data key from AWS KMS; key id, ARN or alias/NAME).
+    #[arg(long = "encrypt", value_name = "age:RECIPIENT|kms:KEY")]
     pub encrypt: Vec<String>,
+    /// S3 Object Lock on every object of the backup: governance or compliance (the bucket
+    /// must have Object Lock enabled). Needs --retain-for.
+    #[arg(long, env = "NIGHTDUMP_OBJECT_LOCK", value_name = "MODE")]
+    pub object_lock: Option<String>,
+    /// How long each object is locked, from the backup's start (e.g. 35d).
+    #[arg(long, env = "NIGHTDUMP_RETAIN_FOR", value_name = "SPAN")]
+    pub retain_for: Option<String>,
     /// Back up a source that cannot be made consistent to one point in time (a standalone
     /// server, a mongos, or --no-oplog) instead of refusing; each collection is then as of
     /// its own read.
@@ -370,6 +378,20 @@ impl BackupArgs {
         let uri = ConnectionString::parse(uri).map_err(Error::Invalid)?;
         let destination = parse_destination("--to", &self.to)?;
         let sse = parse_sse(self.sse.as_deref(), self.kms_key_id.clone())?;
+        let object_lock = crate::store::ObjectLock::parse(
+            "--object-lock",
+            self.object_lock.as_deref(),
+            "--retain-for",
+            self.retain_for.as_deref(),
+        )
+        .map_err(Error::Invalid)?;
+        if object_lock.is_some() && matches!(destination, Destination::Local { .. }) {
+            return Err(Error::invalid(format!(
+                "--object-lock needs an S3 destination; {destination} is a directory: back up to s3://BUCKET/PREFIX or leave out --object-lock"
+            )));
+        }
+        let mut s3 = s3_options(&self.store, sse, self.storage_class.clone());
+        s3.object_lock = object_lock;
         let options = BackupOptions {
             source: SourceOptions {
                 uri,
@@ -394,7 +416,7 @@ impl BackupArgs {
                 .transpose()?,
             compression_level: self.compression_level,
             deadline: None,
-            s3: s3_options(&self.store, sse, self.storage_class.clone()),
+            s3,
             encrypt: crate::crypto::Encrypt::parse_all("--encrypt", &self.encrypt)?,
             oplog: !self.no_oplog,
             allow_inconsistent: self.allow_inconsistent,

@@ -146,6 +146,18 @@ pub struct Storage {
     pub kms_key_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
+    /// S3 Object Lock retention of the archive and this manifest, when the backup is locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLock {
+    /// `governance` or `compliance`.
+    pub mode: String,
+    /// RFC 3339, UTC: no version of the backup's objects can be deleted before then.
+    pub retain_until: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +279,7 @@ mod tests {
                 sse: "aws:kms".into(),
                 kms_key_id: Some("k".into()),
                 storage_class: None,
+                object_lock: None,
             },
             point_in_time: None,
             namespaces: vec![NamespaceEntry {

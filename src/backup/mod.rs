@@ -138,6 +138,11 @@ async fn run_new(
     manifest_key: &str,
 ) -> Result<BackupOutcome> {
     let clock = Instant::now();
+    // The data key comes first: a wrong or refused KMS key fails before MongoDB is touched.
+    let prepared = match &options.encrypt {
+        Some(e) => Some(e.prepare(&id.to_string()).await?),
+        None => None,
+    };
     let source = Source::connect(&options.source).await?;
     tracing::info!(target_uri = source.target(), server_version = %source.server_version, topology = source.topology.name(), "connected");
     // The start position is taken before the first read, discovery included.
@@ -149,16 +154,16 @@ async fn run_new(
     );
     tracing::info!(namespaces = plans.len(), backup_id = %id, "discovered");
 
-    let (archive_name, wrap_sink, encryption) = match &options.encrypt {
-        Some(e) => (
-            e.archive_name(),
-            Some(e.sink_wrapper()?),
-            e.manifest_entry(),
-        ),
+    let (archive_name, wrap_sink, encryption) = match prepared {
+        Some(p) => (p.archive_name, Some(p.wrap), p.encryption),
         None => (ARCHIVE_NAME.to_string(), None, manifest::Encryption::none()),
     };
     let archive_key = id.archive_key(&archive_name);
-    let mut upload = store.start_upload(&archive_key).await?;
+    // One retention for every object of the backup, counted from its start.
+    let retention = options.s3.object_lock.map(|l| l.retention_from(started));
+    let mut upload = store
+        .start_upload_retained(&archive_key, retention.as_ref())
+        .await?;
     let settings = pipeline::DumpSettings {
         parallel: options.parallel,
         compression_level: options.compression_level,
@@ -279,13 +284,22 @@ async fn run_new(
             sse,
             kms_key_id,
             storage_class: options.s3.storage_class.clone().filter(|_| is_s3),
+            object_lock: retention.map(|r| manifest::ObjectLock {
+                mode: r.mode.to_string(),
+                retain_until: format_time(r.until),
+            }),
         },
         point_in_time,
         namespaces,
         totals,
     };
     match store
-        .put(manifest_key, Bytes::from(manifest.to_json()), true)
+        .put_retained(
+            manifest_key,
+            Bytes::from(manifest.to_json()),
+            true,
+            retention.as_ref(),
+        )
         .await
     {
         Ok(()) => {}

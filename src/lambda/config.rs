@@ -25,20 +25,19 @@ pub const S3_PATH_STYLE: &str = "NIGHTDUMP_S3_PATH_STYLE";
 pub const PLAIN_URI: &str = "MONGODB_URI";
 pub const ALLOW_PLAIN_URI: &str = "NIGHTDUMP_ALLOW_PLAIN_URI";
 pub const FUNCTION_NAME: &str = "AWS_LAMBDA_FUNCTION_NAME";
-/// `age:<recipient>`, comma-separated for several recipients.
+/// `age:<recipient>`, comma-separated for several recipients, or `kms:<key-id>`.
 pub const ENCRYPT: &str = "NIGHTDUMP_ENCRYPT";
 /// `true` backs up a standalone server or a mongos, which cannot be made consistent to one
 /// point in time; off by default, so a replica set's backups stay point-in-time.
 pub const ALLOW_INCONSISTENT: &str = "NIGHTDUMP_ALLOW_INCONSISTENT";
 
-/// Settings the template already passes for features this version does not have. A value
-/// must fail the run rather than be ignored: a backup believed encrypted or locked that is
-/// not would be worse than no backup.
-const UNSUPPORTED: &[(&str, &str)] = &[
-    ("NIGHTDUMP_PRUNE", "pruning"),
-    ("NIGHTDUMP_OBJECT_LOCK", "S3 Object Lock"),
-    ("NIGHTDUMP_RETAIN_FOR", "Object Lock retention"),
-];
+/// A retention policy applied after each successful backup, as `nightdump prune` options
+/// without dashes: `keep-daily=7,keep-weekly=4,keep-monthly=12`. Empty: no pruning.
+pub const PRUNE: &str = "NIGHTDUMP_PRUNE";
+/// `governance` or `compliance`: S3 Object Lock on every object of each backup.
+pub const OBJECT_LOCK: &str = "NIGHTDUMP_OBJECT_LOCK";
+/// How long each object is locked, e.g. `35d`.
+pub const RETAIN_FOR: &str = "NIGHTDUMP_RETAIN_FOR";
 
 const DEFAULT_PARALLEL: usize = 4;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,6 +71,8 @@ pub struct LambdaConfig {
     pub encrypt: Option<crate::crypto::Encrypt>,
     /// Back up sources that cannot be made consistent to one point in time.
     pub allow_inconsistent: bool,
+    /// The retention policy applied after a successful backup.
+    pub prune: Option<crate::prune::Policy>,
 }
 
 fn get<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
@@ -92,13 +93,6 @@ impl LambdaConfig {
     /// Parses and validates every setting; the first bad one is reported, naming its
     /// variable and the fix.
     pub fn from_env(env: &HashMap<String, String>) -> Result<LambdaConfig> {
-        for (name, feature) in UNSUPPORTED {
-            if get(env, name).is_some() {
-                return Err(Error::invalid(format!(
-                    "{name} is set but {feature} is not supported by this version of nightdump: leave it empty or deploy a version that supports it"
-                )));
-            }
-        }
         let destination = parse_destination(env)?;
         let uri = parse_uri_source(env)?;
         let s3 = parse_s3(env)?;
@@ -127,7 +121,11 @@ impl LambdaConfig {
             }
         };
         let allow_inconsistent = flag(env, ALLOW_INCONSISTENT)?;
+        let prune = get(env, PRUNE)
+            .map(|spec| crate::prune::cli::parse_policy(PRUNE, spec))
+            .transpose()?;
         Ok(LambdaConfig {
+            prune,
             encrypt,
             allow_inconsistent,
             destination,
@@ -197,7 +195,15 @@ fn is_secret_arn(arn: &str) -> bool {
 
 fn parse_s3(env: &HashMap<String, String>) -> Result<S3Options> {
     let sse = parse_sse(get(env, SSE), get(env, KMS_KEY_ID))?;
+    let object_lock = crate::store::ObjectLock::parse(
+        OBJECT_LOCK,
+        get(env, OBJECT_LOCK),
+        RETAIN_FOR,
+        get(env, RETAIN_FOR),
+    )
+    .map_err(Error::Invalid)?;
     let s3 = S3Options {
+        object_lock,
         force_path_style: flag(env, S3_PATH_STYLE)?,
         sse,
         storage_class: get(env, STORAGE_CLASS).map(str::to_string),
@@ -337,7 +343,7 @@ mod tests {
             (&[(S3_PATH_STYLE, Some("yes"))], S3_PATH_STYLE),
             (&[(PLAIN_URI, Some("mongodb://h/"))], ALLOW_PLAIN_URI),
             (&[(ENCRYPT, Some("age:age1short"))], ENCRYPT),
-            (&[(ENCRYPT, Some("kms:alias/backups"))], ENCRYPT),
+            (&[(ENCRYPT, Some("kms:alias/"))], ENCRYPT),
         ];
         for (changes, variable) in cases {
             let msg = err(base(), changes);
@@ -346,15 +352,34 @@ mod tests {
     }
 
     #[test]
-    fn later_features_are_refused_when_set() {
-        for name in [
-            "NIGHTDUMP_PRUNE",
-            "NIGHTDUMP_OBJECT_LOCK",
-            "NIGHTDUMP_RETAIN_FOR",
+    fn prune_and_object_lock_are_parsed_and_checked() {
+        let mut e = base();
+        e.insert(
+            PRUNE.into(),
+            "keep-daily=7,keep-weekly=4,keep-within=30d".into(),
+        );
+        e.insert(OBJECT_LOCK.into(), "compliance".into());
+        e.insert(RETAIN_FOR.into(), "35d".into());
+        let c = LambdaConfig::from_env(&e).unwrap();
+        let policy = c.prune.expect("prune set");
+        assert_eq!((policy.daily, policy.weekly), (7, 4));
+        let lock = c.s3.object_lock.expect("lock set");
+        assert_eq!(lock.mode, crate::store::LockMode::Compliance);
+        assert_eq!(lock.retain_for.as_secs(), 35 * 86_400);
+        let c = LambdaConfig::from_env(&base()).unwrap();
+        assert!(c.prune.is_none() && c.s3.object_lock.is_none());
+        for (changes, variable) in [
+            (&[(PRUNE, Some("keep-daily=0"))][..], PRUNE),
+            (&[(PRUNE, Some("daily"))][..], PRUNE),
+            (&[(OBJECT_LOCK, Some("governance"))][..], RETAIN_FOR),
+            (&[(RETAIN_FOR, Some("35d"))][..], OBJECT_LOCK),
+            (
+                &[(OBJECT_LOCK, Some("legal")), (RETAIN_FOR, Some("35d"))][..],
+                OBJECT_LOCK,
+            ),
         ] {
-            let msg = err(base(), &[(name, Some("x"))]);
-            assert!(msg.contains(name), "{msg}");
-            assert!(msg.contains("not supported by this version"), "{msg}");
+            let msg = err(base(), changes);
+            assert!(msg.contains(variable), "{changes:?}: {msg}");
         }
     }
 

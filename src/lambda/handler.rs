@@ -21,7 +21,7 @@ use crate::store::Store;
 
 use super::config::{LambdaConfig, UriSource, COMPRESSION_LEVEL};
 use super::event::Invocation;
-use super::metrics::{MetricsSink, RunMetrics};
+use super::metrics::{MetricsSink, PruneMetrics, RunMetrics};
 use super::secrets::{connection_string_from_secret, SecretSource};
 
 /// Longest time kept back from Lambda's deadline to abort the upload and report.
@@ -101,6 +101,9 @@ pub struct Summary {
     pub scheduled_at: Option<String>,
     pub duration_seconds: f64,
     pub latest_warning: Option<String>,
+    /// The prune after the backup, when `NIGHTDUMP_PRUNE` sets a policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneSummary>,
 }
 
 /// The whole invocation. Exactly one metrics record is emitted per call.
@@ -143,6 +146,11 @@ where
             backup_id: Some(s.backup_id.clone()),
             error_type: None,
             already_existed: s.already_existed,
+            prune: s.prune.as_ref().map(|p| PruneMetrics {
+                success: p.error.is_none(),
+                removed: p.removed.len() as u64,
+                locked: p.kept_locked.len() as u64,
+            }),
         },
         Err(e) => RunMetrics {
             success: false,
@@ -152,6 +160,7 @@ where
             backup_id: None,
             error_type: Some(e.error_type.to_string()),
             already_existed: false,
+            prune: None,
         },
     };
     deps.metrics
@@ -203,7 +212,11 @@ where
             connection_string_from_secret(arn, &value)?
         }
     };
-    let options = backup_options(&config, &invocation, uri.clone(), deadline);
+    let mut options = backup_options(&config, &invocation, uri.clone(), deadline);
+    // KMS calls go through the function's own AWS configuration, as S3's do.
+    options.encrypt = options
+        .encrypt
+        .map(|e| e.with_kms(crate::crypto::Kms::from_sdk_config(&deps.sdk)));
     options
         .validate()
         .map_err(|e| HandlerError::from_error(&e, Some(&uri)))?;
@@ -225,7 +238,67 @@ where
         tracing::warn!("an unfinished upload could not be aborted in time; a bucket lifecycle rule that aborts incomplete multipart uploads will remove it");
     }
     let outcome = outcome.map_err(|e| HandlerError::from_error(&e, Some(&uri)))?;
-    Ok(summary(&config, &outcome))
+    let mut summary = summary(&config, &outcome);
+    if let Some(policy) = &config.prune {
+        summary.prune = Some(prune_after_backup(&store, policy, deadline).await);
+    }
+    Ok(summary)
+}
+
+/// What the prune after a backup did. A failure is reported here and in the metrics, never
+/// as the invocation's failure: the backup itself succeeded, and a retry would not help.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneSummary {
+    pub removed: Vec<String>,
+    /// Backups the policy removes but S3 Object Lock keeps (never sent a delete).
+    pub kept_locked: Vec<String>,
+    pub kept: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+async fn prune_after_backup(
+    store: &Store,
+    policy: &crate::prune::Policy,
+    deadline: Option<tokio::time::Instant>,
+) -> PruneSummary {
+    use crate::prune::Outcome;
+    let mut summary = PruneSummary {
+        removed: Vec::new(),
+        kept_locked: Vec::new(),
+        kept: 0,
+        error: None,
+    };
+    let result = match within(deadline, "pruning", crate::prune::run(store, policy, true)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(mut report) => {
+            summary.kept = report.keep.len();
+            for r in &report.remove {
+                match &r.outcome {
+                    Outcome::Removed => summary.removed.push(r.id.to_string()),
+                    Outcome::Locked { .. } => summary.kept_locked.push(r.id.to_string()),
+                    Outcome::Planned | Outcome::Failed { .. } => {}
+                }
+            }
+            summary.error = report.error.take().map(|e| e.to_string());
+        }
+        Err(e) => summary.error = Some(e),
+    }
+    match &summary.error {
+        Some(e) => {
+            tracing::error!(error = %e, removed = summary.removed.len(), "prune after the backup failed; the backup itself succeeded")
+        }
+        None => tracing::info!(
+            removed = summary.removed.len(),
+            kept = summary.kept,
+            kept_locked = summary.kept_locked.len(),
+            "pruned"
+        ),
+    }
+    summary
 }
 
 /// Bounds a step before the backup (which has its own deadline) by the run's deadline.
@@ -288,6 +361,7 @@ fn summary(config: &LambdaConfig, outcome: &BackupOutcome) -> Summary {
         scheduled_at: m.scheduled_at.clone(),
         duration_seconds: m.duration_seconds,
         latest_warning: outcome.latest_warning.clone(),
+        prune: None,
     }
 }
 

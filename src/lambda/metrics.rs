@@ -20,6 +20,18 @@ pub struct RunMetrics {
     pub backup_id: Option<String>,
     pub error_type: Option<String>,
     pub already_existed: bool,
+    /// The prune after the backup, when a policy is configured and the backup succeeded.
+    pub prune: Option<PruneMetrics>,
+}
+
+/// What the prune after a backup did: `PruneFailure` is alarmed on apart from the backup's
+/// own success, which a failed prune does not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneMetrics {
+    pub success: bool,
+    pub removed: u64,
+    /// Backups the policy removes but Object Lock keeps.
+    pub locked: u64,
 }
 
 impl RunMetrics {
@@ -53,6 +65,20 @@ impl RunMetrics {
             }
             if let Some(t) = &self.error_type {
                 map.insert("ErrorType".into(), Value::String(t.clone()));
+            }
+            if let Some(p) = &self.prune {
+                if let Some(list) = map
+                    .get_mut("_aws")
+                    .and_then(|a| a.pointer_mut("/CloudWatchMetrics/0/Metrics"))
+                    .and_then(Value::as_array_mut)
+                {
+                    list.push(json!({"Name": "PruneFailure", "Unit": "Count"}));
+                    list.push(json!({"Name": "BackupsPruned", "Unit": "Count"}));
+                    list.push(json!({"Name": "BackupsKeptLocked", "Unit": "Count"}));
+                }
+                map.insert("PruneFailure".into(), json!(u8::from(!p.success)));
+                map.insert("BackupsPruned".into(), json!(p.removed));
+                map.insert("BackupsKeptLocked".into(), json!(p.locked));
             }
         }
         record.to_string()
@@ -109,6 +135,7 @@ mod tests {
             backup_id: Some("20261125T030000Z".into()),
             error_type: Some("MongoUnreachable".into()),
             already_existed: false,
+            prune: None,
         };
         let at = time::macros::datetime!(2026-11-25 03:00:01.250 UTC);
         let line = m.to_emf("nightdump-prod", at);
@@ -126,5 +153,38 @@ mod tests {
         assert_eq!(v["BackupSuccess"], 0);
         assert_eq!(v["BackupDurationSeconds"], 12.5);
         assert_eq!(v["ErrorType"], "MongoUnreachable");
+        assert!(v.get("PruneFailure").is_none());
+    }
+
+    #[test]
+    fn a_prune_adds_its_own_metrics() {
+        let m = RunMetrics {
+            success: true,
+            duration_seconds: 1.0,
+            bytes: 10,
+            documents: 1,
+            backup_id: None,
+            error_type: None,
+            already_existed: false,
+            prune: Some(PruneMetrics {
+                success: false,
+                removed: 2,
+                locked: 1,
+            }),
+        };
+        let v: Value = serde_json::from_str(&m.to_emf("f", OffsetDateTime::UNIX_EPOCH)).unwrap();
+        let names: Vec<&str> = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        for name in ["PruneFailure", "BackupsPruned", "BackupsKeptLocked"] {
+            assert!(names.contains(&name), "{names:?}");
+        }
+        assert_eq!(v["BackupSuccess"], 1);
+        assert_eq!(v["PruneFailure"], 1);
+        assert_eq!(v["BackupsPruned"], 2);
+        assert_eq!(v["BackupsKeptLocked"], 1);
     }
 }

@@ -140,7 +140,14 @@ pub async fn run(store: &Store, policy: &Policy, apply: bool) -> Result<PruneRep
         // Manifest first: a backup cut off halfway then reads as incomplete, never as a
         // complete backup whose archive is gone.
         objects.sort_by_key(|k| !k.ends_with(&format!("/{MANIFEST_NAME}")));
-        let outcome = if apply {
+        // A locked backup is never sent a delete: S3 would refuse it for the locked versions
+        // (or, without a version id, hide them behind delete markers).
+        let locked = locked_until(store, removal.id, &objects, now).await?;
+        let outcome = if let Some(until) = locked {
+            Outcome::Locked {
+                detail: format!("locked until {}", crate::layout::format_time(until)),
+            }
+        } else if apply {
             match delete_backup(store, &objects).await {
                 Ok(()) => Outcome::Removed,
                 Err(e) if is_locked(&e) => Outcome::Locked {
@@ -155,10 +162,15 @@ pub async fn run(store: &Store, policy: &Policy, apply: bool) -> Result<PruneRep
         } else {
             Outcome::Planned
         };
-        if let Outcome::Locked { .. } = outcome {
+        if let Outcome::Locked { detail } = &outcome {
+            let reason = if locked.is_some() {
+                detail.clone()
+            } else {
+                "locked".into()
+            };
             report.keep.push(Kept {
                 id: removal.id,
-                reasons: vec!["locked".into()],
+                reasons: vec![reason],
             });
         }
         report.remove.push(RemovalResult {
@@ -170,6 +182,44 @@ pub async fn run(store: &Store, policy: &Policy, apply: bool) -> Result<PruneRep
     }
     report.keep.sort_by_key(|b| std::cmp::Reverse(b.id));
     Ok(report)
+}
+
+/// When the newest Object Lock retention on a backup's objects ends, if that is after `now`:
+/// the manifest's record, and each object's own retention where the destination tells it
+/// (a backup cut off before its manifest has only the latter).
+async fn locked_until(
+    store: &Store,
+    id: BackupId,
+    objects: &[String],
+    now: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>> {
+    let mut until: Option<OffsetDateTime> = None;
+    let mut later = |t: OffsetDateTime| {
+        if t > now && until.is_none_or(|u| t > u) {
+            until = Some(t);
+        }
+    };
+    if let Some(bytes) = store.get(&id.manifest_key()).await? {
+        if let Ok(m) = crate::manifest::Manifest::parse(&bytes) {
+            if let Some(t) = m
+                .storage
+                .object_lock
+                .and_then(|l| crate::layout::parse_time(&l.retain_until).ok())
+            {
+                later(t);
+            }
+        }
+    }
+    for key in objects {
+        match store.retention(key).await {
+            Ok(Some(r)) => later(r.until),
+            Ok(None) => {}
+            // A role without s3:GetObjectRetention still prunes by the manifest's record.
+            Err(StoreError::AccessDenied { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(until)
 }
 
 async fn delete_backup(store: &Store, objects: &[String]) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+
 use nightdump::lambda::destination::failure_record;
 use nightdump::lambda::metrics::Captured;
 use nightdump::lambda::secrets::SecretsManager;
@@ -363,7 +364,7 @@ async fn bad_configuration_and_events_fail_before_any_connection() {
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:never-read-AbCdEf",
         "arn:aws:kms:us-east-1:123456789012:key/k",
     );
-    env.insert("NIGHTDUMP_PRUNE".into(), "keep-daily=7".into());
+    env.insert("NIGHTDUMP_PRUNE".into(), "keep-daily=0".into());
     let d = deps(&aws, env.clone());
     let error = handle(event(json!({}), Duration::from_secs(60)), &d)
         .await
@@ -511,4 +512,121 @@ async fn failed_run_reaches_the_alert_topic_subscribers_with_the_cause_and_the_f
     assert_eq!(message["requestPayload"]["time"], "2026-11-25T03:00:00Z");
     assert_eq!(message["requestPayload"]["source"], "aws.scheduler");
     assert!(aws.keys(&bucket).await.is_empty());
+}
+
+/// Runs the function for each schedule time with `env`; the summaries.
+async fn run_at(deps: &Deps<SecretsManager, Captured>, times: &[&str]) -> Vec<Summary> {
+    let mut out = Vec::new();
+    for t in times {
+        out.push(
+            handle(event(scheduler_event(t), Duration::from_secs(600)), deps)
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_configured_policy_prunes_after_a_successful_backup() {
+    let source = crate::harness::demo_source().await;
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-prune").await;
+    let key = aws.kms_key().await;
+    let arn = aws
+        .secret(
+            &format!("{bucket}-mongo"),
+            &json!({ "uri": source.uri }).to_string(),
+        )
+        .await;
+    let mut env = template_env(&bucket, &arn, &key);
+    // Two runs without a policy leave two backups.
+    let plain = deps(&aws, env.clone());
+    run_at(&plain, &["2026-11-23T03:00:00Z", "2026-11-24T03:00:00Z"]).await;
+    assert_eq!(aws.keys(&bucket).await.len(), 5);
+
+    env.insert("NIGHTDUMP_PRUNE".into(), "keep-last=2".into());
+    let pruning = deps(&aws, env);
+    let summaries = run_at(&pruning, &["2026-11-25T03:00:00Z"]).await;
+    let prune = summaries[0].prune.as_ref().expect("the run pruned");
+    assert_eq!(prune.removed, vec!["20261123T030000Z".to_string()]);
+    assert!(prune.kept_locked.is_empty() && prune.error.is_none());
+    assert_eq!(prune.kept, 2);
+    let keys = aws.keys(&bucket).await;
+    assert!(
+        !keys.iter().any(|k| k.contains("20261123T030000Z")),
+        "{keys:?}"
+    );
+    assert!(keys
+        .iter()
+        .any(|k| k.ends_with("20261124T030000Z/manifest.json")));
+    assert!(keys
+        .iter()
+        .any(|k| k.ends_with("20261125T030000Z/manifest.json")));
+    let r = &emf(&pruning)[0];
+    assert_eq!(r["BackupSuccess"], 1);
+    assert_eq!(r["PruneFailure"], 0);
+    assert_eq!(r["BackupsPruned"], 1);
+    let returned = serde_json::to_value(&summaries[0]).unwrap();
+    assert_eq!(returned["prune"]["removed"], json!(["20261123T030000Z"]));
+    // Without a policy the response and the metrics say nothing of pruning.
+    assert!(emf(&plain)[0].get("PruneFailure").is_none());
+}
+
+#[tokio::test]
+async fn a_failed_prune_is_reported_but_the_backup_succeeds() {
+    let source = crate::harness::demo_source().await;
+    let moto = Moto::shared();
+    let proxy = crate::support::fault_proxy::FaultProxy::start(moto.addr()).await;
+    let aws = Aws::new().await;
+    let bucket = moto.create_bucket("lambda-prune-fails").await;
+    let key = aws.kms_key().await;
+    let arn = aws
+        .secret(
+            &format!("{bucket}-mongo"),
+            &json!({ "uri": source.uri }).to_string(),
+        )
+        .await;
+    let mut env = template_env(&bucket, &arn, &key);
+    run_at(&deps(&aws, env.clone()), &["2026-11-23T03:00:00Z"]).await;
+
+    env.insert("NIGHTDUMP_PRUNE".into(), "keep-last=1".into());
+    // S3 goes away at the first delete, after the backup is complete.
+    let through_proxy = Deps {
+        env,
+        sdk: Moto::sdk_config_for(&proxy.endpoint()).await,
+        secrets: SecretsManager::new(&aws.sdk),
+        metrics: Captured::default(),
+    };
+    proxy.stop_at_request("POST", "?delete");
+    let summary = handle(
+        event(
+            scheduler_event("2026-11-24T03:00:00Z"),
+            Duration::from_secs(600),
+        ),
+        &through_proxy,
+    )
+    .await
+    .expect("the backup succeeds although its prune fails");
+    assert!(proxy.stopped());
+    assert_eq!(summary.backup_id, "20261124T030000Z");
+    let prune = summary.prune.as_ref().expect("the run pruned");
+    let error = prune
+        .error
+        .as_deref()
+        .expect("the prune failure is returned");
+    assert!(!error.contains('\n'), "{error}");
+    assert!(prune.removed.is_empty());
+    let r = &emf(&through_proxy)[0];
+    assert_eq!(r["BackupSuccess"], 1);
+    assert_eq!(r["PruneFailure"], 1);
+    assert_eq!(r["BackupsPruned"], 0);
+    // Both backups are still there, the new one complete.
+    let keys = aws.keys(&bucket).await;
+    for id in ["20261123T030000Z", "20261124T030000Z"] {
+        assert!(
+            keys.contains(&format!("{PREFIX}/{id}/manifest.json")),
+            "{keys:?}"
+        );
+    }
 }

@@ -11,6 +11,7 @@ mod encryption;
 mod faults;
 mod harness;
 mod lambda;
+mod object_lock;
 mod oplog;
 mod prune;
 mod restore;

@@ -255,6 +255,8 @@ def test_role_grants_exactly_the_prefix_the_keys_the_secret_the_topic_and_the_lo
         expected["s3:DeleteObject"] = {objects}
     if p["ObjectLock"]:
         expected["s3:PutObjectRetention"] = {objects}
+        expected["s3:GetObjectRetention"] = {objects}
+        expected["s3:GetBucketObjectLockConfiguration"] = {f"arn:aws:s3:::{BUCKET}"}
     if p["SecretKmsKeyArn"]:
         expected["kms:Decrypt"].add(p["SecretKmsKeyArn"])
     if p["EncryptKmsKeyArn"]:
@@ -406,3 +408,40 @@ def test_checkov_skips_carry_a_reason(template: dict[str, Any]) -> None:
     for logical_id, skip in skips:
         assert skip["id"].startswith("CKV_"), (logical_id, skip)
         assert len(skip.get("comment", "").split()) >= 8, f"{logical_id} skips {skip['id']} without a reason"
+
+
+# --- lifecycle settings ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lock", "retain", "accepted"),
+    [("", "", True), ("governance", "35d", True), ("compliance", "", False), ("", "35d", False)],
+)
+def test_object_lock_and_retention_are_set_together(
+    template: dict[str, Any], lock: str, retain: str, accepted: bool
+) -> None:
+    stack = Stack(template, **REQUIRED, ObjectLock=lock, RetainFor=retain)
+    passes = all(
+        not stack._cond(rule["RuleCondition"]) or all(stack._cond(a["Assert"]) for a in rule["Assertions"])
+        for rule in template["Rules"].values()
+    )
+    assert passes == accepted
+
+
+def test_retention_is_given_in_units_the_function_reads_as_days_or_more(template: dict[str, Any]) -> None:
+    import re
+
+    pattern = re.compile(template["Parameters"]["RetainFor"]["AllowedPattern"])
+    for good in ["", "35d", "5w", "1y"]:
+        assert pattern.fullmatch(good), good
+    # "m" would be minutes to the function, and hours are shorter than Object Lock counts.
+    for bad in ["35m", "12h", "d", "35 d"]:
+        assert not pattern.fullmatch(bad), bad
+
+
+def test_without_prune_the_role_can_write_but_never_delete(template: dict[str, Any]) -> None:
+    stack = Stack(template, **REQUIRED, **CONFIGS["given-key"])
+    grants, _ = role_grants(stack)
+    assert "s3:PutObject" in grants
+    assert not any("Delete" in action for action in grants), sorted(grants)
+    assert not any("Retention" in action or "ObjectLock" in action for action in grants)
