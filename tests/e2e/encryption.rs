@@ -637,6 +637,109 @@ mod kms {
         assert!(err.to_string().contains("--from"), "{err}");
     }
 
+    /// The binary, with nothing but the AWS settings a machine would have: KMS is reached
+    /// through the standard configuration chain, as S3 is.
+    async fn cli(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_nightdump"))
+            .args(args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_command_line_backs_up_verifies_and_cats_with_kms_from_the_environment() {
+        let moto = Moto::shared();
+        let key_arn = create_key(moto).await;
+        let alias = format!("alias/nightdump-cli-{}", std::process::id());
+        kms_client(moto)
+            .await
+            .create_alias()
+            .alias_name(&alias)
+            .target_key_id(&key_arn)
+            .send()
+            .await
+            .unwrap();
+        let bucket = moto.create_bucket("kms-cli").await;
+        let to = format!("s3://{bucket}/nightly");
+        let source = demo_source().await;
+        let env = aws_env(&moto.endpoint());
+        let backup = cli(
+            &[
+                "backup",
+                "--uri",
+                &source.uri,
+                "--to",
+                &to,
+                "--allow-inconsistent",
+                "--encrypt",
+                &format!("kms:{alias}"),
+                "--quiet",
+            ],
+            &env,
+        )
+        .await;
+        assert!(
+            backup.status.success(),
+            "{}",
+            String::from_utf8_lossy(&backup.stderr)
+        );
+        let verify = cli(&["verify", "latest", "--from", &to], &env).await;
+        assert!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        assert!(String::from_utf8_lossy(&verify.stdout).contains("is intact"));
+        let cat = cli(&["cat", "latest", "--from", &to], &env).await;
+        assert!(
+            cat.status.success(),
+            "{}",
+            String::from_utf8_lossy(&cat.stderr)
+        );
+        let contents = read_archive(&cat.stdout);
+        assert!(contents.docs.values().map(Vec::len).sum::<usize>() > 0);
+
+        // The stored bytes as a file: without the manifest there is no wrapped key.
+        let raw = cli(&["cat", "latest", "--from", &to, "--raw"], &env).await;
+        assert!(raw.stdout.starts_with(b"NDENC\0"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dump.archive.gz.enc");
+        std::fs::write(&file, &raw.stdout).unwrap();
+        let target = fresh_target().await;
+        let restore = cli(
+            &[
+                "restore",
+                "--archive",
+                file.to_str().unwrap(),
+                "--uri",
+                &target.uri(),
+                "--quiet",
+            ],
+            &env,
+        )
+        .await;
+        assert_eq!(restore.status.code(), Some(2));
+        let text = String::from_utf8_lossy(&restore.stderr);
+        assert!(text.contains("--from"), "{text}");
+        assert!(user_databases(&target.uri()).await.is_empty());
+
+        // S3 reachable but KMS not: the error names KMS and what to check, on one line.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let kms_down = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let mut env = env.clone();
+        env.push(("AWS_ENDPOINT_URL_KMS", kms_down));
+        let down = cli(&["verify", "latest", "--from", &to], &env).await;
+        assert_eq!(down.status.code(), Some(4));
+        let text = String::from_utf8_lossy(&down.stderr);
+        assert!(text.contains("KMS is unreachable"), "{text}");
+        assert_eq!(text.trim().lines().count(), 1, "{text}");
+    }
+
     #[tokio::test]
     async fn an_unknown_kms_key_fails_the_backup_before_anything_is_written() {
         let moto = Moto::shared();
