@@ -157,6 +157,8 @@ async fn backup_list_status_verify_and_cat_through_the_cli() {
             "--json",
             "--scheduled-at",
             "2026-11-25T03:00:00Z",
+            // The demo source is a standalone server: no oplog, no point in time.
+            "--allow-inconsistent",
         ])
     })
     .await
