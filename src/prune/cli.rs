@@ -233,6 +233,39 @@ mod tests {
     }
 
     #[test]
+    fn a_locked_backup_prints_as_kept_with_its_date() {
+        use super::super::{Kept, Outcome, PruneReport, RemovalResult};
+        let id: crate::layout::BackupId = "20261101T030000Z".parse().unwrap();
+        let report = PruneReport {
+            destination: "s3://b/p".into(),
+            applied: true,
+            keep: vec![Kept {
+                id,
+                reasons: vec!["locked until 2026-12-06T03:00:00Z".into()],
+            }],
+            remove: vec![RemovalResult {
+                id,
+                reason: "not kept by any rule".into(),
+                objects: vec![],
+                outcome: Outcome::Locked {
+                    detail: "locked until 2026-12-06T03:00:00Z".into(),
+                },
+            }],
+            foreign: vec![],
+            error: None,
+        };
+        let mut out = Vec::new();
+        super::write_text(&mut out, &report).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("20261101T030000Z   kept: locked until 2026-12-06T03:00:00Z"),
+            "{text}"
+        );
+        assert_eq!(text.matches("20261101T030000Z").count(), 1, "{text}");
+        assert!(text.contains("removed 0 of 1 backups; 1 kept"), "{text}");
+    }
+
+    #[test]
     fn policy_strings_parse_like_the_options() {
         let p = super::parse_policy(
             "NIGHTDUMP_PRUNE",

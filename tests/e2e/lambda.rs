@@ -630,3 +630,60 @@ async fn a_failed_prune_is_reported_but_the_backup_succeeds() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_kms_envelope_key_encrypts_the_functions_backups() {
+    let source = crate::harness::demo_source().await;
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-envelope").await;
+    let sse_key = aws.kms_key().await;
+    let envelope_key = aws.kms_key().await;
+    let arn = aws
+        .secret(
+            &format!("{bucket}-mongo"),
+            &json!({ "uri": source.uri }).to_string(),
+        )
+        .await;
+    let mut env = template_env(&bucket, &arn, &sse_key);
+    // As the template sets it from EncryptKmsKeyArn.
+    env.insert("NIGHTDUMP_ENCRYPT".into(), format!("kms:{envelope_key}"));
+    let d = deps(&aws, env);
+    let summary = run_at(&d, &["2026-11-25T03:00:00Z"]).await.remove(0);
+    assert!(
+        summary.archive.ends_with("/dump.archive.gz.enc"),
+        "{}",
+        summary.archive
+    );
+    let id = &summary.backup_id;
+    let manifest: Value = serde_json::from_slice(
+        &aws.object(&bucket, &format!("{PREFIX}/{id}/manifest.json"))
+            .await,
+    )
+    .unwrap();
+    let enc = &manifest["archive"]["encryption"];
+    assert_eq!(enc["scheme"], "kms");
+    assert_eq!(enc["kms_key_id"], envelope_key.as_str());
+    assert!(enc["wrapped_key"].as_str().is_some_and(|w| !w.is_empty()));
+    let stored = aws
+        .object(&bucket, &format!("{PREFIX}/{}", summary.archive))
+        .await;
+    assert!(stored.starts_with(b"NDENC\0"));
+
+    let dest: nightdump::store::Destination = format!("s3://{bucket}/{PREFIX}").parse().unwrap();
+    let s3 = nightdump::store::S3Options {
+        force_path_style: true,
+        ..Default::default()
+    };
+    let store = nightdump::store::Store::open_with_sdk_config(&dest, &aws.sdk, &s3)
+        .await
+        .unwrap();
+    let keys = nightdump::crypto::Keys::from_kms(nightdump::crypto::Kms::from_sdk_config(&aws.sdk));
+    let report = nightdump::verify::verify_with_keys(
+        &store,
+        &nightdump::catalog::Selector::Latest,
+        Some(&keys),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.documents, summary.documents);
+}
