@@ -69,8 +69,37 @@ fn usage_error(e: clap::Error) -> ExitCode {
             !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
         })
         .collect();
-    eprintln!("{}; see --help for the options", parts.join("; "));
+    eprintln!(
+        "{}{}; see --help for the options",
+        parts.join("; "),
+        from_environment(&e)
+    );
     ExitCode::from(2)
+}
+
+/// When the refused value came from an environment variable, says which: the message names
+/// only the option, which the user may never have typed.
+fn from_environment(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return String::new();
+    };
+    let long = arg.split([' ', '=']).next().unwrap_or_default();
+    // Given on the command line, the option wins over the variable.
+    if std::env::args().any(|a| a == long || a.starts_with(&format!("{long}="))) {
+        return String::new();
+    }
+    let command = <Cli as clap::CommandFactory>::command();
+    let env = std::iter::once(&command)
+        .chain(command.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .filter(|a| a.get_long().is_some_and(|l| format!("--{l}") == long))
+        .find_map(|a| a.get_env().map(|v| v.to_os_string()))
+        .filter(|name| std::env::var_os(name).is_some());
+    match env {
+        Some(name) => format!(" (the value comes from {})", name.to_string_lossy()),
+        None => String::new(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -94,7 +123,7 @@ fn main() -> ExitCode {
     };
     let Ok(filter) = tracing_subscriber::EnvFilter::try_new(&cli.log) else {
         eprintln!(
-            "error: --log '{}' is not a log level or filter: use error, warn, info, debug or trace",
+            "error: --log (or NIGHTDUMP_LOG) '{}' is not a log level or filter: use error, warn, info, debug or trace",
             cli.log
         );
         return ExitCode::from(2);

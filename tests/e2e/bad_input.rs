@@ -21,6 +21,8 @@ pub fn uri() -> String {
 #[derive(Debug, Clone)]
 pub enum Input {
     Cli(Vec<String>),
+    /// The binary with a setting given through its environment variable.
+    CliEnv(Vec<String>, Vec<(&'static str, String)>),
     /// Changes to a valid template environment: `None` removes the variable.
     Env(Vec<(&'static str, Option<String>)>),
 }
@@ -346,7 +348,75 @@ pub fn cli_rows(f: &Fixture) -> Vec<Row> {
     ]
     .into_iter()
     .chain(encryption_lock_and_oplog_rows(f))
+    .chain(environment_rows(f))
     .collect()
+}
+
+/// Options given through their environment variables: the message says where the value
+/// came from.
+fn environment_rows(f: &Fixture) -> Vec<Row> {
+    let d = f.path("dest");
+    let row = |args: &[&str], env: &[(&'static str, &str)], exit_code: i32, message: &str| Row {
+        input: Input::CliEnv(
+            args.iter().map(|s| s.to_string()).collect(),
+            env.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        ),
+        exit_code,
+        message: message.to_string(),
+    };
+    vec![
+        row(
+            &["backup", "--to", &d],
+            &[(
+                "MONGODB_URI",
+                &format!("http://backup:{PASSWORD_IN_URI}@db/"),
+            )],
+            2,
+            "unsupported scheme 'http'",
+        ),
+        row(
+            &["backup", "--uri", &uri()],
+            &[("NIGHTDUMP_TO", "gs://b/x")],
+            2,
+            "--to: ",
+        ),
+        row(
+            &["list"],
+            &[("NIGHTDUMP_FROM", "ftp://host/x")],
+            2,
+            "--from: ",
+        ),
+        row(
+            &["backup", "--uri", &uri(), "--to", &d],
+            &[("NIGHTDUMP_SSE", "rot13")],
+            2,
+            "unknown --sse 'rot13'",
+        ),
+        row(
+            &["list", "--from", &d],
+            &[("NIGHTDUMP_S3_PATH_STYLE", "maybe")],
+            2,
+            "(the value comes from NIGHTDUMP_S3_PATH_STYLE)",
+        ),
+        row(
+            &["backup", "--uri", &uri(), "--to", &d],
+            &[("NIGHTDUMP_ALLOW_INCONSISTENT", "maybe")],
+            2,
+            "(the value comes from NIGHTDUMP_ALLOW_INCONSISTENT)",
+        ),
+        row(
+            &["list", "--from", &d],
+            &[("NIGHTDUMP_LOG", "loud[[")],
+            2,
+            "--log (or NIGHTDUMP_LOG) 'loud[[' is not a log level",
+        ),
+        row(
+            &["verify", "--from", &d],
+            &[("NIGHTDUMP_AGE_IDENTITY", &f.path("no-such-key.txt"))],
+            2,
+            "cannot read the age identity file",
+        ),
+    ]
 }
 
 /// Client-side encryption, Object Lock and the oplog: options added after the first table.
@@ -644,6 +714,10 @@ pub async fn run_row(row: &Row) -> Run {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run_nightdump(&args, &[]).await
         }
+        Input::CliEnv(args, env) => {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_nightdump(&args, env).await
+        }
         Input::Env(changes) => {
             let mut e = template_env();
             for (k, v) in changes {
@@ -725,6 +799,7 @@ async fn every_bad_input_gets_its_own_clear_message_and_exit_code_fast() {
         // same mistake made with two commands may).
         let command = match &row.input {
             Input::Cli(args) => args[0].clone(),
+            Input::CliEnv(args, env) => format!("{} with {:?}", args[0], env),
             Input::Env(_) => "lambda".to_string(),
         };
         if let Some(other) =

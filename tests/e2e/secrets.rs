@@ -134,11 +134,16 @@ fn a_secret_prints_as_a_placeholder() {
 async fn no_secret_in_what_the_bad_input_table_prints_even_at_debug_level() {
     let f = bad_input::Fixture::new();
     for row in bad_input::cli_rows(&f) {
-        let bad_input::Input::Cli(args) = &row.input else {
-            unreachable!()
+        let (args, mut env) = match &row.input {
+            bad_input::Input::Cli(args) => (args, Vec::new()),
+            bad_input::Input::CliEnv(args, env) => (args, env.clone()),
+            bad_input::Input::Env(_) => unreachable!("CLI rows only"),
         };
+        if !env.iter().any(|(k, _)| *k == "NIGHTDUMP_LOG") {
+            env.push(("NIGHTDUMP_LOG", "debug".into()));
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = crate::harness::run_nightdump(&args, &[("NIGHTDUMP_LOG", "debug".into())]).await;
+        let run = crate::harness::run_nightdump(&args, &env).await;
         assert_no_secret(&format!("{args:?}"), run.all_output().as_bytes());
     }
     for row in bad_input::env_rows() {
