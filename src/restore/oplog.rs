@@ -283,6 +283,7 @@ impl Replayer {
                         .archive_documents
                         .store(summary.documents, Ordering::Relaxed);
                     self.counters.ended.store(true, Ordering::Relaxed);
+                    Progress::add(&self.progress.namespaces_done, 1);
                     continue;
                 }
             };

@@ -746,3 +746,97 @@ async fn a_real_mongodump_oplog_is_replayed() {
     assert_eq!(state, after_entries(&archived, &before));
     assert_ne!(state, replayed);
 }
+
+fn nightdump_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nightdump"))
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("nightdump runs")
+}
+
+#[tokio::test]
+async fn the_cli_refuses_a_standalone_with_exit_2_and_names_the_flag() {
+    let server = standalone().await;
+    let uri = server.uri();
+    seed(&uri).await;
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().to_str().unwrap().to_string();
+    let (u, t) = (uri.clone(), to.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        nightdump_cli(&["backup", "--uri", &u, "--to", &t, "--quiet"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("--allow-inconsistent"), "{stderr}");
+    assert!(errors[0].contains("standalone"), "{stderr}");
+    assert!(files(dir.path()).is_empty());
+
+    let (u, t) = (uri.clone(), to.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        nightdump_cli(&[
+            "backup",
+            "--uri",
+            &u,
+            "--to",
+            &t,
+            "--quiet",
+            "--allow-inconsistent",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(files(dir.path())
+        .iter()
+        .any(|f| f.ends_with("manifest.json")));
+
+    // Restore options that contradict each other, or a limit that is not a time, are refused
+    // before anything is contacted.
+    let out = tokio::task::spawn_blocking(move || {
+        nightdump_cli(&[
+            "restore",
+            "--from",
+            &to,
+            "--uri",
+            &uri,
+            "--oplog-limit",
+            "yesterday",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--oplog-limit"));
+}
+
+#[test]
+fn the_lambda_is_strict_unless_told_otherwise() {
+    use nightdump::lambda::config::{LambdaConfig, ALLOW_INCONSISTENT};
+    let mut env: std::collections::HashMap<String, String> = [
+        ("NIGHTDUMP_TO", "s3://bucket/prefix"),
+        (
+            "NIGHTDUMP_MONGODB_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:s-AbCdEf",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert!(!LambdaConfig::from_env(&env).unwrap().allow_inconsistent);
+    env.insert(ALLOW_INCONSISTENT.into(), "false".into());
+    assert!(!LambdaConfig::from_env(&env).unwrap().allow_inconsistent);
+    env.insert(ALLOW_INCONSISTENT.into(), "true".into());
+    assert!(LambdaConfig::from_env(&env).unwrap().allow_inconsistent);
+    env.insert(ALLOW_INCONSISTENT.into(), "yes please".into());
+    let err = LambdaConfig::from_env(&env).unwrap_err().to_string();
+    assert!(err.contains(ALLOW_INCONSISTENT), "{err}");
+}
