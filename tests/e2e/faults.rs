@@ -839,3 +839,50 @@ async fn mongodb_unreachable_at_the_start() {
     )
     .await;
 }
+
+/// Dropped while its cursor is open, a collection cannot be archived whole: the backup
+/// fails, naming the collection, rather than store part of it as if it were all.
+#[tokio::test]
+async fn a_collection_dropped_while_it_is_read_fails_the_backup() {
+    let server = bench_server("bench:8MiB").await;
+    let uri = source_uri(&server);
+    let dest = Dest::dir();
+    let before = previous_backup(&uri, &dest).await;
+    let Dest::Dir { dir, .. } = &dest else {
+        unreachable!()
+    };
+    let previous: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(PREVIOUS_ID).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    // With one collection read at a time, the first namespace outside admin is read first.
+    let first = previous["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["db"] != "admin")
+        .unwrap();
+    let (db, coll) = (
+        first["db"].as_str().unwrap().to_string(),
+        first["collection"].as_str().unwrap().to_string(),
+    );
+
+    server.faults().delay_batches(Duration::from_millis(100));
+    let mut run = spawn_backup(&uri, &dest);
+    // admin.system.users, then the first batch of the first collection.
+    wait_inside_the_dump(&mut run, &server, 2).await;
+    server
+        .run_command(&db, bson::doc! { "drop": &coll })
+        .await
+        .unwrap();
+    let run = run.finish(RUN_LIMIT).await;
+    assert_promise_kept(
+        &dest,
+        &before,
+        &run,
+        3,
+        &[&format!("{db}.{coll}"), "dropped"],
+        Leftover::Nothing,
+    )
+    .await;
+}
