@@ -213,6 +213,11 @@ async fn tail(
                 return Ok((spill, l));
             }
         }
+        if let Some(what) = unreplayable(raw) {
+            return Err(Error::Interrupted(format!(
+                "{what} during the backup (oplog entry {ts}), which a replay cannot reproduce on the restored collections, so mongodump --oplog refuses it too; nothing was marked successful: run the backup again"
+            )));
+        }
         let wall = match raw.get("wall") {
             Ok(Some(bson::RawBsonRef::DateTime(d))) => Some(d),
             _ => None,
@@ -223,5 +228,57 @@ async fn tail(
             ))
         })?;
         last = Some(OplogPoint { ts, wall });
+    }
+}
+
+/// What makes an entry one that mongodump's `--oplog` refuses: a rename (or import, or a
+/// time-series layout change) moves data between names the dump may have read either side
+/// of, and `admin.system.version` holds the server's own versions.
+fn unreplayable(entry: &bson::RawDocument) -> Option<String> {
+    let ns = entry.get_str("ns").unwrap_or("");
+    if ns == "admin.system.version" {
+        return Some("admin.system.version (the server's version settings) changed".into());
+    }
+    if entry.get_str("op").ok() != Some("c") {
+        return None;
+    }
+    let o = entry.get_document("o").ok()?;
+    let (name, _) = o.into_iter().next()?.ok()?;
+    match name {
+        "renameCollection" => Some(format!(
+            "a collection was renamed ({})",
+            o.get_str("renameCollection").unwrap_or("?")
+        )),
+        "importCollection" => Some("a collection was imported".into()),
+        "upgradeDowngradeViewlessTimeseries" => {
+            Some("a time-series collection changed layout".into())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(d: Document) -> RawDocumentBuf {
+        RawDocumentBuf::from_document(&d).unwrap()
+    }
+
+    #[test]
+    fn renames_and_version_changes_are_refused_like_mongodump() {
+        let rename = raw(
+            doc! { "op": "c", "ns": "admin.$cmd", "o": { "renameCollection": "a.b", "to": "a.c" } },
+        );
+        assert!(unreplayable(&rename).unwrap().contains("a.b"));
+        let version = raw(doc! { "op": "u", "ns": "admin.system.version", "o": {} });
+        assert!(unreplayable(&version).is_some());
+        for fine in [
+            doc! { "op": "c", "ns": "a.$cmd", "o": { "create": "b" } },
+            doc! { "op": "i", "ns": "a.b", "o": { "_id": 1 } },
+            doc! { "op": "n", "ns": "", "o": { "msg": "periodic noop" } },
+        ] {
+            assert_eq!(unreplayable(&raw(fine)), None);
+        }
     }
 }

@@ -517,6 +517,41 @@ async fn an_oplog_that_rolls_over_during_the_backup_fails_it_with_the_fix() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_during_the_backup_fails_it_as_mongodump_does() {
+    let server = replica_set().await;
+    let uri = server.uri();
+    seed(&uri).await;
+    server.faults().delay_batches(Duration::from_millis(80));
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let options = rs_options(&uri);
+    let running = tokio::spawn(async move { backup::run(&options, &store, &progress()).await });
+    // The start position and the tail's first batch are out: the capture is running.
+    server.faults().wait_batches_sent(3).await;
+    client(&uri)
+        .await
+        .database("admin")
+        .run_command(
+            doc! { "renameCollection": format!("{DB}.other0"), "to": format!("{DB}.renamed") },
+        )
+        .await
+        .unwrap();
+    let err = running.await.unwrap().unwrap_err();
+    server.faults().clear();
+    let text = err.to_string();
+    assert!(text.contains("renamed"), "{text}");
+    assert!(text.contains("run the backup again"), "{text}");
+    assert!(!text.contains('\n'));
+    let written = files(dir.path());
+    assert!(
+        written
+            .iter()
+            .all(|f| !f.ends_with("manifest.json") && f != "latest.json"),
+        "{written:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_standalone_is_refused_unless_inconsistency_is_allowed() {
     let server = standalone().await;
