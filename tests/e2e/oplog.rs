@@ -416,6 +416,19 @@ async fn a_replica_set_backup_under_writes_restores_to_its_recorded_point_in_tim
         .unwrap();
     assert!(report.oplog.is_none());
     assert_ne!(items(&plain.uri()).await, expected);
+
+    // The archive's oplog applied as mongorestore --oplogReplay applies it, one entry per
+    // applyOps without `ui`, over those documents, gives the same state.
+    let admin = client(&plain.uri()).await.database("admin");
+    for entry in archived_oplog {
+        let mut entry = Document::try_from(entry.as_ref()).unwrap();
+        entry.remove("ui");
+        admin
+            .run_command(doc! { "applyOps": [entry] })
+            .await
+            .unwrap();
+    }
+    assert_eq!(items(&plain.uri()).await, expected);
 }
 
 /// The data namespace of the last block in an archive (gzip).
