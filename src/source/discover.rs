@@ -3,7 +3,7 @@
 //! skipped; views as metadata only; time-series as their logical entry plus bucket data.
 
 use bson::{doc, Bson, Document};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use nightdump_archive::{to_canonical_extjson, PreludeEntry};
 
 use super::Source;
@@ -60,6 +60,10 @@ impl CollectionPlan {
         }
     }
 }
+
+/// Catalog requests (listIndexes, collStats) in flight at once during discovery: with
+/// thousands of collections, one at a time would cost a round trip each in sequence.
+const DISCOVERY_CONCURRENCY: usize = 8;
 
 /// The order mongodump's archive mode gives admin's special collections.
 const SPECIAL: &[&str] = &["system.users", "system.roles", "system.version"];
@@ -138,7 +142,7 @@ async fn discover_db(
         .try_collect()
         .await
         .map_err(|e| source.error("listCollections", &e))?;
-    let mut plans = Vec::new();
+    let mut selected = Vec::new();
     for spec in specs {
         let Ok(name) = spec.get_str("name") else {
             continue;
@@ -152,30 +156,46 @@ async fn discover_db(
         if skip_collection(db, name) || !filter.selects(db, name) {
             continue;
         }
-        let data_collection = match kind {
-            Kind::Timeseries => format!("system.buckets.{name}"),
-            _ => name.to_string(),
-        };
-        let indexes = match kind {
-            Kind::View => Vec::new(),
-            _ => list_indexes(source, db, name).await?,
-        };
-        let (estimated_documents, average_document_size) = match kind {
-            Kind::View => (0, None),
-            _ => stats(source, db, &data_collection).await?,
-        };
-        plans.push(CollectionPlan {
-            db: db.to_string(),
-            collection: name.to_string(),
-            data_collection,
-            kind,
-            metadata: metadata_json(&spec, name, kind, indexes),
-            estimated_documents,
-            average_document_size,
-            special: db == "admin" && SPECIAL.contains(&name),
-        });
+        selected.push((name.to_string(), kind, spec));
     }
-    Ok(plans)
+    // Order is kept (`buffered`), so plans come out as the catalog listed them.
+    futures_util::stream::iter(selected)
+        .map(|(name, kind, spec)| plan_collection(source, db, name, kind, spec))
+        .buffered(DISCOVERY_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+async fn plan_collection(
+    source: &Source,
+    db: &str,
+    name: String,
+    kind: Kind,
+    spec: Document,
+) -> Result<CollectionPlan> {
+    let name = name.as_str();
+    let data_collection = match kind {
+        Kind::Timeseries => format!("system.buckets.{name}"),
+        _ => name.to_string(),
+    };
+    let indexes = match kind {
+        Kind::View => Vec::new(),
+        _ => list_indexes(source, db, name).await?,
+    };
+    let (estimated_documents, average_document_size) = match kind {
+        Kind::View => (0, None),
+        _ => stats(source, db, &data_collection).await?,
+    };
+    Ok(CollectionPlan {
+        db: db.to_string(),
+        collection: name.to_string(),
+        data_collection,
+        kind,
+        metadata: metadata_json(&spec, name, kind, indexes),
+        estimated_documents,
+        average_document_size,
+        special: db == "admin" && SPECIAL.contains(&name),
+    })
 }
 
 async fn list_indexes(source: &Source, db: &str, name: &str) -> Result<Vec<Document>> {

@@ -7,6 +7,7 @@
 mod backup;
 mod bad_input;
 mod cli;
+mod concurrency;
 mod encryption;
 mod faults;
 mod harness;
