@@ -50,6 +50,9 @@ pub struct CapturedOplog {
 pub struct OplogCapture {
     start: Timestamp,
     stop: watch::Sender<Option<Timestamp>>,
+    /// Set when the tail has failed, so the dump can stop at once rather than read on for
+    /// a backup that can no longer succeed.
+    failed: watch::Receiver<bool>,
     task: Option<JoinHandle<Result<(SpillBuffer, OplogPoint)>>>,
     source: Source,
 }
@@ -104,7 +107,7 @@ fn key(ts: Timestamp) -> (u32, u32) {
     (ts.time, ts.increment)
 }
 
-pub fn rolled_over(detail: impl Into<String>) -> Error {
+fn rolled_over(detail: impl Into<String>) -> Error {
     Error::OplogRolledOver(detail.into())
 }
 
@@ -119,14 +122,42 @@ impl OplogCapture {
             .await
             .map_err(|e| classify(source, &e))?;
         let (stop, stopped) = watch::channel(None);
-        let task = tokio::spawn(tail(source.clone(), cursor, start, spill, stopped));
+        let (failing, failed) = watch::channel(false);
+        let tailing = source.clone();
+        let task = tokio::spawn(async move {
+            let result = tail(tailing, cursor, start, spill, stopped).await;
+            if result.is_err() {
+                failing.send_replace(true);
+            }
+            result
+        });
         tracing::info!(start = %start, "oplog capture started");
         Ok(Self {
             start,
             stop,
+            failed,
             task: Some(task),
             source: source.clone(),
         })
+    }
+
+    /// Resolves once the tail has failed (never, while it is well).
+    pub async fn failed(&mut self) {
+        if self.failed.wait_for(|f| *f).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Why the tail failed (after [`OplogCapture::failed`]).
+    pub async fn error(mut self) -> Error {
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(_)) => Error::Internal("the oplog tail ended early".into()),
+                Err(e) => Error::Internal(format!("the oplog tail crashed: {e}")),
+            },
+            None => Error::Internal("the oplog tail was already finished".into()),
+        }
     }
 
     /// Reads the end (call after the last collection), drains the tail up to it and returns

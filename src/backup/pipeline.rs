@@ -118,7 +118,21 @@ pub async fn dump(
     let readers = async {
         // Owned here: when this ends, for any reason, the writer sees its input close.
         let batch_tx = batch_tx;
-        read_all(source, plans, parallel, batch_tx.clone(), progress).await?;
+        let mut oplog = oplog;
+        let reading = read_all(source, plans, parallel, batch_tx.clone(), progress);
+        match oplog.as_mut() {
+            // A tail that fails (the oplog rolled over) fails the backup now, not after the
+            // last collection.
+            Some(capture) => tokio::select! {
+                read = reading => read?,
+                () = capture.failed() => {
+                    if let Some(capture) = oplog.take() {
+                        return Err(capture.error().await);
+                    }
+                }
+            },
+            None => reading.await?,
+        }
         match (oplog, oplog_index) {
             (Some(capture), Some(index)) => {
                 let captured = capture.finish().await?;

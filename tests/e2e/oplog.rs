@@ -510,12 +510,19 @@ async fn an_oplog_that_rolls_over_during_the_backup_fails_it_with_the_fix() {
     server.faults().delay_batches(Duration::from_millis(100));
     let dir = tempfile::tempdir().unwrap();
     let store = local_store(dir.path()).await;
-    let err = backup::run(&rs_options(&uri), &store, &progress())
+    let counts = progress();
+    let err = backup::run(&rs_options(&uri), &store, &counts)
         .await
         .unwrap_err();
     server.faults().clear();
     writer.stop().await;
     assert!(matches!(err, Error::OplogRolledOver(_)), "{err:?}");
+    // It stopped when the tail failed, without reading every collection first.
+    let done = counts.namespaces_done.load(Ordering::Relaxed);
+    assert!(
+        done < (OTHERS + 1) as u64,
+        "{done} namespaces were dumped before the failure"
+    );
     let text = err.to_string();
     assert!(text.contains("rolled over"), "{text}");
     assert!(text.contains("replSetResizeOplog"), "{text}");
