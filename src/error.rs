@@ -182,10 +182,12 @@ impl Error {
         let (db, name) = match parsed {
             Some((db, name)) => (db.to_string(), name.to_string()),
             None => {
+                // Ours read "<command> on <db>[.<collection>][ after N documents]".
                 let mut words = command.split_whitespace();
                 let name = words.next().unwrap_or_default().to_string();
                 let db = words
-                    .last()
+                    .skip_while(|w| *w != "on")
+                    .nth(1)
                     .map(|ns| ns.split('.').next().unwrap_or(ns).to_string())
                     .unwrap_or_else(|| "the server".into());
                 (db, name)
@@ -238,5 +240,31 @@ pub(crate) fn one_line(text: &str, max: usize) -> String {
         s
     } else {
         line.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_permission_error_names_the_database_of_our_command_when_the_server_does_not() {
+        let e = Error::permission(
+            "mongodb://u:***@h/".into(),
+            "getMore on shop.orders after 4000 documents",
+            "command getMore requires authentication",
+        );
+        assert_eq!(
+            e.to_string(),
+            "the user lacks the privilege to read collections on shop: grant it the backup or read role"
+        );
+        let e = Error::permission("t".into(), "listDatabases", "refused");
+        assert!(e.to_string().contains("on the server"), "{e}");
+        let e = Error::permission(
+            "t".into(),
+            "find on x.y",
+            "not authorized on other to execute command { find: \"y\" }",
+        );
+        assert!(e.to_string().contains("read collections on other"), "{e}");
     }
 }

@@ -403,7 +403,7 @@ async fn mongodb_connection_dropped_mid_collection() {
     let uri = source_uri(&server);
     let dest = Dest::dir();
     let before = previous_backup(&uri, &dest).await;
-    server.faults().delay_batches(Duration::from_millis(50));
+    server.faults().delay_batches(Duration::from_millis(200));
     let mut run = spawn_backup(&uri, &dest);
     // Inside the first collection: its first batch and one getMore have been sent.
     wait_inside_the_dump(&mut run, &server, 2).await;
@@ -447,7 +447,7 @@ async fn mongodb_authentication_revoked_between_commands() {
     let uri = source_uri(&server);
     let dest = Dest::dir();
     let before = previous_backup(&uri, &dest).await;
-    server.faults().delay_batches(Duration::from_millis(50));
+    server.faults().delay_batches(Duration::from_millis(200));
     let mut run = spawn_backup(&uri, &dest);
     wait_inside_the_dump(&mut run, &server, 1).await;
     assert!(server.revoke_user("backup"));
@@ -664,7 +664,7 @@ fn fs_available(path: &Path) -> u64 {
 /// collection created after listCollections is simply not in this backup.
 #[tokio::test]
 async fn a_collection_dropped_during_the_dump_succeeds_with_a_warning_and_one_created_is_absent() {
-    let server = bench_server("bench:8MiB").await;
+    let server = bench_server("bench:32MiB").await;
     let uri = source_uri(&server);
     let dest = Dest::dir();
     previous_backup(&uri, &dest).await;
@@ -675,7 +675,8 @@ async fn a_collection_dropped_during_the_dump_succeeds_with_a_warning_and_one_cr
         serde_json::from_slice(&std::fs::read(dir.path().join(id).join("manifest.json")).unwrap())
             .unwrap()
     };
-    // With one collection read at a time, the last namespace of the plan is read last.
+    // With one collection read at a time, the last namespace of the plan is read last, many
+    // delayed batches after the drop.
     let previous = manifest(PREVIOUS_ID);
     let last = previous["namespaces"].as_array().unwrap().last().unwrap();
     let (db, coll) = (
@@ -844,7 +845,7 @@ async fn mongodb_unreachable_at_the_start() {
 /// fails, naming the collection, rather than store part of it as if it were all.
 #[tokio::test]
 async fn a_collection_dropped_while_it_is_read_fails_the_backup() {
-    let server = bench_server("bench:8MiB").await;
+    let server = bench_server("bench:32MiB").await;
     let uri = source_uri(&server);
     let dest = Dest::dir();
     let before = previous_backup(&uri, &dest).await;
@@ -855,7 +856,8 @@ async fn a_collection_dropped_while_it_is_read_fails_the_backup() {
         &std::fs::read(dir.path().join(PREVIOUS_ID).join("manifest.json")).unwrap(),
     )
     .unwrap();
-    // With one collection read at a time, the first namespace outside admin is read first.
+    // With one collection read at a time, the first namespace outside admin is read first; at
+    // 32 MiB it takes several delayed batches, so the drop lands while its cursor is open.
     let first = previous["namespaces"]
         .as_array()
         .unwrap()
@@ -867,7 +869,7 @@ async fn a_collection_dropped_while_it_is_read_fails_the_backup() {
         first["collection"].as_str().unwrap().to_string(),
     );
 
-    server.faults().delay_batches(Duration::from_millis(100));
+    server.faults().delay_batches(Duration::from_millis(200));
     let mut run = spawn_backup(&uri, &dest);
     // admin.system.users, then the first batch of the first collection.
     wait_inside_the_dump(&mut run, &server, 2).await;
