@@ -535,6 +535,7 @@ async fn restore(
             },
             counters,
             progress: Arc::clone(progress),
+            tracked: run.tracked[i].clone(),
         };
         replay = Some((i, go, tokio::spawn(replayer.run(rx, wait))));
     }

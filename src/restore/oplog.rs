@@ -30,7 +30,7 @@ use super::stream::Chunk;
 use crate::error::{Error, Result};
 use crate::manifest::OplogTimestamp;
 use crate::namespace::NamespaceFilter;
-use crate::progress::Progress;
+use crate::progress::{NamespaceProgress, NamespaceState, Progress};
 use crate::source::Source;
 
 /// Entries per `applyOps`, and bytes: far below the 16 MiB command limit.
@@ -256,10 +256,28 @@ pub struct Replayer {
     pub rules: Rules,
     pub counters: Arc<Counters>,
     pub progress: Arc<Progress>,
+    /// The oplog's line on the progress display.
+    pub tracked: Option<Arc<NamespaceProgress>>,
 }
 
 impl Replayer {
     pub async fn run(
+        self,
+        rx: mpsc::Receiver<Chunk>,
+        go: oneshot::Receiver<()>,
+    ) -> Result<OplogReport> {
+        let tracked = self.tracked.clone();
+        let result = self.replay(rx, go).await;
+        if let Some(t) = &tracked {
+            match &result {
+                Ok(_) => t.finish(NamespaceState::Done),
+                Err(_) => t.set_state(NamespaceState::Failed),
+            }
+        }
+        result
+    }
+
+    async fn replay(
         self,
         mut rx: mpsc::Receiver<Chunk>,
         go: oneshot::Receiver<()>,
@@ -272,6 +290,9 @@ impl Replayer {
             return Err(Error::Interrupted(
                 "the oplog was not replayed because the restore of the data stopped".into(),
             ));
+        }
+        if let Some(t) = &self.tracked {
+            t.set_state(NamespaceState::Inserting);
         }
         let mut stopped = false;
         let mut batch = Batch::default();
@@ -355,6 +376,9 @@ impl Replayer {
             report.last_applied = Some(ts.into());
         }
         self.counters.inserted.fetch_add(n, Ordering::Relaxed);
+        if let Some(t) = &self.tracked {
+            t.add(n, 0);
+        }
         Progress::add(&self.progress.documents, n);
         Ok(())
     }
