@@ -30,7 +30,20 @@ pub(crate) use upload::S3Upload;
 /// DeleteObjects takes at most this many keys per request.
 const DELETE_BATCH: usize = 1000;
 /// Read-decide-write rounds before a conditional replace gives up on a contended object.
-const UPDATE_ATTEMPTS: usize = 10;
+const UPDATE_ATTEMPTS: u32 = 20;
+
+/// The pause before conditional-replace round `attempt`: growing, capped at a second, and
+/// jittered so writers that lost together do not collide again.
+fn update_backoff(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = Duration::from_millis(20).saturating_mul(1 << attempt.min(6));
+    let base = base.min(Duration::from_secs(1));
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    // Between half and all of `base`.
+    let fraction = 0.5 + (h.finish() % 1000) as f64 / 2000.0;
+    base.mul_f64(fraction)
+}
 
 #[derive(Clone)]
 pub(crate) struct S3Store {
@@ -273,7 +286,10 @@ impl S3Store {
         F: Fn(Option<&[u8]>) -> Option<Bytes>,
     {
         let full = self.full_key(key);
-        for _ in 0..UPDATE_ATTEMPTS {
+        for attempt in 0..UPDATE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(update_backoff(attempt)).await;
+            }
             let (current, etag) = match self.get_object(&full).await? {
                 None => (None, None),
                 Some(out) => {
