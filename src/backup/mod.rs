@@ -338,7 +338,9 @@ async fn point_in_time_capture(
         }
         Topology::ReplicaSet(_) => "--no-oplog was given",
         Topology::Standalone => "it is a standalone server, which has no oplog",
-        Topology::Sharded => "it is a sharded cluster (mongos), whose shards each have their own oplog",
+        Topology::Sharded => {
+            "it is a sharded cluster (mongos), whose shards each have their own oplog"
+        }
     };
     if !options.allow_inconsistent {
         return Err(Error::invalid(format!(
@@ -346,7 +348,11 @@ async fn point_in_time_capture(
             source.target()
         )));
     }
-    tracing::warn!(target_uri = source.target(), reason = what, "the backup is not consistent to one point in time: each collection is as of its own read");
+    tracing::warn!(
+        target_uri = source.target(),
+        reason = what,
+        "the backup is not consistent to one point in time: each collection is as of its own read"
+    );
     Ok(None)
 }
 

@@ -13,12 +13,12 @@ use nightdump_archive::{ArchiveWriter, Header, Namespace, NamespaceSummary, Prel
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::oplog::{CapturedOplog, OplogCapture, OplogPoint};
 use super::sink::{ChunkSink, Stored};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::source::{read_collection, Batch, CollectionPlan, Kind, Source};
 use crate::store::Upload;
-use super::oplog::{CapturedOplog, OplogCapture, OplogPoint};
 
 /// A byte sink that can be closed, yielding what was stored. Encryption layers implement it
 /// by finishing their own stream and then their inner sink.
@@ -186,9 +186,8 @@ async fn write_oplog(
     let buffer = captured.buffer;
     let sent = tokio::task::spawn_blocking(move || {
         let stopped = || Error::Interrupted("the archive writer stopped".into());
-        let unreadable = |e: io::Error| {
-            Error::Internal(format!("cannot read back the captured oplog: {e}"))
-        };
+        let unreadable =
+            |e: io::Error| Error::Internal(format!("cannot read back the captured oplog: {e}"));
         let mut reader = buffer.into_reader().map_err(unreadable)?;
         let mut batch = Batch {
             index,
@@ -205,13 +204,15 @@ async fn write_oplog(
                         documents: 0,
                     },
                 );
-                tx.blocking_send(Message::Batch(full)).map_err(|_| stopped())?;
+                tx.blocking_send(Message::Batch(full))
+                    .map_err(|_| stopped())?;
             }
             batch.bytes.extend_from_slice(&doc);
             batch.documents += 1;
         }
         if batch.documents > 0 {
-            tx.blocking_send(Message::Batch(batch)).map_err(|_| stopped())?;
+            tx.blocking_send(Message::Batch(batch))
+                .map_err(|_| stopped())?;
         }
         tx.blocking_send(Message::End(index)).map_err(|_| stopped())
     })
