@@ -242,6 +242,8 @@ def test_role_grants_exactly_the_prefix_the_keys_the_secret_the_topic_and_the_lo
         "s3:AbortMultipartUpload": {objects},
         "s3:ListMultipartUploadParts": {objects},
         "s3:ListBucket": {f"arn:aws:s3:::{BUCKET}"},
+        # Finding killed runs' unfinished uploads; aborting them stays limited to the prefix.
+        "s3:ListBucketMultipartUploads": {f"arn:aws:s3:::{BUCKET}"},
         # Multipart SSE-KMS needs both; publishing to the encrypted topic needs both too.
         "kms:GenerateDataKey": {backup_key(stack), sns_key},
         "kms:Decrypt": {backup_key(stack), sns_key},
