@@ -61,9 +61,24 @@ fn span(s: &str) -> Result<Within, String> {
     s.parse()
 }
 
+/// The shortest grace period accepted. An incomplete backup younger than the grace period may
+/// still be running (its archive is stored before its manifest), so a shorter one could delete
+/// a backup while it is written; an hour is four times the longest Lambda run.
+pub const MIN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn grace(name: &str, value: &str) -> Result<std::time::Duration> {
+    let grace = parse_duration(name, value)?;
+    if grace < MIN_GRACE {
+        return Err(Error::invalid(format!(
+            "{name}: '{value}' is shorter than 1h and could delete a backup still being written: give 1h or more (the default is 24h)"
+        )));
+    }
+    Ok(grace)
+}
+
 impl PruneArgs {
     pub fn policy(&self) -> Result<Policy> {
-        let grace = parse_duration("--grace", &self.grace)?;
+        let grace = grace("--grace", &self.grace)?;
         let policy = Policy {
             last: self.keep_last.unwrap_or(0),
             hourly: self.keep_hourly.unwrap_or(0),
@@ -107,7 +122,7 @@ pub fn parse_policy(name: &str, spec: &str) -> Result<Policy> {
             "keep-within" => {
                 policy.within = Some(span(value).map_err(|e| fail(format!("{key}: {e}")))?)
             }
-            "grace" => policy.grace = parse_duration(&format!("{name} grace"), value)?,
+            "grace" => policy.grace = grace(&format!("{name} grace"), value)?,
             other => {
                 return Err(fail(format!(
                     "unknown rule '{other}': use keep-last, keep-hourly, keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-within or grace"
@@ -307,6 +322,15 @@ mod tests {
             .policy()
             .unwrap_err();
         assert!(e.to_string().contains("--grace"), "{e}");
+        let e = parse(&["--keep-last", "2", "--grace", "10m"])
+            .unwrap()
+            .policy()
+            .unwrap_err();
+        assert!(e.to_string().contains("shorter than 1h"), "{e}");
+        let e = super::parse_policy("NIGHTDUMP_PRUNE", "keep-last=1,grace=59m").unwrap_err();
+        assert!(e.to_string().contains("NIGHTDUMP_PRUNE grace"), "{e}");
+        let p = parse(&["--keep-last", "2", "--grace", "1h"]).unwrap();
+        assert_eq!(p.policy().unwrap().grace.as_secs(), 3600);
         let p = parse(&["--keep-last", "2", "--grace", "2h"]).unwrap();
         assert_eq!(p.policy().unwrap().grace.as_secs(), 7200);
     }
