@@ -8,10 +8,12 @@ use mongodb::error::ErrorKind;
 
 use crate::{client, command_error, Raw};
 
+const ROOT_PASSWORD: &str = "s3cret:with,odd=chars";
+
 async fn secured() -> ServerHandle {
     mongo_test_server::start(ServerConfig {
         users: vec![
-            User::new("backup", "s3cret:with,odd=chars"),
+            User::new("backup", ROOT_PASSWORD),
             User {
                 name: "app".into(),
                 password: "pw".into(),
@@ -56,6 +58,47 @@ fn assert_auth_failed(e: &mongodb::error::Error) {
     }
 }
 
+/// A login with `uri` is refused as mongod refuses it.
+async fn assert_login_fails(uri: &str) {
+    let e = client(uri)
+        .await
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .await
+        .unwrap_err();
+    assert_auth_failed(&e);
+}
+
+/// A client of `uri` logs in and may run `serverStatus`.
+async fn assert_server_status_allowed(uri: &str) {
+    client(uri)
+        .await
+        .database("admin")
+        .run_command(doc! {"serverStatus": 1})
+        .await
+        .unwrap();
+}
+
+fn first_batch(reply: &bson::Document) -> &bson::Array {
+    reply
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap()
+}
+
+/// The user document `id` as `admin.system.users` stores it.
+async fn stored_user(server: &ServerHandle, id: &str) -> bson::Document {
+    let found = server
+        .run_command(
+            "admin",
+            doc! {"find": "system.users", "filter": {"_id": id}},
+        )
+        .await
+        .unwrap();
+    first_batch(&found)[0].as_document().unwrap().clone()
+}
+
 #[tokio::test]
 async fn scram_sha_256_sha_1_and_the_default_mechanism_succeed() {
     let server = secured().await;
@@ -64,7 +107,7 @@ async fn scram_sha_256_sha_1_and_the_default_mechanism_succeed() {
         "&authMechanism=SCRAM-SHA-1",
         "",
     ] {
-        let uri = with_credentials(&server, "backup", "s3cret:with,odd=chars", mechanism);
+        let uri = with_credentials(&server, "backup", ROOT_PASSWORD, mechanism);
         let db = client(&uri).await.database("admin");
         let status = db
             .run_command(doc! {"connectionStatus": 1})
@@ -82,13 +125,8 @@ async fn scram_sha_256_sha_1_and_the_default_mechanism_succeed() {
         db.run_command(doc! {"serverStatus": 1}).await.unwrap();
     }
     // A user of another authentication database.
-    let uri = with_credentials(&server, "app", "pw", "&authSource=appdb");
-    client(&uri)
-        .await
-        .database("admin")
-        .run_command(doc! {"serverStatus": 1})
-        .await
-        .unwrap();
+    assert_server_status_allowed(&with_credentials(&server, "app", "pw", "&authSource=appdb"))
+        .await;
 }
 
 #[tokio::test]
@@ -100,14 +138,7 @@ async fn wrong_password_or_unknown_user_fails_with_authentication_failed() {
         ("nobody", "pw", "&authMechanism=SCRAM-SHA-256"),
         ("app", "pw", ""),
     ] {
-        let uri = with_credentials(&server, user, password, mechanism);
-        let e = client(&uri)
-            .await
-            .database("admin")
-            .run_command(doc! {"ping": 1})
-            .await
-            .unwrap_err();
-        assert_auth_failed(&e);
+        assert_login_fails(&with_credentials(&server, user, password, mechanism)).await;
     }
 }
 
@@ -160,7 +191,7 @@ async fn hello_reports_mechanisms_for_existing_users_only() {
 #[tokio::test]
 async fn a_revoked_user_loses_access_on_the_next_command() {
     let server = secured().await;
-    let uri = with_credentials(&server, "backup", "s3cret:with,odd=chars", "&maxPoolSize=1");
+    let uri = with_credentials(&server, "backup", ROOT_PASSWORD, "&maxPoolSize=1");
     let db = client(&uri).await.database("admin");
     db.run_command(doc! {"serverStatus": 1}).await.unwrap();
     assert!(server.revoke_user("backup"));
@@ -170,21 +201,10 @@ async fn a_revoked_user_loses_access_on_the_next_command() {
     assert_eq!(c.code, 13);
     assert_eq!(c.message, "command serverStatus requires authentication");
     // New logins fail too.
-    let e = client(&uri)
-        .await
-        .database("admin")
-        .run_command(doc! {"ping": 1})
-        .await
-        .unwrap_err();
-    assert_auth_failed(&e);
+    assert_login_fails(&uri).await;
     // The other user is untouched.
-    let uri = with_credentials(&server, "app", "pw", "&authSource=appdb");
-    client(&uri)
-        .await
-        .database("admin")
-        .run_command(doc! {"serverStatus": 1})
-        .await
-        .unwrap();
+    assert_server_status_allowed(&with_credentials(&server, "app", "pw", "&authSource=appdb"))
+        .await;
 }
 
 #[tokio::test]
@@ -250,7 +270,7 @@ async fn hello_answers_speculative_authentication() {
 #[tokio::test]
 async fn users_created_and_dropped_over_the_wire_follow_suit() {
     let server = secured().await;
-    let admin_uri = with_credentials(&server, "backup", "s3cret:with,odd=chars", "");
+    let admin_uri = with_credentials(&server, "backup", ROOT_PASSWORD, "");
     let admin = client(&admin_uri).await;
     admin
         .database("reports")
@@ -269,16 +289,8 @@ async fn users_created_and_dropped_over_the_wire_follow_suit() {
         .run_command(doc! {"dropUser": "reader"})
         .await
         .unwrap();
-    let e = client(&uri)
-        .await
-        .database("admin")
-        .run_command(doc! {"ping": 1})
-        .await
-        .unwrap_err();
-    assert_auth_failed(&e);
+    assert_login_fails(&uri).await;
 }
-
-const ROOT_PASSWORD: &str = "s3cret:with,odd=chars";
 
 /// A user made by root over the wire, and a client logged in as it.
 async fn as_new_user(
@@ -318,15 +330,7 @@ async fn a_read_only_user_can_find_but_not_write() {
     let reader = as_new_user(&server, "app", "reader", vec!["read".into()]).await;
     let db = reader.database("app");
     let found = db.run_command(doc! {"find": "c"}).await.unwrap();
-    assert_eq!(
-        found
-            .get_document("cursor")
-            .unwrap()
-            .get_array("firstBatch")
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(first_batch(&found).len(), 1);
     for (name, cmd) in [
         ("insert", doc! {"insert": "c", "documents": [{"_id": 2}]}),
         ("create", doc! {"create": "d"}),
@@ -412,12 +416,7 @@ async fn backup_reads_every_database_and_the_users_but_writes_nothing() {
         .run_command(doc! {"find": "system.users"})
         .await
         .unwrap();
-    let batch = users
-        .get_document("cursor")
-        .unwrap()
-        .get_array("firstBatch")
-        .unwrap();
-    assert!(batch
+    assert!(first_batch(&users)
         .iter()
         .any(|u| u.as_document().unwrap().get_str("user") == Ok("dumper")));
     backup
@@ -478,21 +477,7 @@ async fn restore_writes_collections_and_users_but_cannot_read_data() {
 async fn create_user_stores_credentials_in_mongods_shape() {
     let server = secured().await;
     as_new_user(&server, "app", "ann", vec!["read".into()]).await;
-    let found = server
-        .run_command(
-            "admin",
-            doc! {"find": "system.users", "filter": {"_id": "app.ann"}},
-        )
-        .await
-        .unwrap();
-    let user = found
-        .get_document("cursor")
-        .unwrap()
-        .get_array("firstBatch")
-        .unwrap()[0]
-        .as_document()
-        .unwrap()
-        .clone();
+    let user = stored_user(&server, "app.ann").await;
     let keys: Vec<&str> = user.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
@@ -519,19 +504,7 @@ async fn create_user_stores_credentials_in_mongods_shape() {
 async fn a_user_document_copied_to_another_server_logs_in_with_its_password() {
     let a = secured().await;
     as_new_user(&a, "app", "ann", vec!["read".into()]).await;
-    let found = a
-        .run_command(
-            "admin",
-            doc! {"find": "system.users", "filter": {"_id": "app.ann"}},
-        )
-        .await
-        .unwrap();
-    let user = found
-        .get_document("cursor")
-        .unwrap()
-        .get_array("firstBatch")
-        .unwrap()[0]
-        .clone();
+    let user = stored_user(&a, "app.ann").await;
     let b = secured().await;
     b.run_command(
         "admin",
