@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,8 +14,11 @@ use nightdump::store::{Destination, S3Options, Sse, Store, StoreError, MIN_PART_
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use support::bucket;
 use support::fault_proxy::{Fault, FaultProxy};
+use support::log_buffer::LogBuffer;
 use support::moto::Moto;
+use support::tmpfs::Tmpfs;
 
 const PART: usize = MIN_PART_SIZE;
 
@@ -384,14 +386,10 @@ async fn s3_keys_live_under_the_prefix() {
         .await
         .unwrap();
     let client = moto.s3_client().await;
-    let listed = client
-        .list_objects_v2()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
-    assert_eq!(keys, ["nightly/prod/a/b.json"]);
+    assert_eq!(
+        bucket::keys(&client, &bucket).await,
+        ["nightly/prod/a/b.json"]
+    );
     // Objects outside the prefix are not the store's.
     client
         .put_object()
@@ -418,15 +416,7 @@ async fn s3_keys_live_under_the_prefix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_sse_kms_is_recorded_on_the_object() {
     let moto = Moto::shared();
-    let sdk = moto.sdk_config().await;
-    let kms = aws_sdk_kms::Client::new(&sdk);
-    let key = kms
-        .create_key()
-        .description("backups")
-        .send()
-        .await
-        .unwrap();
-    let key_id = key.key_metadata().unwrap().key_id().to_string();
+    let key_id = moto.create_kms_key().await.key_id().to_string();
     let opts = S3Options {
         sse: Sse::Kms {
             key_id: Some(key_id.clone()),
@@ -552,27 +542,6 @@ async fn s3_behind_proxy(label: &str, max_attempts: u32) -> (Store, FaultProxy, 
     (store, proxy, bucket)
 }
 
-/// Collects log lines so a test can check what was reported.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// Warnings of the whole test binary. A process-wide subscriber, because a thread-scoped one
 /// misses events whose callsites other threads registered first without a subscriber.
 fn warnings() -> &'static LogBuffer {
@@ -617,7 +586,7 @@ async fn s3_slowdown_and_500_are_retried_and_logged() {
     let (_, got) = read_all_hash(&store, "dump.archive.gz").await;
     assert_eq!(got, expected.finalize().to_vec());
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = String::from_utf8(logs.bytes()).unwrap();
     let mine: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("retrying S3 request") && l.contains(&format!("bucket={bucket} ")))
@@ -851,27 +820,6 @@ fn running_as_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
-}
-
-/// Mounts a tmpfs when allowed (root with CAP_SYS_ADMIN); unmounted on drop.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, options: &str) -> Option<Tmpfs> {
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(at)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[tokio::test]

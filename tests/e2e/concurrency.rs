@@ -16,6 +16,7 @@ use nightdump::verify;
 use tokio::sync::Barrier;
 
 use crate::harness::*;
+use crate::support::bucket;
 use crate::support::moto::Moto;
 
 /// One destination, opened afresh by every run as separate processes would.
@@ -72,18 +73,9 @@ impl Dest {
                 .into_iter()
                 .filter(|f| f.rsplit('/').next().is_some_and(|n| n.starts_with('.')))
                 .collect(),
-            Dest::S3 { bucket } => Moto::shared()
-                .s3_client()
-                .await
-                .list_multipart_uploads()
-                .bucket(bucket)
-                .send()
-                .await
-                .unwrap()
-                .uploads()
-                .iter()
-                .filter_map(|u| u.key().map(str::to_string))
-                .collect(),
+            Dest::S3 { bucket } => {
+                bucket::unfinished_uploads(&Moto::shared().s3_client().await, bucket).await
+            }
         }
     }
 }

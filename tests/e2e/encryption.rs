@@ -98,6 +98,35 @@ async fn sorted_documents(uri: &str, db: &str, coll: &str) -> Vec<Vec<u8>> {
 }
 
 /// Databases holding anything, apart from the server's own.
+/// Restores the latest backup with `keys` into a fresh server: every user collection comes
+/// back with the source's documents. The server, for further restores.
+async fn assert_restores_like_source(
+    store: &Store,
+    keys: Keys,
+    source_uri: &str,
+    m: &Manifest,
+) -> ServerHandle {
+    let target = fresh_target().await;
+    let report = restore::run(
+        &restore_options(&target.uri(), Some(keys)),
+        from_backup(store),
+        &progress(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.totals.failed, 0);
+    let namespaces = user_namespaces(m);
+    assert!(namespaces.len() > 3);
+    for (db, coll) in &namespaces {
+        assert_eq!(
+            sorted_documents(source_uri, db, coll).await,
+            sorted_documents(&target.uri(), db, coll).await,
+            "{db}.{coll}"
+        );
+    }
+    target
+}
+
 async fn user_databases(uri: &str) -> Vec<String> {
     let client = mongodb::Client::with_uri_str(uri).await.unwrap();
     client
@@ -159,24 +188,7 @@ async fn an_age_encrypted_backup_round_trips_with_its_identity() {
         .unwrap();
     assert_eq!(raw, stored);
 
-    let target = fresh_target().await;
-    let report = restore::run(
-        &restore_options(&target.uri(), Some(e.keys.clone())),
-        from_backup(&e.store),
-        &progress(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(report.totals.failed, 0);
-    let namespaces = user_namespaces(m);
-    assert!(namespaces.len() > 3);
-    for (db, coll) in &namespaces {
-        assert_eq!(
-            sorted_documents(&e.source.uri, db, coll).await,
-            sorted_documents(&target.uri(), db, coll).await,
-            "{db}.{coll}"
-        );
-    }
+    assert_restores_like_source(&e.store, e.keys.clone(), &e.source.uri, m).await;
 }
 
 #[tokio::test]
@@ -381,6 +393,7 @@ mod kms {
     use nightdump::store::{Destination, S3Options};
 
     use super::*;
+    use crate::support::bucket;
     use crate::support::moto::Moto;
 
     struct KmsBackup {
@@ -398,17 +411,24 @@ mod kms {
     }
 
     async fn create_key(moto: &Moto) -> String {
+        let key = moto.create_kms_key().await;
+        key.arn().unwrap().to_string()
+    }
+
+    /// A new key and an alias naming it (unique to this process and `label`): its ARN and
+    /// the alias.
+    async fn key_with_alias(moto: &Moto, label: &str) -> (String, String) {
+        let key_arn = create_key(moto).await;
+        let alias = format!("alias/nightdump-{label}-{}", std::process::id());
         kms_client(moto)
             .await
-            .create_key()
+            .create_alias()
+            .alias_name(&alias)
+            .target_key_id(&key_arn)
             .send()
             .await
-            .unwrap()
-            .key_metadata()
-            .unwrap()
-            .arn()
-            .unwrap()
-            .to_string()
+            .unwrap();
+        (key_arn, alias)
     }
 
     async fn open_store(moto: &Moto, bucket: &str) -> Store {
@@ -423,16 +443,7 @@ mod kms {
 
     async fn kms_backup(label: &str) -> KmsBackup {
         let moto = Moto::shared();
-        let key_arn = create_key(moto).await;
-        let alias = format!("alias/nightdump-{label}-{}", std::process::id());
-        kms_client(moto)
-            .await
-            .create_alias()
-            .alias_name(&alias)
-            .target_key_id(&key_arn)
-            .send()
-            .await
-            .unwrap();
+        let (key_arn, alias) = key_with_alias(moto, label).await;
         let bucket = moto.create_bucket(label).await;
         let store = open_store(moto, &bucket).await;
         let kms = Kms::from_sdk_config(&moto.sdk_config().await);
@@ -462,20 +473,8 @@ mod kms {
         }
 
         async fn get(&self, key: &str) -> Vec<u8> {
-            self.moto
-                .s3_client()
-                .await
-                .get_object()
-                .bucket(&self.bucket)
-                .key(self.full_key(key))
-                .send()
-                .await
-                .unwrap()
-                .body
-                .collect()
-                .await
-                .unwrap()
-                .to_vec()
+            let s3 = self.moto.s3_client().await;
+            bucket::object(&s3, &self.bucket, &self.full_key(key)).await
         }
 
         async fn put(&self, key: &str, bytes: Vec<u8>) {
@@ -604,24 +603,7 @@ mod kms {
         let docs: usize = contents.docs.values().map(Vec::len).sum();
         assert_eq!(docs as u64, m.totals.documents);
 
-        let target = fresh_target().await;
-        let report = restore::run(
-            &restore_options(&target.uri(), Some(keys)),
-            from_backup(&b.store),
-            &progress(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(report.totals.failed, 0);
-        let namespaces = user_namespaces(m);
-        assert!(namespaces.len() > 3);
-        for (db, coll) in &namespaces {
-            assert_eq!(
-                sorted_documents(&b.source.uri, db, coll).await,
-                sorted_documents(&target.uri(), db, coll).await,
-                "{db}.{coll}"
-            );
-        }
+        let target = assert_restores_like_source(&b.store, keys, &b.source.uri, m).await;
 
         // An archive file carries no wrapped key: restoring one says where to restore from.
         let dir = tempfile::tempdir().unwrap();
@@ -653,16 +635,7 @@ mod kms {
     #[tokio::test]
     async fn the_command_line_backs_up_verifies_and_cats_with_kms_from_the_environment() {
         let moto = Moto::shared();
-        let key_arn = create_key(moto).await;
-        let alias = format!("alias/nightdump-cli-{}", std::process::id());
-        kms_client(moto)
-            .await
-            .create_alias()
-            .alias_name(&alias)
-            .target_key_id(&key_arn)
-            .send()
-            .await
-            .unwrap();
+        let (_, alias) = key_with_alias(moto, "cli").await;
         let bucket = moto.create_bucket("kms-cli").await;
         let to = format!("s3://{bucket}/nightly");
         let source = demo_source().await;

@@ -13,8 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::harness::*;
 use crate::secrets::{assert_no_secret, PASSWORD, PASSWORD_IN_URI};
+use crate::support::bucket;
 use crate::support::fault_proxy::{Fault, FaultProxy};
 use crate::support::moto::Moto;
+use crate::support::tmpfs::Tmpfs;
 
 pub const PREVIOUS_AT: &str = "2026-11-24T03:00:00Z";
 pub const PREVIOUS_ID: &str = "20261124T030000Z";
@@ -96,51 +98,19 @@ impl Dest {
     }
 
     pub async fn snapshot(&self) -> Snapshot {
-        match self {
-            Dest::Dir { dir, .. } => Snapshot {
-                objects: files(dir.path())
-                    .into_iter()
-                    .map(|f| {
-                        let digest = hex::encode(Sha256::digest(
-                            std::fs::read(dir.path().join(&f)).unwrap(),
-                        ));
-                        (f, digest)
-                    })
-                    .collect(),
-                uploads: Vec::new(),
-            },
+        let objects = self
+            .contents()
+            .await
+            .into_iter()
+            .map(|(key, bytes)| (key, hex::encode(Sha256::digest(&bytes))))
+            .collect();
+        let uploads = match self {
+            Dest::Dir { .. } => Vec::new(),
             Dest::S3 { bucket, .. } => {
-                let s3 = Moto::shared().s3_client().await;
-                let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
-                let mut objects = BTreeMap::new();
-                for key in listed.contents().iter().filter_map(|o| o.key()) {
-                    let body = s3
-                        .get_object()
-                        .bucket(bucket)
-                        .key(key)
-                        .send()
-                        .await
-                        .unwrap()
-                        .body
-                        .collect()
-                        .await
-                        .unwrap()
-                        .into_bytes();
-                    objects.insert(key.to_string(), hex::encode(Sha256::digest(&body)));
-                }
-                let uploads = s3
-                    .list_multipart_uploads()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .unwrap()
-                    .uploads()
-                    .iter()
-                    .filter_map(|u| u.key().map(str::to_string))
-                    .collect();
-                Snapshot { objects, uploads }
+                bucket::unfinished_uploads(&Moto::shared().s3_client().await, bucket).await
             }
-        }
+        };
+        Snapshot { objects, uploads }
     }
 
     /// Every stored object's bytes, for leak checks.
@@ -155,22 +125,10 @@ impl Dest {
                 .collect(),
             Dest::S3 { bucket, .. } => {
                 let s3 = Moto::shared().s3_client().await;
-                let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
                 let mut out = Vec::new();
-                for key in listed.contents().iter().filter_map(|o| o.key()) {
-                    let body = s3
-                        .get_object()
-                        .bucket(bucket)
-                        .key(key)
-                        .send()
-                        .await
-                        .unwrap()
-                        .body
-                        .collect()
-                        .await
-                        .unwrap()
-                        .into_bytes();
-                    out.push((key.to_string(), body.to_vec()));
+                for key in bucket::keys(&s3, bucket).await {
+                    let bytes = bucket::object(&s3, bucket, &key).await;
+                    out.push((key, bytes));
                 }
                 out
             }
@@ -576,31 +534,10 @@ async fn s3_503_slowdown_is_retried_with_backoff_then_succeeds_with_the_retries_
     transient_s3_error_is_retried(Fault::SlowDown, "HTTP 503", "fault-503").await;
 }
 
-/// A tmpfs mounted for a test, unmounted when dropped.
-pub struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[tokio::test]
 async fn disk_full_in_a_directory_destination() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mount) = Tmpfs::mount(dir.path(), "4m") else {
+    let Some(mount) = Tmpfs::mount(dir.path(), "size=4m") else {
         // Mounting needs root with CAP_SYS_ADMIN; say so loudly rather than pass silently.
         eprintln!("SKIPPED disk_full_in_a_directory_destination: cannot mount a tmpfs here");
         return;

@@ -16,6 +16,8 @@ use nightdump::lambda::{handle, Deps, HandlerError, Summary};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::alert_topic::AlertTopic;
+use crate::support::bucket;
 use crate::support::moto::Moto;
 
 const PREFIX: &str = "nightdump";
@@ -49,67 +51,23 @@ impl Aws {
     }
 
     async fn kms_key(&self) -> String {
-        aws_sdk_kms::Client::new(&self.sdk)
-            .create_key()
-            .send()
-            .await
-            .unwrap()
-            .key_metadata()
-            .unwrap()
-            .arn()
-            .unwrap()
-            .to_string()
+        let key = Moto::shared().create_kms_key().await;
+        key.arn().unwrap().to_string()
     }
 
     async fn keys(&self, bucket: &str) -> Vec<String> {
-        let out = self
-            .s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap();
-        let mut keys: Vec<String> = out
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_string))
-            .collect();
-        keys.sort();
-        keys
+        bucket::keys(&self.s3, bucket).await
     }
 
     async fn multipart_uploads(&self, bucket: &str) -> Vec<String> {
-        let out = self
-            .s3
-            .list_multipart_uploads()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap();
-        out.uploads()
-            .iter()
-            .filter_map(|u| u.key().map(str::to_string))
-            .collect()
+        bucket::unfinished_uploads(&self.s3, bucket).await
     }
 
     async fn object(&self, bucket: &str, key: &str) -> Vec<u8> {
-        self.s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes()
-            .to_vec()
+        bucket::object(&self.s3, bucket, key).await
     }
 }
 
-/// The environment the template gives the function, with the optional features left empty.
 fn template_env(bucket: &str, secret_arn: &str, kms_key: &str) -> HashMap<String, String> {
     [
         ("NIGHTDUMP_TO", format!("s3://{bucket}/{PREFIX}")),
@@ -401,66 +359,7 @@ async fn failed_run_reaches_the_alert_topic_subscribers_with_the_cause_and_the_f
     let error = handle(invocation, &deps).await.unwrap_err();
     let d = assert_clean_failure(&error, "MongoUnreachable");
 
-    // The template's AlertTopic with a queue standing in for the email subscriber: without raw
-    // delivery the queue receives the SNS envelope around the record, as a mail body would.
-    let sns = aws_sdk_sns::Client::new(&aws.sdk);
-    let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
-    let topic_arn = sns
-        .create_topic()
-        .name(format!("{bucket}-alerts"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn()
-        .unwrap()
-        .to_string();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(format!("{bucket}-subscriber"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-        .unwrap()
-        .clone();
-    let policy = json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Service": "sns.amazonaws.com"},
-            "Action": "sqs:SendMessage",
-            "Resource": queue_arn,
-            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}
-        }]
-    });
-    sqs.set_queue_attributes()
-        .queue_url(&queue_url)
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::Policy,
-            policy.to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    sns.subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(&queue_arn)
-        .attributes("RawMessageDelivery", "false")
-        .send()
-        .await
-        .unwrap();
+    let alerts = AlertTopic::new(&aws.sdk, &bucket).await;
 
     let function_arn = "arn:aws:lambda:us-east-1:123456789012:function:nightdump-test";
     let record = failure_record(
@@ -470,30 +369,16 @@ async fn failed_run_reaches_the_alert_topic_subscribers_with_the_cause_and_the_f
         &scheduled,
         &d,
     );
-    sns.publish()
-        .topic_arn(&topic_arn)
-        .message(record.to_string())
-        .send()
-        .await
-        .unwrap();
+    alerts.publish(&record.to_string()).await;
 
-    // Long polling returns as soon as the message is in the queue.
-    let received = sqs
-        .receive_message()
-        .queue_url(&queue_url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(20)
-        .send()
-        .await
-        .unwrap();
-    let messages = received.messages();
+    let messages = alerts.receive(1).await;
     assert_eq!(messages.len(), 1, "{messages:?}");
-    let body = messages[0].body().unwrap();
+    let body = messages[0].as_str();
     assert!(!body.contains(PASSWORD), "{body}");
 
     let envelope: Value = serde_json::from_str(body).unwrap();
     assert_eq!(envelope["Type"], "Notification");
-    assert_eq!(envelope["TopicArn"], topic_arn.as_str());
+    assert_eq!(envelope["TopicArn"], alerts.topic_arn.as_str());
     let message: Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
     assert_eq!(message["requestContext"]["condition"], "RetriesExhausted");
     assert_eq!(message["requestContext"]["requestId"], request_id.as_str());

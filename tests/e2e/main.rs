@@ -4,6 +4,7 @@
 // Test code: a panic with its message is the failure report, helpers included.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alert_topic;
 mod backup;
 mod bad_input;
 mod cli;

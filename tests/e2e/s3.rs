@@ -8,6 +8,7 @@ use nightdump::store::{Destination, S3Options, Sse, Store};
 use nightdump::Error;
 
 use crate::harness::*;
+use crate::support::bucket;
 use crate::support::moto::Moto;
 
 async fn s3_store(endpoint: &str, bucket: &str, sse: Sse, part_size: usize) -> (Store, S3Options) {
@@ -31,48 +32,11 @@ async fn s3_store_with(endpoint: &str, bucket: &str, s3: S3Options) -> (Store, S
     (store, s3)
 }
 
-async fn multipart_uploads(moto: &Moto, bucket: &str) -> usize {
-    moto.s3_client()
-        .await
-        .list_multipart_uploads()
-        .bucket(bucket)
-        .send()
-        .await
-        .unwrap()
-        .uploads()
-        .len()
-}
-
-async fn keys(moto: &Moto, bucket: &str) -> Vec<String> {
-    let out = moto
-        .s3_client()
-        .await
-        .list_objects_v2()
-        .bucket(bucket)
-        .send()
-        .await
-        .unwrap();
-    let mut keys: Vec<String> = out
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_string))
-        .collect();
-    keys.sort();
-    keys
-}
-
 #[tokio::test]
 async fn backup_to_s3_with_sse_kms_is_complete_and_verifiable() {
     let moto = Moto::shared();
     let bucket = moto.create_bucket("backup-kms").await;
-    let kms = aws_sdk_kms::Client::new(&moto.sdk_config().await);
-    let key = kms
-        .create_key()
-        .description("backups")
-        .send()
-        .await
-        .unwrap();
-    let key_id = key.key_metadata().unwrap().key_id().to_string();
+    let key_id = moto.create_kms_key().await.key_id().to_string();
     let (store, s3) = s3_store(
         &moto.endpoint(),
         &bucket,
@@ -92,7 +56,7 @@ async fn backup_to_s3_with_sse_kms_is_complete_and_verifiable() {
         .unwrap()
         .manifest;
     assert_eq!(
-        keys(moto, &bucket).await,
+        bucket::keys(&moto.s3_client().await, &bucket).await,
         vec![
             "nightly/20261125T030000Z/dump.archive.gz".to_string(),
             "nightly/20261125T030000Z/manifest.json".to_string(),
@@ -117,20 +81,12 @@ async fn backup_to_s3_with_sse_kms_is_complete_and_verifiable() {
     assert!(head.ssekms_key_id().unwrap_or_default().contains(&key_id));
     assert_eq!(head.content_length(), Some(m.archive.size as i64));
 
-    let body = moto
-        .s3_client()
-        .await
-        .get_object()
-        .bucket(&bucket)
-        .key("nightly/20261125T030000Z/dump.archive.gz")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let body = bucket::object(
+        &moto.s3_client().await,
+        &bucket,
+        "nightly/20261125T030000Z/dump.archive.gz",
+    )
+    .await;
     let contents = read_archive(&body);
     let archived: u64 = contents.docs.values().map(|d| d.len() as u64).sum();
     assert_eq!(archived, m.totals.documents);
@@ -138,7 +94,10 @@ async fn backup_to_s3_with_sse_kms_is_complete_and_verifiable() {
         .await
         .unwrap();
     assert_eq!(report.sha256, m.archive.sha256);
-    assert_eq!(multipart_uploads(moto, &bucket).await, 0);
+    assert_eq!(
+        bucket::unfinished_uploads(&moto.s3_client().await, &bucket).await,
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
@@ -21,7 +21,9 @@ use nightdump::lambda::{handle, Deps};
 use nightdump::secret::{ConnectionString, Secret};
 use serde_json::{json, Value};
 
+use crate::alert_topic::AlertTopic;
 use crate::bad_input;
+use crate::support::log_buffer::LogBuffer;
 use crate::support::moto::Moto;
 
 /// The password, as the server knows it.
@@ -154,27 +156,7 @@ async fn no_secret_in_what_the_bad_input_table_prints_even_at_debug_level() {
 
 // ---------------------------------------------------------------- the Lambda
 
-/// Collects every log record of this test binary as JSON, the format the function logs in.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
+/// Every log record of this test binary as JSON, the format the function logs in.
 /// Process-wide: a thread-scoped subscriber misses events whose callsites other threads
 /// registered first.
 fn json_logs() -> &'static LogBuffer {
@@ -218,15 +200,7 @@ async fn no_secret_in_a_failed_lambda_run_its_logs_metrics_alert_or_bucket() {
     let moto = Moto::shared();
     let sdk = moto.sdk_config().await;
     let bucket = moto.create_bucket("secret-leak").await;
-    let kms_key = aws_sdk_kms::Client::new(&sdk)
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_string();
+    let kms_key = moto.create_kms_key().await.key_id().to_string();
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let mut secret_number = 0;
     let mut secret = |value: String| {
@@ -381,7 +355,7 @@ async fn no_secret_in_a_failed_lambda_run_its_logs_metrics_alert_or_bucket() {
         let message: Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
         assert!(message["responsePayload"]["errorType"].is_string());
     }
-    let logged = logs.0.lock().unwrap().clone();
+    let logged = logs.bytes();
     assert!(
         String::from_utf8_lossy(&logged).contains("invocation started"),
         "the function's logs were captured"
@@ -393,98 +367,5 @@ async fn no_secret_in_a_failed_lambda_run_its_logs_metrics_alert_or_bucket() {
     };
     for (key, bytes) in dest.contents().await {
         assert_no_secret(&key, &bytes);
-    }
-}
-
-/// The template's alert topic, with a queue standing in for the email subscriber.
-struct AlertTopic {
-    sns: aws_sdk_sns::Client,
-    sqs: aws_sdk_sqs::Client,
-    topic_arn: String,
-    queue_url: String,
-}
-
-impl AlertTopic {
-    async fn new(sdk: &aws_config::SdkConfig, label: &str) -> AlertTopic {
-        use aws_sdk_sqs::types::QueueAttributeName;
-        let sns = aws_sdk_sns::Client::new(sdk);
-        let sqs = aws_sdk_sqs::Client::new(sdk);
-        let topic_arn = sns
-            .create_topic()
-            .name(format!("{label}-alerts"))
-            .send()
-            .await
-            .unwrap()
-            .topic_arn()
-            .unwrap()
-            .to_string();
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(format!("{label}-subscriber"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_string();
-        let queue_arn = sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-            .unwrap()
-            .clone();
-        sns.subscribe()
-            .topic_arn(&topic_arn)
-            .protocol("sqs")
-            .endpoint(&queue_arn)
-            .send()
-            .await
-            .unwrap();
-        AlertTopic {
-            sns,
-            sqs,
-            topic_arn,
-            queue_url,
-        }
-    }
-
-    async fn publish(&self, message: &str) {
-        self.sns
-            .publish()
-            .topic_arn(&self.topic_arn)
-            .message(message)
-            .send()
-            .await
-            .unwrap();
-    }
-
-    /// Long-polls until `n` messages have arrived (or 20 s pass without one).
-    async fn receive(&self, n: usize) -> Vec<String> {
-        let mut bodies = Vec::new();
-        while bodies.len() < n {
-            let out = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(20)
-                .send()
-                .await
-                .unwrap();
-            if out.messages().is_empty() {
-                break;
-            }
-            bodies.extend(
-                out.messages()
-                    .iter()
-                    .filter_map(|m| m.body().map(str::to_string)),
-            );
-        }
-        bodies
     }
 }

@@ -134,6 +134,18 @@ impl Moto {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// Creates a KMS key; its id and ARN are in the metadata.
+    pub async fn create_kms_key(&self) -> aws_sdk_kms::types::KeyMetadata {
+        aws_sdk_kms::Client::new(&self.sdk_config().await)
+            .create_key()
+            .description("backups")
+            .send()
+            .await
+            .expect("create key on moto")
+            .key_metadata
+            .expect("a created key has metadata")
+    }
+
     /// Creates a bucket with a name unique to this process and `label`.
     pub async fn create_bucket(&self, label: &str) -> String {
         use std::sync::atomic::{AtomicUsize, Ordering};
