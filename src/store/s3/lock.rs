@@ -4,7 +4,7 @@
 //! S3 requires an integrity header on every request that creates a locked object (PutObject,
 //! UploadPart): Content-MD5 is computed here, as every S3-compatible store accepts it.
 
-use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::primitives::DateTime;
 use aws_sdk_s3::types::{
     ObjectLockEnabled, ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode,
 };
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 use time::OffsetDateTime;
 
-use super::{errors, object_settings, S3Store};
+use super::{errors, S3Store};
 use crate::store::error::StoreError;
 use crate::store::lock::{LockMode, Retention};
 
@@ -84,33 +84,13 @@ impl S3Store {
         retention: &Retention,
     ) -> Result<(Option<String>, Option<String>), StoreError> {
         let full = self.full_key(key);
-        let len = bytes.len();
-        let mut req = self
-            .inner
-            .client
-            .put_object()
-            .bucket(&self.inner.bucket)
-            .key(&full)
-            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
-            .content_md5(content_md5(&bytes))
+        let md5 = content_md5(&bytes);
+        let req = self
+            .put_request(&full, bytes)
+            .content_md5(md5)
             .object_lock_mode(lock_mode(retention.mode))
-            .object_lock_retain_until_date(date(retention.until))
-            .body(ByteStream::from(bytes));
-        req = object_settings!(req, self.inner.opts);
-        if if_absent {
-            req = req.if_none_match("*");
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| match self.err("PutObject", Some(&full), e) {
-                StoreError::AlreadyExists { .. } => StoreError::AlreadyExists { key: key.into() },
-                other => other,
-            })?;
-        Ok((
-            out.e_tag().map(str::to_string),
-            out.version_id().map(str::to_string),
-        ))
+            .object_lock_retain_until_date(date(retention.until));
+        self.send_put(req, key, &full, if_absent).await
     }
 
     /// Sets `retention` on a version of a full key. Used after CompleteMultipartUpload as

@@ -13,6 +13,8 @@ use aws_config::SdkConfig;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
@@ -252,23 +254,41 @@ impl S3Store {
         if_absent: bool,
     ) -> Result<(Option<String>, Option<String>), StoreError> {
         let full = self.full_key(key);
-        let len = bytes.len();
-        let mut req = self
+        let req = self.put_request(&full, bytes);
+        self.send_put(req, key, &full, if_absent).await
+    }
+
+    /// A PutObject of `bytes` at a full key, with the store's encryption and storage class.
+    fn put_request(&self, full: &str, bytes: Bytes) -> PutObjectFluentBuilder {
+        let req = self
             .inner
             .client
             .put_object()
             .bucket(&self.inner.bucket)
-            .key(&full)
-            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .key(full)
+            .content_length(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
             .body(ByteStream::from(bytes));
-        req = object_settings!(req, self.inner.opts);
-        if if_absent {
-            req = req.if_none_match("*");
-        }
+        object_settings!(req, self.inner.opts)
+    }
+
+    /// Sends a PutObject of `key` (with `If-None-Match: *` when `if_absent`);
+    /// `Ok((etag, version))`.
+    async fn send_put(
+        &self,
+        req: PutObjectFluentBuilder,
+        key: &str,
+        full: &str,
+        if_absent: bool,
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
+        let req = if if_absent {
+            req.if_none_match("*")
+        } else {
+            req
+        };
         let out = req
             .send()
             .await
-            .map_err(|e| match self.err("PutObject", Some(&full), e) {
+            .map_err(|e| match self.err("PutObject", Some(full), e) {
                 StoreError::AlreadyExists { .. } => StoreError::AlreadyExists { key: key.into() },
                 other => other,
             })?;
@@ -294,33 +314,14 @@ impl S3Store {
                 None => (None, None),
                 Some(out) => {
                     let etag = out.e_tag().map(str::to_string);
-                    let body = out
-                        .body
-                        .collect()
-                        .await
-                        .map_err(|e| StoreError::Unreachable {
-                            endpoint: self.inner.endpoint.clone(),
-                            detail: format!(
-                                "reading s3://{}/{full} failed: {e}",
-                                self.inner.bucket
-                            ),
-                        })?;
-                    (Some(body.into_bytes()), etag)
+                    (Some(self.read_body(&full, out).await?), etag)
                 }
             };
             let Some(next) = decide(current.as_deref()) else {
                 return Ok(false);
             };
-            let mut req = self
-                .inner
-                .client
-                .put_object()
-                .bucket(&self.inner.bucket)
-                .key(&full)
-                .content_length(i64::try_from(next.len()).unwrap_or(i64::MAX))
-                .body(ByteStream::from(next));
-            req = object_settings!(req, self.inner.opts);
-            req = match (&current, etag) {
+            let req = self.put_request(&full, next);
+            let req = match (&current, etag) {
                 (None, _) => req.if_none_match("*"),
                 (Some(_), Some(etag)) => req.if_match(etag),
                 (Some(_), None) => {
@@ -357,10 +358,7 @@ impl S3Store {
     }
 
     /// GetObject of a full key; a missing object is `None`, not an error.
-    async fn get_object(
-        &self,
-        full: &str,
-    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, StoreError> {
+    async fn get_object(&self, full: &str) -> Result<Option<GetObjectOutput>, StoreError> {
         match self
             .inner
             .client
@@ -381,6 +379,11 @@ impl S3Store {
         let Some(out) = self.get_object(&full).await? else {
             return Ok(None);
         };
+        Ok(Some(self.read_body(&full, out).await?))
+    }
+
+    /// The whole body of a GetObject of a full key.
+    async fn read_body(&self, full: &str, out: GetObjectOutput) -> Result<Bytes, StoreError> {
         let body = out
             .body
             .collect()
@@ -389,7 +392,7 @@ impl S3Store {
                 endpoint: self.inner.endpoint.clone(),
                 detail: format!("reading s3://{}/{full} failed: {e}", self.inner.bucket),
             })?;
-        Ok(Some(body.into_bytes()))
+        Ok(body.into_bytes())
     }
 
     pub(crate) async fn open_read(&self, key: &str) -> Result<Option<ObjectReader>, StoreError> {
