@@ -10,12 +10,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use nightdump::store::{Destination, S3Options, Sse, Store, StoreError, MIN_PART_SIZE};
+use nightdump::store::{
+    Destination, ObjectReader, S3Options, Sse, Store, StoreError, MIN_PART_SIZE,
+};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use support::bucket;
 use support::fault_proxy::{Fault, FaultProxy};
+use support::listing;
 use support::log_buffer::LogBuffer;
 use support::moto::Moto;
 use support::tmpfs::Tmpfs;
@@ -70,8 +73,13 @@ async fn stream_into(upload: &mut nightdump::store::Upload, total: usize, seed: 
 
 async fn read_all_hash(store: &Store, key: &str) -> (usize, Vec<u8>) {
     let mut reader = store.open_read(key).await.unwrap().expect("object exists");
+    hash_to_end(&mut reader, 256 * 1024).await
+}
+
+/// Reads to the end in reads of at most `buf_len` bytes; how many bytes, and their SHA-256.
+async fn hash_to_end(reader: &mut ObjectReader, buf_len: usize) -> (usize, Vec<u8>) {
     let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; buf_len];
     let mut total = 0;
     loop {
         let n = reader.read(&mut buf).await.unwrap();
@@ -223,22 +231,10 @@ mod cases {
                 ("top.json".to_string(), 5),
             ]
         );
-        let a1: Vec<_> = store
-            .list("a/1/")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
+        let a1 = listing::keys(store, "a/1/").await;
         assert_eq!(a1, ["a/1/dump.gz", "a/1/manifest.json"]);
         // A plain string prefix, as S3 does it.
-        let a1x: Vec<_> = store
-            .list("a/1")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
+        let a1x = listing::keys(store, "a/1").await;
         assert_eq!(a1x, ["a/1/dump.gz", "a/1/manifest.json", "a/10/dump.gz"]);
         assert!(store.list("nothing/").await.unwrap().is_empty());
 
@@ -259,13 +255,7 @@ mod cases {
             ])
             .await
             .unwrap();
-        let left: Vec<_> = store
-            .list("")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
+        let left = listing::keys(store, "").await;
         assert_eq!(left, ["a/10/dump.gz", "b/2/x.gz", "top.json"]);
         assert!(store.get("a/1/dump.gz").await.unwrap().is_none());
         store.delete(&[]).await.unwrap();
@@ -399,13 +389,7 @@ async fn s3_keys_live_under_the_prefix() {
         .send()
         .await
         .unwrap();
-    let mine: Vec<_> = store
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let mine = listing::keys(&store, "").await;
     assert_eq!(mine, ["a/b.json"]);
     assert_eq!(
         store.destination().to_string(),
@@ -740,19 +724,9 @@ async fn s3_download_broken_mid_body_resumes_where_it_stopped() {
     let forwarded = proxy.requests_forwarded();
     let mut reader = store.open_read("dump.archive.gz").await.unwrap().unwrap();
     assert_eq!(reader.size(), Some((2 * PART + 333) as u64));
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0;
-    loop {
-        let n = reader.read(&mut buf).await.unwrap();
-        if n == 0 {
-            break;
-        }
-        total += n;
-        hash.update(&buf[..n]);
-    }
+    let (total, got) = hash_to_end(&mut reader, 64 * 1024).await;
     assert_eq!(total, 2 * PART + 333);
-    assert_eq!(hash.finalize().to_vec(), sent);
+    assert_eq!(got, sent);
     assert_eq!(
         proxy.requests_forwarded(),
         forwarded + 2,

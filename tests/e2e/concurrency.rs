@@ -17,6 +17,7 @@ use tokio::sync::Barrier;
 
 use crate::harness::*;
 use crate::support::bucket;
+use crate::support::listing;
 use crate::support::moto::Moto;
 
 /// One destination, opened afresh by every run as separate processes would.
@@ -115,14 +116,9 @@ fn backup_args<'a>(uri: &'a str, to: &'a str, scheduled_at: &'a str) -> Vec<&'a 
 }
 
 async fn manifests(store: &Store) -> Vec<String> {
-    store
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .filter(|k| k.ends_with("/manifest.json"))
-        .collect()
+    let mut keys = listing::keys(store, "").await;
+    keys.retain(|k| k.ends_with("/manifest.json"));
+    keys
 }
 
 async fn latest_id(store: &Store) -> Option<String> {
@@ -449,13 +445,7 @@ async fn killed_run_leaves_nothing_complete(dest: Dest) {
 
     // Nothing that looks like a backup, latest.json as it was, the previous backup intact.
     let killed = "20260902T030000Z";
-    let visible: Vec<String> = store
-        .list(&format!("{killed}/"))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let visible: Vec<String> = listing::keys(&store, &format!("{killed}/")).await;
     assert_eq!(visible, Vec::<String>::new());
     assert_eq!(store.get(LATEST_KEY).await.unwrap().unwrap(), latest_before);
     let listing = catalog::list(&store).await.unwrap();

@@ -701,9 +701,7 @@ mod kms {
         assert!(user_databases(&target.uri()).await.is_empty());
 
         // S3 reachable but KMS not: the error names KMS and what to check, on one line.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let kms_down = format!("http://{}", closed.local_addr().unwrap());
-        drop(closed);
+        let kms_down = format!("http://127.0.0.1:{}", closed_port());
         let mut env = env.clone();
         env.push(("AWS_ENDPOINT_URL_KMS", kms_down));
         let down = cli(&["verify", "latest", "--from", &to], &env).await;

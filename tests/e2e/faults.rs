@@ -326,6 +326,29 @@ async fn wait_inside_the_dump(run: &mut Running, server: &ServerHandle, batches:
     server.faults().wait_batches_sent(seen + batches).await;
 }
 
+/// Starts a backup of `server` with every cursor batch delayed by `delay`, and returns once
+/// the dump has received `batches` batches.
+async fn spawn_inside_the_dump(
+    server: &ServerHandle,
+    dest: &Dest,
+    delay: Duration,
+    batches: u64,
+) -> Running {
+    server.faults().delay_batches(delay);
+    let mut run = spawn_backup(&source_uri(server), dest);
+    wait_inside_the_dump(&mut run, server, batches).await;
+    run
+}
+
+/// The manifest of backup `id` in a directory destination.
+fn dir_manifest(dest: &Dest, id: &str) -> serde_json::Value {
+    let Dest::Dir { dir, .. } = dest else {
+        panic!("only a directory destination is read directly")
+    };
+    let path = dir.path().join(id).join("manifest.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 #[tokio::test]
 async fn mongodb_connection_dropped_mid_getmore() {
     // Several cursor batches per collection, so the cut lands in a getMore (a dropped `find`
@@ -361,10 +384,8 @@ async fn mongodb_connection_dropped_mid_collection() {
     let uri = source_uri(&server);
     let dest = Dest::dir();
     let before = previous_backup(&uri, &dest).await;
-    server.faults().delay_batches(Duration::from_millis(200));
-    let mut run = spawn_backup(&uri, &dest);
     // Inside the first collection: its first batch and one getMore have been sent.
-    wait_inside_the_dump(&mut run, &server, 2).await;
+    let run = spawn_inside_the_dump(&server, &dest, Duration::from_millis(200), 2).await;
     server.shutdown().await;
     let run = run.finish(RUN_LIMIT).await;
     assert_promise_kept(
@@ -405,9 +426,7 @@ async fn mongodb_authentication_revoked_between_commands() {
     let uri = source_uri(&server);
     let dest = Dest::dir();
     let before = previous_backup(&uri, &dest).await;
-    server.faults().delay_batches(Duration::from_millis(200));
-    let mut run = spawn_backup(&uri, &dest);
-    wait_inside_the_dump(&mut run, &server, 1).await;
+    let run = spawn_inside_the_dump(&server, &dest, Duration::from_millis(200), 1).await;
     assert!(server.revoke_user("backup"));
     let run = run.finish(RUN_LIMIT).await;
     assert_promise_kept(
@@ -605,16 +624,9 @@ async fn a_collection_dropped_during_the_dump_succeeds_with_a_warning_and_one_cr
     let uri = source_uri(&server);
     let dest = Dest::dir();
     previous_backup(&uri, &dest).await;
-    let Dest::Dir { dir, .. } = &dest else {
-        unreachable!()
-    };
-    let manifest = |id: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(dir.path().join(id).join("manifest.json")).unwrap())
-            .unwrap()
-    };
     // With one collection read at a time, the last namespace of the plan is read last, many
     // delayed batches after the drop.
-    let previous = manifest(PREVIOUS_ID);
+    let previous = dir_manifest(&dest, PREVIOUS_ID);
     let last = previous["namespaces"].as_array().unwrap().last().unwrap();
     let (db, coll) = (
         last["db"].as_str().unwrap().to_string(),
@@ -622,9 +634,7 @@ async fn a_collection_dropped_during_the_dump_succeeds_with_a_warning_and_one_cr
     );
     assert!(last["documents"].as_u64().unwrap() > 0);
 
-    server.faults().delay_batches(Duration::from_millis(100));
-    let mut run = spawn_backup(&uri, &dest);
-    wait_inside_the_dump(&mut run, &server, 2).await;
+    let run = spawn_inside_the_dump(&server, &dest, Duration::from_millis(100), 2).await;
     server
         .run_command(&db, bson::doc! { "drop": &coll })
         .await
@@ -639,7 +649,7 @@ async fn a_collection_dropped_during_the_dump_succeeds_with_a_warning_and_one_cr
     let run = run.finish(RUN_LIMIT).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
-    let m = manifest(FAILED_ID);
+    let m = dir_manifest(&dest, FAILED_ID);
     let namespaces = m["namespaces"].as_array().unwrap();
     let dropped = namespaces
         .iter()
@@ -756,10 +766,7 @@ async fn mongodb_unreachable_at_the_start() {
     let dest = Dest::dir();
     let before = previous_backup(&source_uri(&server), &dest).await;
     // A port nothing listens on any more.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = closed_port();
     let uri = format!("mongodb://backup:{PASSWORD_IN_URI}@127.0.0.1:{port}/?directConnection=true");
     let run = spawn_backup(&uri, &dest).finish(RUN_LIMIT).await;
     // --connect-timeout 5s: it gives up then, not after the driver's 30 s default.
@@ -786,13 +793,7 @@ async fn a_collection_dropped_while_it_is_read_fails_the_backup() {
     let uri = source_uri(&server);
     let dest = Dest::dir();
     let before = previous_backup(&uri, &dest).await;
-    let Dest::Dir { dir, .. } = &dest else {
-        unreachable!()
-    };
-    let previous: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join(PREVIOUS_ID).join("manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let previous = dir_manifest(&dest, PREVIOUS_ID);
     // With one collection read at a time, the first namespace outside admin is read first; at
     // 32 MiB it takes several delayed batches, so the drop lands while its cursor is open.
     let first = previous["namespaces"]
@@ -806,10 +807,8 @@ async fn a_collection_dropped_while_it_is_read_fails_the_backup() {
         first["collection"].as_str().unwrap().to_string(),
     );
 
-    server.faults().delay_batches(Duration::from_millis(200));
-    let mut run = spawn_backup(&uri, &dest);
     // admin.system.users, then the first batch of the first collection.
-    wait_inside_the_dump(&mut run, &server, 2).await;
+    let run = spawn_inside_the_dump(&server, &dest, Duration::from_millis(200), 2).await;
     server
         .run_command(&db, bson::doc! { "drop": &coll })
         .await

@@ -347,3 +347,9 @@ pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
         ("NIGHTDUMP_S3_PATH_STYLE", "true".to_string()),
     ]
 }
+
+/// A loopback port that was free a moment ago: connections to it are refused.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::alert_topic::AlertTopic;
+use crate::harness::closed_port;
 use crate::support::bucket;
 use crate::support::moto::Moto;
 
@@ -38,16 +39,19 @@ impl Aws {
     }
 
     async fn secret(&self, name: &str, value: &str) -> String {
-        aws_sdk_secretsmanager::Client::new(&self.sdk)
-            .create_secret()
-            .name(name)
-            .secret_string(value)
-            .send()
-            .await
-            .unwrap()
-            .arn()
-            .unwrap()
-            .to_string()
+        Moto::shared().create_secret(name, value).await
+    }
+
+    /// The template's environment for `bucket` with a new SSE-KMS key and `mongo_secret` in
+    /// the secret `{bucket}-mongo`; and the key's ARN.
+    async fn function_env(
+        &self,
+        bucket: &str,
+        mongo_secret: &str,
+    ) -> (HashMap<String, String>, String) {
+        let key = self.kms_key().await;
+        let arn = self.secret(&format!("{bucket}-mongo"), mongo_secret).await;
+        (template_env(bucket, &arn, &key), key)
     }
 
     async fn kms_key(&self) -> String {
@@ -151,24 +155,15 @@ async fn scheduled_run_reads_the_secret_and_stores_an_sse_kms_backup() {
     let source = crate::harness::demo_source().await;
     let aws = Aws::new().await;
     let bucket = Moto::shared().create_bucket("lambda-ok").await;
-    let key = aws.kms_key().await;
-    let arn = aws
-        .secret(
-            &format!("{bucket}-mongo"),
+    let (env, key) = aws
+        .function_env(
+            &bucket,
             &json!({ "uri": source.uri, "engine": "mongo" }).to_string(),
         )
         .await;
-    let deps = deps(&aws, template_env(&bucket, &arn, &key));
+    let deps = deps(&aws, env);
 
-    let summary: Summary = handle(
-        event(
-            scheduler_event("2026-11-25T03:00:00Z"),
-            Duration::from_secs(600),
-        ),
-        &deps,
-    )
-    .await
-    .unwrap();
+    let summary = run_at(&deps, &["2026-11-25T03:00:00Z"]).await.remove(0);
     assert_eq!(summary.backup_id, "20261125T030000Z");
     assert!(!summary.already_existed);
     assert_eq!(
@@ -233,15 +228,7 @@ async fn scheduled_run_reads_the_secret_and_stores_an_sse_kms_backup() {
     assert!(r["BackupDurationSeconds"].as_f64().unwrap() > 0.0);
 
     // The scheduler may deliver the same event again: it finds the finished backup.
-    let again = handle(
-        event(
-            scheduler_event("2026-11-25T03:00:00Z"),
-            Duration::from_secs(600),
-        ),
-        &deps,
-    )
-    .await
-    .unwrap();
+    let again = run_at(&deps, &["2026-11-25T03:00:00Z"]).await.remove(0);
     assert!(again.already_existed);
     assert_eq!(again.backup_id, summary.backup_id);
     assert_eq!(aws.keys(&bucket).await.len(), 3);
@@ -256,14 +243,9 @@ async fn unreachable_database_fails_without_leaking_the_password_or_leaving_obje
     let aws = Aws::new().await;
     let bucket = Moto::shared().create_bucket("lambda-unreachable").await;
     // A port that was free a moment ago: connections are refused.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let arn = aws
-        .secret(&format!("{bucket}-mongo"), &uri_with_password(port))
-        .await;
-    let deps = deps(&aws, template_env(&bucket, &arn, &aws.kms_key().await));
+    let port = closed_port();
+    let (env, _) = aws.function_env(&bucket, &uri_with_password(port)).await;
+    let deps = deps(&aws, env);
 
     let error = handle(event(json!({}), Duration::from_secs(120)), &deps)
         .await
@@ -345,14 +327,9 @@ async fn bad_configuration_and_events_fail_before_any_connection() {
 async fn failed_run_reaches_the_alert_topic_subscribers_with_the_cause_and_the_fix() {
     let aws = Aws::new().await;
     let bucket = Moto::shared().create_bucket("lambda-alert").await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let arn = aws
-        .secret(&format!("{bucket}-mongo"), &uri_with_password(port))
-        .await;
-    let deps = deps(&aws, template_env(&bucket, &arn, &aws.kms_key().await));
+    let port = closed_port();
+    let (env, _) = aws.function_env(&bucket, &uri_with_password(port)).await;
+    let deps = deps(&aws, env);
     let scheduled = scheduler_event("2026-11-25T03:00:00Z");
     let invocation = event(scheduled.clone(), Duration::from_secs(120));
     let request_id = invocation.context.request_id.clone();
@@ -417,14 +394,9 @@ async fn a_configured_policy_prunes_after_a_successful_backup() {
     let source = crate::harness::demo_source().await;
     let aws = Aws::new().await;
     let bucket = Moto::shared().create_bucket("lambda-prune").await;
-    let key = aws.kms_key().await;
-    let arn = aws
-        .secret(
-            &format!("{bucket}-mongo"),
-            &json!({ "uri": source.uri }).to_string(),
-        )
+    let (mut env, _) = aws
+        .function_env(&bucket, &json!({ "uri": source.uri }).to_string())
         .await;
-    let mut env = template_env(&bucket, &arn, &key);
     // Two runs without a policy leave two backups.
     let plain = deps(&aws, env.clone());
     run_at(&plain, &["2026-11-23T03:00:00Z", "2026-11-24T03:00:00Z"]).await;
@@ -465,14 +437,9 @@ async fn a_failed_prune_is_reported_but_the_backup_succeeds() {
     let proxy = crate::support::fault_proxy::FaultProxy::start(moto.addr()).await;
     let aws = Aws::new().await;
     let bucket = moto.create_bucket("lambda-prune-fails").await;
-    let key = aws.kms_key().await;
-    let arn = aws
-        .secret(
-            &format!("{bucket}-mongo"),
-            &json!({ "uri": source.uri }).to_string(),
-        )
+    let (mut env, _) = aws
+        .function_env(&bucket, &json!({ "uri": source.uri }).to_string())
         .await;
-    let mut env = template_env(&bucket, &arn, &key);
     run_at(&deps(&aws, env.clone()), &["2026-11-23T03:00:00Z"]).await;
 
     env.insert("NIGHTDUMP_PRUNE".into(), "keep-last=1".into());
@@ -521,15 +488,10 @@ async fn a_kms_envelope_key_encrypts_the_functions_backups() {
     let source = crate::harness::demo_source().await;
     let aws = Aws::new().await;
     let bucket = Moto::shared().create_bucket("lambda-envelope").await;
-    let sse_key = aws.kms_key().await;
-    let envelope_key = aws.kms_key().await;
-    let arn = aws
-        .secret(
-            &format!("{bucket}-mongo"),
-            &json!({ "uri": source.uri }).to_string(),
-        )
+    let (mut env, _) = aws
+        .function_env(&bucket, &json!({ "uri": source.uri }).to_string())
         .await;
-    let mut env = template_env(&bucket, &arn, &sse_key);
+    let envelope_key = aws.kms_key().await;
     // As the template sets it from EncryptKmsKeyArn.
     env.insert("NIGHTDUMP_ENCRYPT".into(), format!("kms:{envelope_key}"));
     let d = deps(&aws, env);

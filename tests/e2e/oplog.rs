@@ -592,12 +592,7 @@ async fn a_standalone_is_refused_unless_inconsistency_is_allowed() {
     let outcome = backup::run(&options(&uri), &store, &progress())
         .await
         .unwrap();
-    assert!(outcome.manifest.point_in_time.is_none());
-    assert!(outcome
-        .manifest
-        .namespaces
-        .iter()
-        .all(|n| n.kind != "oplog"));
+    assert_without_oplog(&outcome.manifest);
     assert!(outcome
         .manifest
         .namespaces
@@ -618,12 +613,13 @@ async fn no_oplog_on_a_replica_set_needs_the_same_consent() {
     assert!(err.to_string().contains("--allow-inconsistent"), "{err}");
     o.allow_inconsistent = true;
     let outcome = backup::run(&o, &store, &progress()).await.unwrap();
-    assert!(outcome.manifest.point_in_time.is_none());
-    assert!(outcome
-        .manifest
-        .namespaces
-        .iter()
-        .all(|n| n.kind != "oplog"));
+    assert_without_oplog(&outcome.manifest);
+}
+
+/// A backup made without the oplog: no point in time and no oplog in the archive.
+fn assert_without_oplog(m: &nightdump::manifest::Manifest) {
+    assert!(m.point_in_time.is_none());
+    assert!(m.namespaces.iter().all(|n| n.kind != "oplog"));
 }
 
 fn fixture(name: &str) -> PathBuf {

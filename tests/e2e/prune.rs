@@ -12,6 +12,7 @@ use nightdump::prune::{self, Outcome, Policy};
 use nightdump::store::{Destination, S3Options, Store};
 
 use crate::harness::*;
+use crate::support::listing;
 use crate::support::moto::Moto;
 
 const NEWEST: &str = "2026-11-25T03:00:00Z";
@@ -86,13 +87,7 @@ async fn seed(store: &Store, uri: &str) -> Vec<String> {
 }
 
 async fn keys(store: &Store) -> BTreeSet<String> {
-    store
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect()
+    listing::keys(store, "").await.into_iter().collect()
 }
 
 /// Runs the dry run and the real prune, and checks what both did; `old_incomplete_removed`

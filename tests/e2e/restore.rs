@@ -96,7 +96,11 @@ struct Backed {
 }
 
 async fn backed_up_demo() -> Backed {
-    let source = demo_source().await;
+    backed_up(demo_source().await).await
+}
+
+/// A backup of `source` into a new directory.
+async fn backed_up(source: Source) -> Backed {
     let dir = tempfile::tempdir().unwrap();
     let store = local_store(dir.path()).await;
     let outcome = backup::run(&options(&source.uri), &store, &progress())
@@ -430,18 +434,7 @@ async fn target_dying_mid_restore_is_reported_exactly() {
 /// A backup of the demo data on the test server, whose admin database holds a user and the
 /// auth-schema document whatever server the other tests use.
 async fn backed_up_demo_with_users() -> Backed {
-    let source = demo_test_server().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = local_store(dir.path()).await;
-    let outcome = backup::run(&options(&source.uri), &store, &progress())
-        .await
-        .unwrap();
-    Backed {
-        source,
-        _dir: dir,
-        store,
-        manifest: outcome.manifest,
-    }
+    backed_up(demo_test_server().await).await
 }
 
 async fn admin_collection_names(uri: &str) -> Vec<String> {
@@ -680,6 +673,20 @@ fn as_user(server: &ServerHandle, name: &str, password: &str) -> String {
     )
 }
 
+/// Restores `test.bar.archive` into `target` as `user`.
+async fn restore_fixture_as(
+    target: &ServerHandle,
+    user: &str,
+    password: &str,
+) -> nightdump::Result<RestoreReport> {
+    restore::run(
+        &restore_options(&as_user(target, user, password)),
+        Input::File(fixture("test.bar.archive")),
+        &progress(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_read_only_user_is_refused_with_the_privilege_and_the_fix_before_any_write() {
     let target = secured_with(
@@ -688,13 +695,9 @@ async fn a_read_only_user_is_refused_with_the_privilege_and_the_fix_before_any_w
         vec![Bson::Document(bson::doc! {"role": "read", "db": "test"})],
     )
     .await;
-    let err = restore::run(
-        &restore_options(&as_user(&target, "reader", "reader-pw")),
-        Input::File(fixture("test.bar.archive")),
-        &progress(),
-    )
-    .await
-    .unwrap_err();
+    let err = restore_fixture_as(&target, "reader", "reader-pw")
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "the user lacks the privilege to create collections on test: grant it the restore or readWrite role"
@@ -724,13 +727,9 @@ async fn a_read_only_user_is_refused_with_the_privilege_and_the_fix_before_any_w
         )],
     )
     .await;
-    let err = restore::run(
-        &restore_options(&as_user(&target, "stranger", "pw")),
-        Input::File(fixture("test.bar.archive")),
-        &progress(),
-    )
-    .await
-    .unwrap_err();
+    let err = restore_fixture_as(&target, "stranger", "pw")
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "the user lacks the privilege to list collections on test: grant it the restore or readWrite role"
@@ -738,13 +737,7 @@ async fn a_read_only_user_is_refused_with_the_privilege_and_the_fix_before_any_w
 
     // The restore role is enough.
     let target = secured_with("loader", "pw", vec![Bson::String("restore".into())]).await;
-    let report = restore::run(
-        &restore_options(&as_user(&target, "loader", "pw")),
-        Input::File(fixture("test.bar.archive")),
-        &progress(),
-    )
-    .await
-    .unwrap();
+    let report = restore_fixture_as(&target, "loader", "pw").await.unwrap();
     assert_eq!(row(&report, "test.bar").inserted, 1);
 }
 

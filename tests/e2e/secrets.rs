@@ -201,24 +201,11 @@ async fn no_secret_in_a_failed_lambda_run_its_logs_metrics_alert_or_bucket() {
     let sdk = moto.sdk_config().await;
     let bucket = moto.create_bucket("secret-leak").await;
     let kms_key = moto.create_kms_key().await.key_id().to_string();
-    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let mut secret_number = 0;
     let mut secret = |value: String| {
         secret_number += 1;
         let name = format!("{bucket}-mongo-{secret_number}");
-        let secrets = secrets.clone();
-        async move {
-            secrets
-                .create_secret()
-                .name(name)
-                .secret_string(value)
-                .send()
-                .await
-                .unwrap()
-                .arn()
-                .unwrap()
-                .to_string()
-        }
+        async move { moto.create_secret(&name, &value).await }
     };
     let secret_value =
         |uri: &str| json!({ "uri": uri, "engine": "mongo", "note": SECRET_TOKEN }).to_string();
@@ -237,10 +224,7 @@ async fn no_secret_in_a_failed_lambda_run_its_logs_metrics_alert_or_bucket() {
     })
     .await
     .unwrap();
-    let closed_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed_port = crate::harness::closed_port();
     let with_password = |uri: String| {
         uri.replacen(
             "mongodb://",

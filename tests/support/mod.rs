@@ -6,6 +6,7 @@
 
 pub mod bucket;
 pub mod fault_proxy;
+pub mod listing;
 pub mod log_buffer;
 pub mod moto;
 pub mod tmpfs;

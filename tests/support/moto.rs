@@ -146,6 +146,19 @@ impl Moto {
             .expect("a created key has metadata")
     }
 
+    /// Creates a Secrets Manager secret; its ARN.
+    pub async fn create_secret(&self, name: &str, value: &str) -> String {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .expect("create secret on moto")
+            .arn
+            .expect("a created secret has an ARN")
+    }
+
     /// Creates a bucket with a name unique to this process and `label`.
     pub async fn create_bucket(&self, label: &str) -> String {
         use std::sync::atomic::{AtomicUsize, Ordering};
