@@ -182,14 +182,7 @@ async fn scheduled_run_reads_the_secret_and_stores_an_sse_kms_backup() {
             format!("{PREFIX}/latest.json"),
         ]
     );
-    let head = aws
-        .s3
-        .head_object()
-        .bucket(&bucket)
-        .key(format!("{PREFIX}/{id}/dump.archive.gz"))
-        .send()
-        .await
-        .unwrap();
+    let head = bucket::head(&aws.s3, &bucket, &format!("{PREFIX}/{id}/dump.archive.gz")).await;
     assert_eq!(
         head.server_side_encryption().map(|s| s.as_str()),
         Some("aws:kms")

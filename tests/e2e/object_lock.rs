@@ -12,6 +12,7 @@ use nightdump::store::{
 };
 
 use crate::harness::*;
+use crate::support::bucket;
 use crate::support::moto::Moto;
 
 const LOCK: ObjectLock = ObjectLock {
@@ -47,15 +48,7 @@ async fn open(moto: &Moto, bucket: &str, lock: Option<ObjectLock>) -> Result<Sto
 /// Mode and retain-until date of the current version of `key`, as S3 reports them on
 /// HeadObject (moto does not implement GetObjectRetention).
 async fn retention(moto: &Moto, bucket: &str, key: &str) -> Option<(String, i64)> {
-    let out = moto
-        .s3_client()
-        .await
-        .head_object()
-        .bucket(bucket)
-        .key(format!("nightly/{key}"))
-        .send()
-        .await
-        .unwrap();
+    let out = bucket::head(&moto.s3_client().await, bucket, &format!("nightly/{key}")).await;
     Some((
         out.object_lock_mode()?.as_str().to_string(),
         out.object_lock_retain_until_date()?.secs(),

@@ -349,16 +349,9 @@ async fn damaged_archives_stop_with_a_clear_error() {
     let mut damaged = plain.clone();
     let at = plain.len() * 3 / 4;
     damaged[at] ^= 0x01;
-    let err = restore::run(
-        &opts,
-        Input::Reader {
-            name: "flipped".into(),
-            reader: Box::new(std::io::Cursor::new(damaged)),
-        },
-        &progress(),
-    )
-    .await
-    .unwrap_err();
+    let err = restore::run(&opts, from_bytes("flipped", damaged), &progress())
+        .await
+        .unwrap_err();
     let Error::RestoreFailed { report, .. } = &err else {
         panic!("expected a report, got {err}");
     };
@@ -373,16 +366,9 @@ async fn damaged_archives_stop_with_a_clear_error() {
     let target = fresh_target().await;
     let opts = restore_options(&target.uri());
     let cut = plain[..plain.len() / 2].to_vec();
-    let err = restore::run(
-        &opts,
-        Input::Reader {
-            name: "cut".into(),
-            reader: Box::new(std::io::Cursor::new(cut)),
-        },
-        &progress(),
-    )
-    .await
-    .unwrap_err();
+    let err = restore::run(&opts, from_bytes("cut", cut), &progress())
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("unexpected end of input"), "{text}");
     assert_eq!(err.exit_code(), 9, "{text}");

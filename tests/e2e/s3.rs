@@ -65,15 +65,12 @@ async fn backup_to_s3_with_sse_kms_is_complete_and_verifiable() {
     );
     assert_eq!(m.storage.backend, "s3");
     assert_eq!(m.storage.sse, "aws:kms");
-    let head = moto
-        .s3_client()
-        .await
-        .head_object()
-        .bucket(&bucket)
-        .key("nightly/20261125T030000Z/dump.archive.gz")
-        .send()
-        .await
-        .unwrap();
+    let head = bucket::head(
+        &moto.s3_client().await,
+        &bucket,
+        "nightly/20261125T030000Z/dump.archive.gz",
+    )
+    .await;
     assert_eq!(
         head.server_side_encryption().map(|s| s.as_str()),
         Some("aws:kms")

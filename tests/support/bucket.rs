@@ -29,6 +29,20 @@ pub async fn object(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// One object's metadata.
+pub async fn head(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The keys of the multipart uploads started and neither completed nor aborted.
 pub async fn unfinished_uploads(s3: &Client, bucket: &str) -> Vec<String> {
     s3.list_multipart_uploads()
