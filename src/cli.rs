@@ -685,6 +685,20 @@ async fn run_backup(args: BackupArgs) -> Result<()> {
             )
             .ok();
             writeln!(out, "archive: {}/{}", destination, m.archive.key).ok();
+            if let Some(pit) = &m.point_in_time {
+                writeln!(
+                    out,
+                    "consistent as of {} (oplog {}:{}, {} captured during the backup)",
+                    pit.wall.as_deref().unwrap_or("the recorded oplog time"),
+                    pit.ts.t,
+                    pit.ts.i,
+                    match pit.oplog_entries {
+                        1 => "1 entry".to_string(),
+                        n => format!("{n} entries"),
+                    }
+                )
+                .ok();
+            }
         }
         if let Some(w) = &outcome.latest_warning {
             writeln!(out, "warning: latest.json not updated: {w}").ok();
