@@ -97,6 +97,15 @@ pub struct BackupArgs {
     /// How long to wait for a reachable server before giving up.
     #[arg(long, default_value = "30s", allow_hyphen_values = true)]
     pub connect_timeout: String,
+    /// Unfinished uploads under the destination older than this are a killed run's and are
+    /// aborted before the backup starts.
+    #[arg(
+        long,
+        env = "NIGHTDUMP_STALE_UPLOAD_AGE",
+        default_value = "12h",
+        allow_hyphen_values = true
+    )]
+    pub stale_upload_age: String,
     /// Server-side encryption for S3: none, s3 (AES256) or kms.
     #[arg(long, env = "NIGHTDUMP_SSE")]
     pub sse: Option<String>,
@@ -418,6 +427,7 @@ impl BackupArgs {
             deadline: None,
             s3,
             encrypt: crate::crypto::Encrypt::parse_all("--encrypt", &self.encrypt)?,
+            stale_upload_age: parse_duration("--stale-upload-age", &self.stale_upload_age)?,
             oplog: !self.no_oplog,
             allow_inconsistent: self.allow_inconsistent,
         };

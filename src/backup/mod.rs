@@ -52,6 +52,9 @@ pub struct BackupOptions {
     /// Back up a source that cannot be made consistent to one point in time (a standalone
     /// server, a mongos, or `oplog` off) instead of refusing.
     pub allow_inconsistent: bool,
+    /// Unfinished uploads under the destination older than this are a killed run's and are
+    /// aborted before the backup starts; younger ones may belong to a run in progress.
+    pub stale_upload_age: Duration,
 }
 
 pub const MAX_PARALLEL: usize = 64;
@@ -110,7 +113,7 @@ pub async fn run(
             latest_warning: None,
         });
     }
-    abort_stale_uploads(store).await;
+    abort_stale_uploads(store, options.stale_upload_age).await;
     let work = run_new(options, store, progress, id, started, &manifest_key);
     let result = match options.deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline, work).await {
@@ -384,7 +387,7 @@ async fn abort_quietly(upload: crate::store::Upload, key: &str) {
 /// How long a run that stored this backup's archive first may take to write its manifest.
 const MANIFEST_WAIT: Duration = Duration::from_secs(60);
 
-/// Unfinished uploads younger than this may belong to a run in progress and are left alone.
+/// The default of [`BackupOptions::stale_upload_age`]: far longer than any run.
 pub const STALE_UPLOAD_AGE: Duration = Duration::from_secs(12 * 3600);
 
 /// The outcome of a duplicate run that lost the race to another run of the same backup id:
@@ -444,18 +447,8 @@ async fn discard_unsealed_archive(store: &Store, manifest: &Manifest, manifest_k
 /// Aborts unfinished uploads of backups under the destination that no run can still be
 /// writing: a run killed outright (SIGKILL, out of memory, a Lambda timeout) never aborts its
 /// own. Best effort: a bucket lifecycle rule that aborts incomplete multipart uploads is the
-/// backstop. `NIGHTDUMP_STALE_UPLOAD_AGE` (e.g. `30m`) overrides the age.
-async fn abort_stale_uploads(store: &Store) {
-    let age = match std::env::var("NIGHTDUMP_STALE_UPLOAD_AGE") {
-        Ok(v) => match humantime::parse_duration(&v) {
-            Ok(age) => age,
-            Err(e) => {
-                tracing::warn!(value = %v, error = %e, "NIGHTDUMP_STALE_UPLOAD_AGE is not a duration; using the default");
-                STALE_UPLOAD_AGE
-            }
-        },
-        Err(_) => STALE_UPLOAD_AGE,
-    };
+/// backstop.
+async fn abort_stale_uploads(store: &Store, age: Duration) {
     let keys = match store.list_incomplete_uploads("").await {
         Ok(keys) => keys,
         Err(e) => {

@@ -38,6 +38,8 @@ pub const PRUNE: &str = "NIGHTDUMP_PRUNE";
 pub const OBJECT_LOCK: &str = "NIGHTDUMP_OBJECT_LOCK";
 /// How long each object is locked, e.g. `35d`.
 pub const RETAIN_FOR: &str = "NIGHTDUMP_RETAIN_FOR";
+/// Unfinished uploads older than this (default 12h) are a killed run's, aborted before a run.
+pub const STALE_UPLOAD_AGE: &str = "NIGHTDUMP_STALE_UPLOAD_AGE";
 
 const DEFAULT_PARALLEL: usize = 4;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,6 +67,7 @@ pub struct LambdaConfig {
     /// in CloudWatch.
     pub max_age: Option<Duration>,
     pub connect_timeout: Duration,
+    pub stale_upload_age: Duration,
     /// The metrics dimension; empty outside Lambda.
     pub function_name: String,
     /// Client-side encryption of each backup.
@@ -114,6 +117,10 @@ impl LambdaConfig {
                 "{CONNECT_TIMEOUT} must be longer than 0s: use e.g. 30s"
             )));
         }
+        let stale_upload_age = match get(env, STALE_UPLOAD_AGE) {
+            None => crate::backup::STALE_UPLOAD_AGE,
+            Some(v) => parse_duration(STALE_UPLOAD_AGE, v)?,
+        };
         let encrypt = match get(env, ENCRYPT) {
             None => None,
             Some(v) => {
@@ -136,6 +143,7 @@ impl LambdaConfig {
             exclude,
             max_age,
             connect_timeout,
+            stale_upload_age,
             function_name: get(env, FUNCTION_NAME).unwrap_or_default().to_string(),
         })
     }
@@ -319,6 +327,7 @@ mod tests {
         assert!(c.exclude.is_empty());
         assert_eq!(c.max_age, Some(Duration::from_secs(26 * 3600)));
         assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(c.stale_upload_age, crate::backup::STALE_UPLOAD_AGE);
         assert_eq!(c.function_name, "nightdump-prod");
     }
 

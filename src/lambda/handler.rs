@@ -345,6 +345,7 @@ fn backup_options(
         encrypt: config.encrypt.clone(),
         oplog: true,
         allow_inconsistent: config.allow_inconsistent,
+        stale_upload_age: config.stale_upload_age,
     }
 }
 

@@ -204,6 +204,12 @@ pub fn cli_rows(f: &Fixture) -> Vec<Row> {
             2,
             "--connect-timeout 'soon' is not a duration",
         ),
+        backup(
+            f,
+            &["--stale-upload-age", "-1h"],
+            2,
+            "--stale-upload-age '-1h' is not a duration",
+        ),
         backup(f, &["--sse", "rot13"], 2, "unknown --sse 'rot13'"),
         backup(
             f,
@@ -658,6 +664,10 @@ pub fn env_rows() -> Vec<Row> {
         env(
             &[("NIGHTDUMP_CONNECT_TIMEOUT", Some("-5s"))],
             "NIGHTDUMP_CONNECT_TIMEOUT '-5s' is not a duration",
+        ),
+        env(
+            &[("NIGHTDUMP_STALE_UPLOAD_AGE", Some("half a day"))],
+            "NIGHTDUMP_STALE_UPLOAD_AGE 'half a day' is not a duration",
         ),
         env(
             &[("NIGHTDUMP_S3_PATH_STYLE", Some("yes"))],

@@ -92,6 +92,7 @@ pub fn options(uri: &str) -> BackupOptions {
         oplog: true,
         // The demo source is a standalone server: no point in time to capture.
         allow_inconsistent: true,
+        stale_upload_age: nightdump::backup::STALE_UPLOAD_AGE,
     }
 }
 
