@@ -125,7 +125,12 @@ pub struct BackupArgs {
     #[arg(long, env = "NIGHTDUMP_OBJECT_LOCK", value_name = "MODE")]
     pub object_lock: Option<String>,
     /// How long each object is locked, from the backup's start (e.g. 35d).
-    #[arg(long, env = "NIGHTDUMP_RETAIN_FOR", value_name = "SPAN")]
+    #[arg(
+        long,
+        env = "NIGHTDUMP_RETAIN_FOR",
+        value_name = "SPAN",
+        allow_hyphen_values = true
+    )]
     pub retain_for: Option<String>,
     /// Back up a source that cannot be made consistent to one point in time (a standalone
     /// server, a mongos, or --no-oplog) instead of refusing; each collection is then as of

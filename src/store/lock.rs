@@ -65,8 +65,25 @@ impl ObjectLock {
         retain_flag: &str,
         retain_for: Option<&str>,
     ) -> Result<Option<ObjectLock>, String> {
-        let mode = mode.map(str::trim).filter(|s| !s.is_empty());
-        let retain_for = retain_for.map(str::trim).filter(|s| !s.is_empty());
+        // Each value is checked on its own first, so a misspelt mode is named as such even
+        // when the other setting is missing too.
+        let mode = mode
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|m| {
+                m.parse::<LockMode>()
+                    .map_err(|e| format!("{mode_flag}: {e}"))
+            })
+            .transpose()?;
+        let retain_for = retain_for
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|span| {
+                humantime::parse_duration(span).map_err(|_| {
+                    format!("{retain_flag} '{span}' is not a duration: use e.g. 35d or 12w")
+                })
+            })
+            .transpose()?;
         match (mode, retain_for) {
             (None, None) => Ok(None),
             (Some(_), None) => Err(format!(
@@ -75,13 +92,7 @@ impl ObjectLock {
             (None, Some(_)) => Err(format!(
                 "{retain_flag} needs {mode_flag} governance or compliance"
             )),
-            (Some(mode), Some(span)) => {
-                let mode = mode
-                    .parse::<LockMode>()
-                    .map_err(|e| format!("{mode_flag}: {e}"))?;
-                let retain_for = humantime::parse_duration(span).map_err(|_| {
-                    format!("{retain_flag} '{span}' is not a duration: use e.g. 35d or 12w")
-                })?;
+            (Some(mode), Some(retain_for)) => {
                 let lock = ObjectLock { mode, retain_for };
                 lock.validate().map_err(|e| format!("{retain_flag}: {e}"))?;
                 Ok(Some(lock))
@@ -153,6 +164,8 @@ mod tests {
             (Some("compliance"), None, "needs --retain-for"),
             (None, Some("35d"), "needs --object-lock"),
             (Some("legal"), Some("35d"), "governance or compliance"),
+            (Some("legal"), None, "governance or compliance"),
+            (None, Some("soon"), "not a duration"),
             (Some("compliance"), Some("soon"), "not a duration"),
             (Some("compliance"), Some("2h"), "one day"),
             (Some("compliance"), Some("35y"), "10 years"),

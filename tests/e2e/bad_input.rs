@@ -486,6 +486,16 @@ fn encryption_lock_and_oplog_rows(f: &Fixture) -> Vec<Row> {
             "--object-lock needs --retain-for",
         ),
         row(
+            s3(&["--object-lock", "always"]),
+            2,
+            "'always' is not an Object Lock mode",
+        ),
+        row(
+            s3(&["--object-lock", "governance", "--retain-for", "-3d"]),
+            2,
+            "--retain-for '-3d' is not a duration",
+        ),
+        row(
             s3(&["--object-lock", "governance", "--retain-for", "xx"]),
             2,
             "--retain-for 'xx' is not a duration",
