@@ -126,19 +126,8 @@ impl S3Store {
     /// s3:GetObject, and S3 fills in for callers allowed s3:GetObjectRetention); `None` when
     /// it has none, is missing, or the caller may not see it.
     pub(crate) async fn retention(&self, key: &str) -> Result<Option<Retention>, StoreError> {
-        let full = self.full_key(key);
-        let result = self
-            .inner
-            .client
-            .head_object()
-            .bucket(&self.inner.bucket)
-            .key(&full)
-            .send()
-            .await;
-        let out = match result {
-            Ok(o) => o,
-            Err(e) if errors::is_missing_object(&e) => return Ok(None),
-            Err(e) => return Err(self.err("HeadObject", Some(&full), e)),
+        let Some(out) = self.head_object(key).await? else {
+            return Ok(None);
         };
         let mode = match out.object_lock_mode() {
             Some(ObjectLockMode::Compliance) => LockMode::Compliance,

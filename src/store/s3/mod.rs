@@ -407,9 +407,14 @@ impl S3Store {
         Ok(Some(ObjectReader::new(body, size)))
     }
 
-    pub(crate) async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+    /// HeadObject of `key`, `None` when the object is missing: what `head` and `retention`
+    /// each read their part of.
+    pub(crate) async fn head_object(
+        &self,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, StoreError> {
         let full = self.full_key(key);
-        let out = match self
+        match self
             .inner
             .client
             .head_object()
@@ -418,9 +423,15 @@ impl S3Store {
             .send()
             .await
         {
-            Ok(o) => o,
-            Err(e) if errors::is_missing_object(&e) => return Ok(None),
-            Err(e) => return Err(self.err("HeadObject", Some(&full), e)),
+            Ok(o) => Ok(Some(o)),
+            Err(e) if errors::is_missing_object(&e) => Ok(None),
+            Err(e) => Err(self.err("HeadObject", Some(&full), e)),
+        }
+    }
+
+    pub(crate) async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let Some(out) = self.head_object(key).await? else {
+            return Ok(None);
         };
         let mut info = ObjectInfo::new(
             key.to_string(),
