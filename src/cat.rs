@@ -1,12 +1,15 @@
 //! `nightdump cat`: a stored archive to a writer (stdout), so any backup can be piped straight
 //! into `mongorestore --gzip --archive`. An encrypted backup is decrypted on the way (each
 //! 64 KiB age chunk is authenticated before any of it is written); `raw` writes the stored
-//! bytes as they are.
+//! bytes as they are. Either way the stored bytes' size and SHA-256 are checked against the
+//! manifest as they stream, and a mismatch fails the command (exit 6) after the last byte, so
+//! `set -o pipefail; nightdump cat … | mongorestore …` never reports success over damage.
 
 use std::io::Read;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::catalog::{resolve, Selector};
@@ -44,22 +47,39 @@ pub async fn cat_with_keys(
                 manifest.archive.key
             ),
         })?;
-    let copied = if raw || manifest.archive.encryption.scheme == "none" {
-        let copied = tokio::io::copy(&mut reader, &mut out)
-            .await
-            .map_err(|e| Error::Internal(format!("copying backup {id} failed: {e}")))?;
+    let (copied, sha) = if raw || manifest.archive.encryption.scheme == "none" {
+        let mut hasher = Sha256::new();
+        let mut copied = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = reader.read(&mut buf).await.map_err(|e| {
+                Error::Store(crate::store::StoreError::Io {
+                    path: manifest.archive.key.clone().into(),
+                    source: e,
+                })
+            })?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            copied += n as u64;
+            out.write_all(&buf[..n])
+                .await
+                .map_err(|e| output_failed(&id.to_string(), copied, &e))?;
+        }
         out.flush()
             .await
-            .map_err(|e| Error::Internal(format!("flushing backup {id} failed: {e}")))?;
-        copied
+            .map_err(|e| output_failed(&id.to_string(), copied, &e))?;
+        (copied, hex::encode(hasher.finalize()))
     } else {
         // Decryption is synchronous: it runs on a blocking thread and hands plaintext over
         // a small bounded channel, which keeps memory bounded.
         let (tx, mut rx) = mpsc::channel::<Bytes>(4);
         let name = format!("backup {id}");
+        let id_text = id.to_string();
         let encryption = manifest.archive.encryption.clone();
         let handle = tokio::runtime::Handle::current();
-        let decrypt = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let decrypt = tokio::task::spawn_blocking(move || -> Result<(u64, String)> {
             let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
             let mut hashing = HashingReader::new(bridge);
             {
@@ -69,7 +89,7 @@ pub async fn cat_with_keys(
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
                     let n = plain.read(&mut buf).map_err(|e| Error::Integrity {
-                        id: name.clone(),
+                        id: id_text.clone(),
                         detail: e.to_string(),
                     })?;
                     if n == 0 {
@@ -80,39 +100,55 @@ pub async fn cat_with_keys(
                     }
                 }
             }
-            let (size, _) = hashing
+            let (size, sha) = hashing
                 .finish()
                 .map_err(|e| Error::Internal(format!("reading {name} failed: {e}")))?;
-            Ok(size)
+            Ok((size, hex::encode(sha)))
         });
         let mut write_error = None;
+        let mut written = 0u64;
         while let Some(chunk) = rx.recv().await {
             if let Err(e) = out.write_all(&chunk).await {
                 write_error = Some(e);
                 break;
             }
+            written += chunk.len() as u64;
         }
         drop(rx);
         let decrypted = decrypt
             .await
             .map_err(|e| Error::Internal(format!("the decryptor crashed: {e}")))?;
         if let Some(e) = write_error {
-            return Err(Error::Internal(format!("writing backup {id} failed: {e}")));
+            return Err(output_failed(&id.to_string(), written, &e));
         }
-        let size = decrypted?;
+        let stored = decrypted?;
         out.flush()
             .await
-            .map_err(|e| Error::Internal(format!("flushing backup {id} failed: {e}")))?;
-        size
+            .map_err(|e| output_failed(&id.to_string(), written, &e))?;
+        stored
     };
-    if copied != manifest.archive.size {
+    if copied != manifest.archive.size || sha != manifest.archive.sha256 {
         return Err(Error::Integrity {
             id: id.to_string(),
             detail: format!(
-                "read {copied} bytes, the manifest says {}",
-                manifest.archive.size
+                "the stored object is {copied} bytes with SHA-256 {sha}, the manifest says {} bytes with {}: what was written is not this backup; restore from another (`nightdump list`)",
+                manifest.archive.size, manifest.archive.sha256
             ),
         });
     }
     Ok(())
+}
+
+/// The output could not take the archive: most often the reading end of a pipe stopped
+/// (mongorestore failed or was stopped) and the pipe closed.
+fn output_failed(id: &str, written: u64, e: &std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Error::Interrupted(format!(
+            "the output pipe was closed by its reader after {written} bytes of backup {id}: the archive was not written whole; see why the reading command stopped"
+        ))
+    } else {
+        Error::Interrupted(format!(
+            "writing backup {id} to the output failed after {written} bytes: {e}"
+        ))
+    }
 }

@@ -1,14 +1,20 @@
 //! What backups a destination holds: listing, resolving `latest` or an id, and the status
 //! the admin portal and monitoring read.
+//!
+//! One definition of a *complete* backup serves every command (list, status, `latest`,
+//! `--at`, prune): its manifest parses, describes this backup (its own id, an archive in its
+//! own directory, totals that add up), and the archive it names exists at the stated size.
+//! Anything less is incomplete, whatever objects it has.
 
 use std::collections::BTreeMap;
 
+use futures_util::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::layout::{parse_time, BackupId, LATEST_KEY, MANIFEST_NAME};
+use crate::layout::{parse_time, BackupId, LATEST_KEY};
 use crate::manifest::{Latest, Manifest};
-use crate::store::Store;
+use crate::store::{ObjectInfo, Store};
 
 /// Which backup a command means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,114 +40,178 @@ impl std::str::FromStr for Selector {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Listing {
     pub id: String,
-    /// `complete` (has a manifest) or `incomplete` (failed, or still running).
+    /// `complete` (see the module's definition) or `incomplete` (failed, running, or damaged).
     pub status: &'static str,
     pub time: String,
+    /// Why an incomplete backup is not complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// `full`, or the include/exclude patterns of a filtered backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
     pub size: Option<u64>,
     pub namespaces: Option<u64>,
     pub documents: Option<u64>,
     pub duration_seconds: Option<f64>,
     #[serde(skip)]
+    pub backup_id: BackupId,
+    #[serde(skip)]
     pub manifest: Option<Manifest>,
+    /// Every object in the backup's directory.
+    #[serde(skip)]
+    pub objects: Vec<ObjectInfo>,
 }
+
+impl Listing {
+    pub fn is_complete(&self) -> bool {
+        self.manifest.is_some()
+    }
+
+    /// Complete and of the whole deployment.
+    pub fn is_full(&self) -> bool {
+        self.manifest
+            .as_ref()
+            .is_some_and(|m| m.selection.is_full())
+    }
+
+    fn finished(&self) -> Option<OffsetDateTime> {
+        self.manifest
+            .as_ref()
+            .and_then(|m| parse_time(&m.finished_at).ok())
+    }
+}
+
+/// Manifests read at once while listing an S3 prefix with many backups.
+const MANIFEST_READS: usize = 16;
 
 /// Every backup under the destination, newest first. Objects that nightdump did not write
 /// (names that are not backup ids) are ignored.
 pub async fn list(store: &Store) -> Result<Vec<Listing>> {
     let objects = store.list("").await?;
-    let mut ids: BTreeMap<BackupId, bool> = BTreeMap::new();
-    for object in &objects {
-        let Some((dir, name)) = object.key.split_once('/') else {
+    let mut dirs: BTreeMap<BackupId, Vec<ObjectInfo>> = BTreeMap::new();
+    for object in objects {
+        let Some((dir, _)) = object.key.split_once('/') else {
             continue;
         };
         let Ok(id) = dir.parse::<BackupId>() else {
             continue;
         };
-        let complete = ids.entry(id).or_insert(false);
-        if name == MANIFEST_NAME {
-            *complete = true;
+        dirs.entry(id).or_default().push(object);
+    }
+    futures_util::stream::iter(dirs.into_iter().rev())
+        .map(|(id, objects)| examine(store, id, objects))
+        .buffered(MANIFEST_READS)
+        .try_collect()
+        .await
+}
+
+/// Applies the definition of complete to one backup directory.
+async fn examine(store: &Store, id: BackupId, objects: Vec<ObjectInfo>) -> Result<Listing> {
+    let manifest_key = id.manifest_key();
+    let checked = if objects.iter().any(|o| o.key == manifest_key) {
+        match store.get(&manifest_key).await? {
+            Some(bytes) => check(&id, &bytes, &objects),
+            None => Err("no manifest (the run failed, or is still running)".to_string()),
         }
-    }
-    let mut out = Vec::with_capacity(ids.len());
-    for (id, complete) in ids.into_iter().rev() {
-        let manifest = if complete {
-            match store.get(&id.manifest_key()).await? {
-                Some(bytes) => Manifest::parse(&bytes).ok(),
-                None => None,
-            }
+    } else {
+        Err("no manifest (the run failed, or is still running)".to_string())
+    };
+    let (manifest, problem) = match checked {
+        Ok(m) => (Some(m), None),
+        Err(p) => (None, Some(p)),
+    };
+    Ok(Listing {
+        id: id.to_string(),
+        status: if manifest.is_some() {
+            "complete"
         } else {
-            None
-        };
-        out.push(Listing {
-            id: id.to_string(),
-            status: if manifest.is_some() {
-                "complete"
-            } else {
-                "incomplete"
-            },
-            time: crate::layout::format_time(id.time()),
-            size: manifest.as_ref().map(|m| m.archive.size),
-            namespaces: manifest.as_ref().map(|m| m.totals.namespaces),
-            documents: manifest.as_ref().map(|m| m.totals.documents),
-            duration_seconds: manifest.as_ref().map(|m| m.duration_seconds),
-            manifest,
-        });
+            "incomplete"
+        },
+        time: crate::layout::format_time(id.time()),
+        problem,
+        selection: manifest.as_ref().map(|m| m.selection.describe()),
+        finished_at: manifest.as_ref().map(|m| m.finished_at.clone()),
+        size: manifest.as_ref().map(|m| m.archive.size),
+        namespaces: manifest.as_ref().map(|m| m.totals.namespaces),
+        documents: manifest.as_ref().map(|m| m.totals.documents),
+        duration_seconds: manifest.as_ref().map(|m| m.duration_seconds),
+        backup_id: id,
+        manifest,
+        objects,
+    })
+}
+
+fn check(id: &BackupId, bytes: &[u8], objects: &[ObjectInfo]) -> Result<Manifest, String> {
+    let manifest = Manifest::parse(bytes).map_err(|e| format!("unreadable manifest: {e}"))?;
+    manifest.check_describes(&id.to_string())?;
+    match objects.iter().find(|o| o.key == manifest.archive.key) {
+        None => Err(format!("its archive {} is missing", manifest.archive.key)),
+        Some(o) if o.size != manifest.archive.size => Err(format!(
+            "its archive is {} bytes, the manifest says {}",
+            o.size, manifest.archive.size
+        )),
+        Some(_) => Ok(manifest),
     }
-    Ok(out)
+}
+
+/// The backup `latest` means among `listings`: the complete backup that finished last, of
+/// the whole deployment when there is one (a filtered backup never stands in for a full one),
+/// finished at or before `not_after` when given.
+pub fn pick_latest(listings: &[Listing], not_after: Option<OffsetDateTime>) -> Option<&Listing> {
+    let candidates = || {
+        listings
+            .iter()
+            .filter(|l| l.is_complete())
+            .filter(move |l| not_after.is_none_or(|t| l.finished().is_some_and(|f| f <= t)))
+    };
+    let newest = |full_only: bool| {
+        candidates()
+            .filter(|l| !full_only || l.is_full())
+            .max_by_key(|l| (l.finished(), l.backup_id))
+    };
+    newest(true).or_else(|| newest(false))
 }
 
 /// Finds the backup a selector names and reads its manifest.
 pub async fn resolve(store: &Store, selector: &Selector) -> Result<(BackupId, Manifest)> {
     let destination = store.destination().to_string();
-    let id = match selector {
-        Selector::Id(id) => *id,
-        Selector::Latest => match read_latest(store).await? {
-            Some(latest) => latest
-                .backup_id
-                .parse()
-                .map_err(|e: String| Error::Integrity {
-                    id: latest.backup_id.clone(),
-                    detail: e,
-                })?,
-            None => newest_complete(store, None)
-                .await?
-                .ok_or(Error::NoBackups {
-                    destination: destination.clone(),
-                })?,
-        },
-        Selector::At(t) => {
-            newest_complete(store, Some(*t))
-                .await?
-                .ok_or_else(|| Error::BackupNotFound {
-                    id: format!("at or before {}", crate::layout::format_time(*t)),
-                    destination: destination.clone(),
-                })?
-        }
+    let found = |listings: Vec<Listing>, not_after| {
+        pick_latest(&listings, not_after).and_then(|l| Some((l.backup_id, l.manifest.clone()?)))
     };
-    let bytes = store
-        .get(&id.manifest_key())
-        .await?
-        .ok_or_else(|| Error::BackupNotFound {
-            id: id.to_string(),
+    match selector {
+        Selector::Id(id) => {
+            let bytes =
+                store
+                    .get(&id.manifest_key())
+                    .await?
+                    .ok_or_else(|| Error::BackupNotFound {
+                        id: id.to_string(),
+                        destination: destination.clone(),
+                    })?;
+            let manifest = Manifest::parse(&bytes).map_err(|detail| Error::Integrity {
+                id: id.to_string(),
+                detail,
+            })?;
+            manifest
+                .check_describes(&id.to_string())
+                .map_err(|detail| Error::Integrity {
+                    id: id.to_string(),
+                    detail,
+                })?;
+            Ok((*id, manifest))
+        }
+        Selector::Latest => found(list(store).await?, None).ok_or(Error::NoBackups {
             destination: destination.clone(),
-        })?;
-    let manifest = Manifest::parse(&bytes).map_err(|detail| Error::Integrity {
-        id: id.to_string(),
-        detail,
-    })?;
-    Ok((id, manifest))
-}
-
-async fn newest_complete(
-    store: &Store,
-    not_after: Option<OffsetDateTime>,
-) -> Result<Option<BackupId>> {
-    Ok(list(store)
-        .await?
-        .into_iter()
-        .filter(|l| l.status == "complete")
-        .filter_map(|l| l.id.parse::<BackupId>().ok())
-        .find(|id| not_after.is_none_or(|t| id.time() <= t)))
+        }),
+        Selector::At(t) => {
+            found(list(store).await?, Some(*t)).ok_or_else(|| Error::BackupNotFound {
+                id: format!("finished at or before {}", crate::layout::format_time(*t)),
+                destination: destination.clone(),
+            })
+        }
+    }
 }
 
 pub async fn read_latest(store: &Store) -> Result<Option<Latest>> {
@@ -149,6 +219,14 @@ pub async fn read_latest(store: &Store) -> Result<Option<Latest>> {
         Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
         None => Ok(None),
     }
+}
+
+/// A complete backup newer than the last success that is not of the whole deployment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewerPartial {
+    pub backup_id: String,
+    pub finished_at: String,
+    pub selection: String,
 }
 
 /// The answer to "when did the last backup succeed?".
@@ -159,19 +237,51 @@ pub struct Status {
     pub age_seconds: Option<i64>,
     pub max_age_seconds: Option<u64>,
     pub healthy: bool,
+    /// A filtered backup that finished after the last full one: not counted as a success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newer_partial: Option<NewerPartial>,
+    /// Set when `latest.json` names a backup that is not complete here (deleted, damaged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
+/// The last success as the listing proves it (not as `latest.json` claims it: that object
+/// may name a backup deleted since).
 pub async fn status(store: &Store, max_age: Option<std::time::Duration>) -> Result<Status> {
-    let last = match read_latest(store).await? {
-        Some(l) => Some(l),
-        None => match newest_complete(store, None).await? {
-            Some(id) => {
-                let (_, m) = resolve(store, &Selector::Id(id)).await?;
-                Some(m.latest(id.manifest_key()))
-            }
-            None => None,
-        },
+    let listings = list(store).await?;
+    let picked = pick_latest(&listings, None);
+    let last = picked.and_then(|l| {
+        l.manifest
+            .as_ref()
+            .map(|m| m.latest(l.backup_id.manifest_key()))
+    });
+    let warning = match read_latest(store).await? {
+        Some(claimed)
+            if !listings
+                .iter()
+                .any(|l| l.id == claimed.backup_id && l.is_complete()) =>
+        {
+            Some(format!(
+                "latest.json names backup {}, which is not a complete backup here (deleted or damaged); the next successful backup rewrites it",
+                claimed.backup_id
+            ))
+        }
+        _ => None,
     };
+    let newer_partial = picked.filter(|l| l.is_full()).and_then(|full| {
+        listings
+            .iter()
+            .filter(|l| l.is_complete() && !l.is_full() && l.finished() > full.finished())
+            .max_by_key(|l| l.finished())
+            .and_then(|l| {
+                let m = l.manifest.as_ref()?;
+                Some(NewerPartial {
+                    backup_id: l.id.clone(),
+                    finished_at: m.finished_at.clone(),
+                    selection: m.selection.describe(),
+                })
+            })
+    });
     let now = OffsetDateTime::now_utc();
     let age = last
         .as_ref()
@@ -189,6 +299,8 @@ pub async fn status(store: &Store, max_age: Option<std::time::Duration>) -> Resu
         age_seconds,
         max_age_seconds: max_age.map(|d| d.as_secs()),
         healthy,
+        newer_partial,
+        warning,
     })
 }
 

@@ -140,6 +140,10 @@ pub struct BackupArgs {
     /// Do not capture the oplog on a replica set (needs --allow-inconsistent).
     #[arg(long)]
     pub no_oplog: bool,
+    /// Make the backup even when --include/--exclude select no collection (only admin's
+    /// users, roles and auth version would be in it); refused otherwise.
+    #[arg(long, env = "NIGHTDUMP_ALLOW_EMPTY")]
+    pub allow_empty: bool,
     #[command(flatten)]
     pub store: StoreArgs,
     /// No progress bar and no summary.
@@ -229,9 +233,10 @@ pub struct RestoreArgs {
     /// A backup id or `latest` (ignored with --archive).
     #[arg(default_value = "latest")]
     pub backup: String,
-    /// The destination holding the backup: a directory, file:///path, or s3://bucket/prefix.
-    #[arg(long, env = "NIGHTDUMP_FROM", default_value = "./backups")]
-    pub from: String,
+    /// The destination holding the backup: a directory, file:///path, or s3://bucket/prefix
+    /// (default ./backups).
+    #[arg(long, env = "NIGHTDUMP_FROM")]
+    pub from: Option<String>,
     /// The newest successful backup finished at or before this time (RFC 3339).
     #[arg(long, conflicts_with = "archive")]
     pub at: Option<String>,
@@ -305,9 +310,25 @@ impl RestoreArgs {
             .as_deref()
             .map(|u| ConnectionString::parse(u).map_err(Error::Invalid))
             .transpose()?;
+        // Two ways of naming what to restore are refused rather than one silently winning.
+        if self.archive.is_some() && self.from.is_some() {
+            return Err(Error::invalid(
+                "--archive and --from (or NIGHTDUMP_FROM) both name what to restore: give only one",
+            ));
+        }
+        if self.backup != "latest" && (self.archive.is_some() || self.at.is_some()) {
+            let other = if self.archive.is_some() {
+                "--archive"
+            } else {
+                "--at"
+            };
+            return Err(Error::invalid(format!(
+                "a backup id ({}) and {other} both name what to restore: give only one",
+                self.backup.chars().take(40).collect::<String>()
+            )));
+        }
         let mut options = crate::restore::RestoreOptions::new(target);
-        options.server_selection_timeout =
-            parse_duration("--connect-timeout", &self.connect_timeout)?;
+        options.server_selection_timeout = parse_connect_timeout(&self.connect_timeout)?;
         options.filter = NamespaceFilter {
             include: parse_patterns("--include", &self.include)?,
             exclude: parse_patterns("--exclude", &self.exclude)?,
@@ -356,6 +377,18 @@ pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
             "{what} '{s}' is not a duration: use e.g. 30s, 26h or 7d"
         ))
     })
+}
+
+/// `--connect-timeout`: as the Lambda's NIGHTDUMP_CONNECT_TIMEOUT, zero is refused (it would
+/// fail every run at once, looking like an unreachable server).
+pub fn parse_connect_timeout(s: &str) -> Result<Duration> {
+    let d = parse_duration("--connect-timeout", s)?;
+    if d.is_zero() {
+        return Err(Error::invalid(
+            "--connect-timeout must be longer than 0s: use e.g. 30s",
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_patterns(flag: &str, values: &[String]) -> Result<Vec<NamespacePattern>> {
@@ -413,10 +446,7 @@ impl BackupArgs {
                     .read_preference
                     .parse()
                     .map_err(|e: String| Error::invalid(format!("--read-preference: {e}")))?,
-                server_selection_timeout: parse_duration(
-                    "--connect-timeout",
-                    &self.connect_timeout,
-                )?,
+                server_selection_timeout: parse_connect_timeout(&self.connect_timeout)?,
             },
             filter: NamespaceFilter {
                 include: parse_patterns("--include", &self.include)?,
@@ -435,6 +465,7 @@ impl BackupArgs {
             stale_upload_age: parse_duration("--stale-upload-age", &self.stale_upload_age)?,
             oplog: !self.no_oplog,
             allow_inconsistent: self.allow_inconsistent,
+            allow_empty: self.allow_empty,
         };
         options.validate()?;
         options
@@ -463,6 +494,9 @@ pub fn parse_sse(sse: Option<&str>, kms_key_id: Option<String>) -> Result<Sse> {
     }
 }
 
+/// Where `--from` and `--to` point when not given.
+const DEFAULT_DESTINATION: &str = "./backups";
+
 pub(crate) async fn open_store(dest_flag: &str, dest: &str, args: &StoreArgs) -> Result<Store> {
     let destination = parse_destination(dest_flag, dest)?;
     let s3 = s3_options(args, Sse::None, None);
@@ -488,14 +522,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             } else {
                 writeln!(
                     out,
-                    "{:<18} {:<10} {:>12} {:>10} {:>12}",
+                    "{:<23} {:<10} {:>12} {:>10} {:>12}  SELECTION",
                     "ID", "STATUS", "SIZE", "NS", "DOCUMENTS"
                 )
                 .ok();
                 for b in &backups {
+                    let note = match (&b.selection, &b.problem) {
+                        (Some(s), _) => s.clone(),
+                        (None, Some(p)) => p.clone(),
+                        (None, None) => String::new(),
+                    };
                     writeln!(
                         out,
-                        "{:<18} {:<10} {:>12} {:>10} {:>12}",
+                        "{:<23} {:<10} {:>12} {:>10} {:>12}  {note}",
                         b.id,
                         b.status,
                         b.size.map(human_bytes).unwrap_or_else(|| "-".into()),
@@ -545,6 +584,17 @@ pub async fn run(cli: Cli) -> Result<()> {
                     _ => {
                         writeln!(out, "no successful backup at {}", status.destination).ok();
                     }
+                }
+                if let Some(p) = &status.newer_partial {
+                    writeln!(
+                        out,
+                        "newer partial backup: {} (finished {}, {}): not a backup of the whole deployment",
+                        p.backup_id, p.finished_at, p.selection
+                    )
+                    .ok();
+                }
+                if let Some(w) = &status.warning {
+                    writeln!(out, "warning: {w}").ok();
                 }
             }
             match (&status.last_success, status.age_seconds, max_age) {
@@ -618,7 +668,8 @@ async fn run_restore(args: RestoreArgs) -> Result<()> {
                 }
                 None => parse_selector(&args.backup)?,
             };
-            store = open_store("--from", &args.from, &args.store).await?;
+            let from = args.from.as_deref().unwrap_or(DEFAULT_DESTINATION);
+            store = open_store("--from", from, &args.store).await?;
             Input::Backup {
                 store: &store,
                 selector,
@@ -629,7 +680,17 @@ async fn run_restore(args: RestoreArgs) -> Result<()> {
     let progress = Arc::new(Progress::default());
     let show_bar = !args.quiet && !args.json && std::io::stderr().is_terminal();
     let bar = show_bar.then(|| crate::progress_bar::spawn(Arc::clone(&progress)));
+    let cancel = options.cancel.clone();
+    let signals = tokio::spawn(async move {
+        let name = crate::signal::stop_requested().await;
+        tracing::warn!(
+            signal = name,
+            "stopping the restore at the next batch boundary"
+        );
+        cancel.cancel();
+    });
     let result = restore::run(&options, input, &progress).await;
+    signals.abort();
     if let Some(bar) = bar {
         bar.finish().await;
     }
@@ -657,7 +718,17 @@ async fn run_backup(args: BackupArgs) -> Result<()> {
     let progress = Arc::new(Progress::default());
     let show_bar = !args.quiet && !args.json && std::io::stderr().is_terminal();
     let bar = show_bar.then(|| crate::progress_bar::spawn(Arc::clone(&progress)));
-    let result = backup::run(&options, &store, &progress).await;
+    // A signal drops the backup where it stands: its upload is aborted (and waited for), its
+    // temporary files go, nothing is marked successful.
+    let result = tokio::select! {
+        result = backup::run(&options, &store, &progress) => result,
+        name = crate::signal::stop_requested() => {
+            store.settle().await;
+            Err(Error::Interrupted(format!(
+                "stopped by {name}: the backup's upload was aborted and nothing was marked successful; run it again"
+            )))
+        }
+    };
     if let Some(bar) = bar {
         bar.finish().await;
     }

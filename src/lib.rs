@@ -18,6 +18,7 @@ mod progress_bar;
 pub mod prune;
 pub mod restore;
 pub mod secret;
+pub mod signal;
 pub mod source;
 pub mod store;
 pub mod verify;

@@ -26,8 +26,52 @@ pub struct Manifest {
     /// `--no-oplog`) and in manifests of versions before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub point_in_time: Option<PointInTime>,
+    /// The namespaces the backup was asked for; absent for a backup of the whole deployment
+    /// (and in manifests of versions before it existed).
+    #[serde(default, skip_serializing_if = "Selection::is_full")]
+    pub selection: Selection,
     pub namespaces: Vec<NamespaceEntry>,
     pub totals: Totals,
+}
+
+/// The `--include`/`--exclude` patterns a backup was made with, as given. Retention and
+/// `latest` tell full backups from filtered ones by it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+impl Selection {
+    pub fn of(filter: &crate::namespace::NamespaceFilter) -> Self {
+        Self {
+            include: filter.include.iter().map(ToString::to_string).collect(),
+            exclude: filter.exclude.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// The whole deployment (all but `local` and `config`, as mongodump).
+    pub fn is_full(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+
+    /// How the selection reads in a listing: `full`, or `include a.*; exclude a.tmp`.
+    pub fn describe(&self) -> String {
+        if self.is_full() {
+            return "full".into();
+        }
+        let mut parts = Vec::new();
+        if !self.include.is_empty() {
+            parts.push(format!("include {}", self.include.join(",")));
+        }
+        if !self.exclude.is_empty() {
+            parts.push(format!("exclude {}", self.exclude.join(",")));
+        }
+        parts.join("; ")
+    }
 }
 
 /// An oplog timestamp: seconds and increment, as mongod's `Timestamp(t, i)`.
@@ -89,6 +133,10 @@ pub struct Source {
     pub replica_set: Option<String>,
     /// Host names only (no user, no password, no options).
     pub hosts: Vec<String>,
+    /// The hosts as the connection string names them (before any SRV lookup), so that a
+    /// duplicate trigger can tell, without connecting, whether it is for the same source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +246,32 @@ pub struct Latest {
     pub documents: u64,
     pub namespaces: u64,
     pub duration_seconds: f64,
+    /// Set when the backup was filtered; such a backup never replaces a full one here.
+    #[serde(default, skip_serializing_if = "Selection::is_full")]
+    pub selection: Selection,
+}
+
+impl Latest {
+    /// Whether this backup should replace `current` in `latest.json`: a full backup beats a
+    /// filtered one; otherwise the later completion wins (ids break ties). An unreadable
+    /// `current` is replaced.
+    pub fn supersedes(&self, current: Option<&Latest>) -> bool {
+        let Some(current) = current else {
+            return true;
+        };
+        match (self.selection.is_full(), current.selection.is_full()) {
+            (false, true) => return false,
+            (true, false) => return true,
+            _ => {}
+        }
+        let finished = |l: &Latest| crate::layout::parse_time(&l.finished_at).ok();
+        match (finished(self), finished(current)) {
+            (Some(ours), Some(theirs)) if ours != theirs => ours > theirs,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            _ => self.backup_id > current.backup_id,
+        }
+    }
 }
 
 impl Manifest {
@@ -230,8 +304,59 @@ impl Manifest {
             documents: self.totals.documents,
             namespaces: self.totals.namespaces,
             duration_seconds: self.duration_seconds,
+            selection: self.selection.clone(),
         }
     }
+
+    /// Checks that the manifest describes backup `id` and agrees with itself: its id, an
+    /// archive inside the backup's own directory under one of the names nightdump writes,
+    /// and totals that are the sums of its namespaces. A manifest copied from another backup
+    /// or edited by hand fails here.
+    pub fn check_describes(&self, id: &str) -> Result<(), String> {
+        if self.backup_id != id {
+            return Err(format!(
+                "the manifest in {id}/ is backup {}'s",
+                truncated(&self.backup_id)
+            ));
+        }
+        let expected_name = match self.archive.encryption.scheme.as_str() {
+            "none" => crate::layout::ARCHIVE_NAME.to_string(),
+            "age" => format!("{}.age", crate::layout::ARCHIVE_NAME),
+            "kms" => format!("{}.enc", crate::layout::ARCHIVE_NAME),
+            other => {
+                return Err(format!(
+                    "the manifest names an unknown encryption scheme '{}'",
+                    truncated(other)
+                ))
+            }
+        };
+        let expected_key = format!("{id}/{expected_name}");
+        if self.archive.key != expected_key {
+            return Err(format!(
+                "the manifest's archive is {}, not this backup's {expected_key}",
+                truncated(&self.archive.key)
+            ));
+        }
+        let sum = |f: fn(&NamespaceEntry) -> u64| self.namespaces.iter().map(f).sum::<u64>();
+        let (documents, bytes) = (sum(|n| n.documents), sum(|n| n.bytes));
+        if self.totals.namespaces != self.namespaces.len() as u64
+            || self.totals.documents != documents
+            || self.totals.bytes != bytes
+        {
+            return Err(format!(
+                "the manifest's totals ({} namespaces, {} documents, {} bytes) are not the sums of its namespaces ({}, {documents}, {bytes})",
+                self.totals.namespaces,
+                self.totals.documents,
+                self.totals.bytes,
+                self.namespaces.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn truncated(s: &str) -> String {
+    s.chars().take(80).collect()
 }
 
 pub fn crc_hex(crc: u64) -> String {
@@ -259,6 +384,7 @@ mod tests {
                 topology: "standalone".into(),
                 replica_set: None,
                 hosts: vec!["127.0.0.1:27017".into()],
+                seeds: Vec::new(),
             },
             scheduled_at: Some("2026-11-25T03:00:00Z".into()),
             started_at: "2026-11-25T03:00:01Z".into(),
@@ -282,6 +408,7 @@ mod tests {
                 object_lock: None,
             },
             point_in_time: None,
+            selection: Selection::default(),
             namespaces: vec![NamespaceEntry {
                 db: "test".into(),
                 collection: "c".into(),
@@ -334,6 +461,41 @@ mod tests {
             serde_json::json!({"t": 1_764_039_600u32, "i": 7})
         );
         assert_eq!(Manifest::parse(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn a_manifest_that_describes_something_else_is_caught() {
+        let m = sample();
+        assert_eq!(m.check_describes("20261125T030000Z"), Ok(()));
+        let err = m.check_describes("20261126T030000Z").unwrap_err();
+        assert!(err.contains("backup 20261125T030000Z's"), "{err}");
+        let mut other_archive = sample();
+        other_archive.archive.key = "20261124T030000Z/dump.archive.gz".into();
+        assert!(other_archive
+            .check_describes("20261125T030000Z")
+            .unwrap_err()
+            .contains("not this backup's"));
+        let mut totals = sample();
+        totals.totals.documents = 2;
+        assert!(totals
+            .check_describes("20261125T030000Z")
+            .unwrap_err()
+            .contains("not the sums"));
+        let mut count = sample();
+        count.totals.namespaces = 3;
+        assert!(count.check_describes("20261125T030000Z").is_err());
+    }
+
+    #[test]
+    fn a_selection_is_recorded_only_when_filtered() {
+        let mut m = sample();
+        assert!(!String::from_utf8(m.to_json())
+            .unwrap()
+            .contains("selection"));
+        m.selection.include.push("shop.*".into());
+        let back = Manifest::parse(&m.to_json()).unwrap();
+        assert_eq!(back.selection.describe(), "include shop.*");
+        assert!(!back.selection.is_full());
     }
 
     #[test]

@@ -50,6 +50,17 @@ impl FromStr for NamespacePattern {
                 "namespace pattern '{s}' has no '.': use DB.COLLECTION, DB.* or *.COLLECTION"
             ));
         }
+        // A side with nothing on it matches nothing: 'shop.' is a typo for 'shop.*'.
+        let dot = tokens
+            .iter()
+            .position(|t| *t == Token::Literal('.'))
+            .unwrap_or(0);
+        if dot == 0 || dot + 1 == tokens.len() {
+            let side = if dot == 0 { "database" } else { "collection" };
+            return Err(format!(
+                "namespace pattern '{s}' has an empty {side} name, so it matches nothing: use DB.COLLECTION, DB.* or *.COLLECTION"
+            ));
+        }
         Ok(Self {
             text: s.to_string(),
             tokens,
@@ -183,6 +194,14 @@ mod tests {
         assert!(NamespacePattern::from_str("nodot")
             .unwrap_err()
             .contains("no '.'"));
+        for empty in [".", "shop.", ".orders"] {
+            assert!(
+                NamespacePattern::from_str(empty)
+                    .unwrap_err()
+                    .contains("matches nothing"),
+                "{empty}"
+            );
+        }
         assert!(NamespacePattern::from_str("a.b\\")
             .unwrap_err()
             .contains("backslash"));

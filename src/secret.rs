@@ -41,6 +41,9 @@ pub struct ConnectionString {
     uri: Secret<String>,
     redacted: String,
     password: Option<Secret<String>>,
+    /// The password as written, percent-encoding and all.
+    raw_password: Option<Secret<String>>,
+    seeds: Vec<String>,
 }
 
 impl ConnectionString {
@@ -60,13 +63,16 @@ impl ConnectionString {
                 scheme.chars().take(20).collect::<String>()
             ));
         }
-        let (authority, tail) = match rest.find(['/', '?']) {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
+        // The user information ends at the last '@', wherever it is: a password holding an
+        // unencoded '/', '?' or '@' must never be taken for the host, path or options and
+        // printed. Text after the scheme and before the last '@' is never shown.
+        let (userinfo, after) = match rest.rfind('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
         };
-        let (userinfo, hosts) = match authority.rfind('@') {
-            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-            None => (None, authority),
+        let (hosts, tail) = match after.find(['/', '?']) {
+            Some(i) => after.split_at(i),
+            None => (after, ""),
         };
         if hosts.is_empty() {
             return Err(
@@ -75,21 +81,42 @@ impl ConnectionString {
             );
         }
         let mut password = None;
+        let mut raw_password = None;
         let user_part = match userinfo {
-            Some(info) => match info.split_once(':') {
-                Some((user, pass)) => {
-                    password = Some(Secret::new(percent_decode(pass)));
-                    format!("{user}:***@")
+            Some(info) => {
+                let (user, pass) = match info.split_once(':') {
+                    Some((user, pass)) => (user, Some(pass)),
+                    None => (info, None),
+                };
+                const RESERVED: [char; 7] = [':', '/', '?', '#', '[', ']', '@'];
+                if user.contains(RESERVED) || pass.is_some_and(|p| p.contains(RESERVED)) {
+                    return Err("the user name or password in the MongoDB connection string holds a reserved character (: / ? # [ ] @) that is not percent-encoded: encode each one (e.g. / as %2F, @ as %40, : as %3A); an '@' in the options must be written %40 too".into());
                 }
-                None => format!("{info}@"),
-            },
+                match pass {
+                    Some(pass) => {
+                        password = Some(Secret::new(percent_decode(pass)));
+                        raw_password = Some(Secret::new(pass.to_string()));
+                        format!("{user}:***@")
+                    }
+                    None => format!("{user}@"),
+                }
+            }
             None => String::new(),
         };
+        let mut seeds: Vec<String> = hosts
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        seeds.sort();
+        seeds.dedup();
         let redacted = format!("{scheme}://{user_part}{hosts}{}", redact_query(tail));
         Ok(Self {
             uri: Secret::new(uri.to_string()),
             redacted,
             password,
+            raw_password,
+            seeds,
         })
     }
 
@@ -100,6 +127,11 @@ impl ConnectionString {
     /// The URI with the password and credential options replaced by `***`.
     pub fn redacted(&self) -> &str {
         &self.redacted
+    }
+
+    /// The hosts the string names (before any SRV lookup), lower-cased and sorted.
+    pub fn seeds(&self) -> &[String] {
+        &self.seeds
     }
 
     /// The raw and percent-decoded password, so it can be scrubbed from third-party messages.
@@ -113,20 +145,14 @@ impl ConnectionString {
         if let Some(pass) = self.password() {
             if !pass.is_empty() {
                 out = out.replace(pass, "***");
-                let raw = self.raw_password();
-                if let Some(raw) = raw.filter(|r| !r.is_empty()) {
-                    out = out.replace(&raw, "***");
+                if let Some(raw) = self.raw_password.as_ref().map(Secret::expose) {
+                    if !raw.is_empty() {
+                        out = out.replace(raw.as_str(), "***");
+                    }
                 }
             }
         }
         out
-    }
-
-    fn raw_password(&self) -> Option<String> {
-        let rest = self.uri.expose().split_once("://")?.1;
-        let authority = rest.split(['/', '?']).next()?;
-        let info = &authority[..authority.rfind('@')?];
-        info.split_once(':').map(|(_, p)| p.to_string())
     }
 }
 
@@ -208,6 +234,61 @@ mod tests {
             let err = ConnectionString::parse(bad).unwrap_err();
             assert!(!err.contains("pw"), "{err}");
         }
+    }
+
+    /// Every character a password may hold, reserved ones included, in random passwords:
+    /// whether the string parses or is refused, no message shows any of it.
+    #[test]
+    fn no_password_of_reserved_characters_is_ever_shown() {
+        const ALPHABET: &[u8] = b":/?#[]@%!$&'()*+,;=-._~ aZ09";
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..5_000 {
+            let len = 4 + (next() % 12) as usize;
+            let mut pass: String = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize] as char)
+                .collect();
+            // A marker no host or option holds, so any leak of the password shows.
+            pass.insert_str(0, "Zq7");
+            let tail = [
+                "/",
+                "/admin?tls=true",
+                "",
+                "/?authSource=admin",
+                "/db?x=y#z",
+            ][round % 5];
+            let uri = format!("mongodb://bk:{pass}@db1.example:27017,db2{tail}");
+            let shown = match ConnectionString::parse(&uri) {
+                Ok(cs) => {
+                    let scrubbed = cs.scrub(&format!("driver said: {uri} / {pass}"));
+                    format!("{} {cs:?} {cs} {scrubbed}", cs.redacted())
+                }
+                Err(e) => e,
+            };
+            assert!(!shown.contains("Zq7"), "{uri} shown as: {shown}");
+        }
+    }
+
+    #[test]
+    fn the_reported_passwords_are_refused_without_being_echoed() {
+        for uri in [
+            "mongodb://sl:Zq7slash/pw@host/",
+            "mongodb://bk:Zq7@x:y/w%v?é#t@host/",
+            "mongodb://bk:Zq7?q@host/",
+        ] {
+            let err = ConnectionString::parse(uri).unwrap_err();
+            assert!(err.contains("percent-encoded"), "{err}");
+            assert!(!err.contains("Zq7") && !err.contains("host"), "{err}");
+        }
+        let ok = ConnectionString::parse("mongodb://sl:Zq7slash%2Fpw@host/").unwrap();
+        assert_eq!(ok.redacted(), "mongodb://sl:***@host/");
+        assert_eq!(ok.password(), Some("Zq7slash/pw"));
+        assert_eq!(ok.seeds(), ["host"]);
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub fn check_stream_with_keys(
         id: id.to_string(),
         detail,
     };
+    manifest.check_describes(id).map_err(integrity)?;
     let mut hashing = HashingReader::new(stored);
     let mut expected: HashMap<(String, String), (&crate::manifest::NamespaceEntry, bool)> =
         manifest

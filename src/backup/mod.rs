@@ -55,6 +55,8 @@ pub struct BackupOptions {
     /// Unfinished uploads under the destination older than this are a killed run's and are
     /// aborted before the backup starts; younger ones may belong to a run in progress.
     pub stale_upload_age: Duration,
+    /// Make the backup even when `filter` selects no collection (only users and roles).
+    pub allow_empty: bool,
 }
 
 pub const MAX_PARALLEL: usize = 64;
@@ -72,6 +74,10 @@ impl BackupOptions {
                 "--compression-level must be between 1 and 9, got {}",
                 self.compression_level
             )));
+        }
+        if let Some(t) = self.scheduled_at {
+            crate::layout::check_not_future("--scheduled-at", t, OffsetDateTime::now_utc())
+                .map_err(Error::Invalid)?;
         }
         if !self.oplog && !self.allow_inconsistent {
             return Err(Error::invalid(
@@ -99,19 +105,27 @@ pub async fn run(
 ) -> Result<BackupOutcome> {
     options.validate()?;
     let started = OffsetDateTime::now_utc();
-    let id = BackupId::from_time(options.scheduled_at.unwrap_or(started));
+    // Only a scheduled run is deduplicated: every trigger of one schedule time names the same
+    // backup. A run by hand gets an id of its own, so it always makes its own backup.
+    let id = match options.scheduled_at {
+        Some(t) => BackupId::from_time(t),
+        None => BackupId::unscheduled(started),
+    };
     let manifest_key = id.manifest_key();
-    if let Some(existing) = store.get(&manifest_key).await? {
-        let manifest = Manifest::parse(&existing).map_err(|e| Error::Integrity {
-            id: id.to_string(),
-            detail: e,
-        })?;
-        tracing::info!(backup_id = %id, "backup already complete; nothing to do");
-        return Ok(BackupOutcome {
-            manifest,
-            already_existed: true,
-            latest_warning: None,
-        });
+    if id.is_scheduled() {
+        if let Some(existing) = store.get(&manifest_key).await? {
+            let manifest = Manifest::parse(&existing).map_err(|e| Error::Integrity {
+                id: id.to_string(),
+                detail: e,
+            })?;
+            same_request(&manifest, options)?;
+            tracing::info!(backup_id = %id, "backup already complete; nothing to do");
+            return Ok(BackupOutcome {
+                manifest,
+                already_existed: true,
+                latest_warning: None,
+            });
+        }
     }
     abort_stale_uploads(store, options.stale_upload_age).await;
     let work = run_new(options, store, progress, id, started, &manifest_key);
@@ -151,6 +165,13 @@ async fn run_new(
     // The start position is taken before the first read, discovery included.
     let capture = point_in_time_capture(options, &source).await?;
     let plans = crate::source::discover(&source, &options.filter).await?;
+    if !options.filter.is_empty() && !options.allow_empty && !plans.iter().any(|p| p.is_user_data())
+    {
+        return Err(Error::invalid(format!(
+            "the --include/--exclude patterns select no collection of {}: check them against `nightdump list`'s namespaces or the server's, or pass --allow-empty to back up only users and roles",
+            source.target()
+        )));
+    }
     progress.namespaces_total.store(
         plans.len() as u64 + u64::from(capture.is_some()),
         std::sync::atomic::Ordering::Relaxed,
@@ -193,7 +214,7 @@ async fn run_new(
     let receipt = match upload.finish(true).await {
         Ok(receipt) => receipt,
         Err(StoreError::AlreadyExists { .. }) => {
-            return completed_elsewhere(store, &id, manifest_key).await;
+            return completed_elsewhere(store, &id, manifest_key, options).await;
         }
         Err(e) => return Err(e.into()),
     };
@@ -267,6 +288,7 @@ async fn run_new(
                 _ => None,
             },
             hosts: source.hosts.clone(),
+            seeds: options.source.uri.seeds().to_vec(),
         },
         scheduled_at: options.scheduled_at.map(format_time),
         started_at: format_time(started),
@@ -293,6 +315,7 @@ async fn run_new(
             }),
         },
         point_in_time,
+        selection: manifest::Selection::of(&options.filter),
         namespaces,
         totals,
     };
@@ -307,7 +330,7 @@ async fn run_new(
     {
         Ok(()) => {}
         Err(StoreError::AlreadyExists { .. }) => {
-            return completed_elsewhere(store, &id, manifest_key).await;
+            return completed_elsewhere(store, &id, manifest_key, options).await;
         }
         Err(e) => {
             discard_unsealed_archive(store, &manifest, manifest_key).await;
@@ -337,7 +360,9 @@ async fn point_in_time_capture(
     let what = match &source.topology {
         Topology::ReplicaSet(_) if options.oplog => {
             let spill = spill::SpillBuffer::new(spill::DEFAULT_MEMORY_CAP);
-            return oplog::OplogCapture::start(source, spill).await.map(Some);
+            return oplog::OplogCapture::start(source, spill, &options.filter)
+                .await
+                .map(Some);
         }
         Topology::ReplicaSet(_) => "--no-oplog was given",
         Topology::Standalone => "it is a standalone server, which has no oplog",
@@ -396,6 +421,7 @@ async fn completed_elsewhere(
     store: &Store,
     id: &BackupId,
     manifest_key: &str,
+    options: &BackupOptions,
 ) -> Result<BackupOutcome> {
     let waited = Instant::now();
     let mut pause = Duration::from_millis(50);
@@ -405,6 +431,7 @@ async fn completed_elsewhere(
                 id: id.to_string(),
                 detail,
             })?;
+            same_request(&manifest, options)?;
             tracing::info!(backup_id = %id, "another run completed this backup at the same time; its backup was kept");
             return Ok(BackupOutcome {
                 manifest,
@@ -424,6 +451,35 @@ async fn completed_elsewhere(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
     }
+}
+
+/// A duplicate trigger repeats the stored backup's request: the same source and the same
+/// selection. Anything else under the same schedule time is a mistake that must not pass
+/// for a success, since the backup asked for was never made.
+fn same_request(stored: &Manifest, options: &BackupOptions) -> Result<()> {
+    let selection = manifest::Selection::of(&options.filter);
+    let seeds = options.source.uri.seeds();
+    let other_source = !stored.source.seeds.is_empty() && stored.source.seeds != seeds;
+    if stored.selection == selection && !other_source {
+        return Ok(());
+    }
+    let what = if other_source {
+        format!(
+            "of {} (this run is for {})",
+            stored.source.seeds.join(","),
+            seeds.join(",")
+        )
+    } else {
+        format!(
+            "with selection '{}' (this run asks for '{}')",
+            stored.selection.describe(),
+            selection.describe()
+        )
+    };
+    Err(Error::invalid(format!(
+        "backup {} for this schedule time already exists {what}: a repeated trigger must ask for the same backup; give another --scheduled-at, or leave it out to make a new backup",
+        stored.backup_id
+    )))
 }
 
 /// After the manifest could not be written, removes the archive this run stored, so that a
@@ -478,8 +534,9 @@ async fn abort_stale_uploads(store: &Store, age: Duration) {
     }
 }
 
-/// Moves `latest.json` forward, never backwards: an older backup finishing late (a retry, a
-/// manual run for a past time) leaves a newer pointer alone. The read and the write are one
+/// Moves `latest.json` forward, never backwards: by completion time, so a backup finishing
+/// before the one named there (or one named for a time long past or ahead) leaves it alone,
+/// and a filtered backup never replaces a full one. The read and the write are one
 /// conditional update, so two runs finishing together cannot leave the older one in place.
 async fn update_latest(
     store: &Store,
@@ -490,13 +547,12 @@ async fn update_latest(
         serde_json::to_vec_pretty(&manifest.latest(manifest_key.to_string()))
             .map_err(|e| e.to_string())?,
     );
-    let ours = manifest.backup_id.clone();
+    let ours = manifest.latest(manifest_key.to_string());
     store
         .update(LATEST_KEY, move |current| {
-            let newer_or_same = current
-                .and_then(|bytes| serde_json::from_slice::<manifest::Latest>(bytes).ok())
-                .is_some_and(|latest| latest.backup_id.as_str() >= ours.as_str());
-            (!newer_or_same).then(|| body.clone())
+            let current =
+                current.and_then(|bytes| serde_json::from_slice::<manifest::Latest>(bytes).ok());
+            ours.supersedes(current.as_ref()).then(|| body.clone())
         })
         .await
         .map(|_| ())

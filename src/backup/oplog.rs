@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::spill::SpillBuffer;
 use crate::error::{Error, Result};
+use crate::namespace::NamespaceFilter;
 use crate::source::Source;
 
 /// CappedPositionLost: the cursor's next entry was overwritten.
@@ -112,8 +113,15 @@ fn rolled_over(detail: impl Into<String>) -> Error {
 }
 
 impl OplogCapture {
-    /// Records the start and starts tailing. Call before the first collection is read.
-    pub async fn start(source: &Source, spill: SpillBuffer) -> Result<Self> {
+    /// Records the start and starts tailing. Call before the first collection is read. With
+    /// a `filter` that selects part of the deployment, only the entries of the namespaces it
+    /// selects are kept (a transaction's operations one by one): the archive's oplog never
+    /// writes to a namespace the archive does not hold.
+    pub async fn start(
+        source: &Source,
+        spill: SpillBuffer,
+        filter: &NamespaceFilter,
+    ) -> Result<Self> {
         let start = newest(source).await?.ts;
         let cursor = oplog(source)
             .find(doc! { "ts": { "$gte": start } })
@@ -124,8 +132,9 @@ impl OplogCapture {
         let (stop, stopped) = watch::channel(None);
         let (failing, failed) = watch::channel(false);
         let tailing = source.clone();
+        let filter = (!filter.is_empty()).then(|| filter.clone());
         let task = tokio::spawn(async move {
-            let result = tail(tailing, cursor, start, spill, stopped).await;
+            let result = tail(tailing, cursor, start, spill, stopped, filter).await;
             if result.is_err() {
                 failing.send_replace(true);
             }
@@ -201,6 +210,7 @@ async fn tail(
     start: Timestamp,
     mut spill: SpillBuffer,
     mut stop: watch::Receiver<Option<Timestamp>>,
+    filter: Option<NamespaceFilter>,
 ) -> Result<(SpillBuffer, OplogPoint)> {
     let mut last: Option<OplogPoint> = None;
     loop {
@@ -253,13 +263,116 @@ async fn tail(
             Ok(Some(bson::RawBsonRef::DateTime(d))) => Some(d),
             _ => None,
         };
-        spill.push(raw.as_bytes()).map_err(|e| {
-            Error::Internal(format!(
-                "cannot keep the captured oplog in a temporary file: {e}; free space in the temporary directory (TMPDIR)"
-            ))
-        })?;
+        let kept = match &filter {
+            None => Some(std::borrow::Cow::Borrowed(raw.as_bytes())),
+            Some(filter) => selected(raw, filter)?,
+        };
+        if let Some(bytes) = kept {
+            spill.push(&bytes).map_err(|e| {
+                Error::Internal(format!(
+                    "cannot keep the captured oplog in a temporary file: {e}; free space in the temporary directory (TMPDIR)"
+                ))
+            })?;
+        }
+        // The point in time is the last entry seen, kept or not: the state of every selected
+        // namespace at it is what the kept entries replay to.
         last = Some(OplogPoint { ts, wall });
     }
+}
+
+/// Commands whose first value names a collection of the entry's database.
+const COLLECTION_COMMANDS: &[&str] = &[
+    "create",
+    "drop",
+    "collMod",
+    "createIndexes",
+    "commitIndexBuild",
+    "startIndexBuild",
+    "abortIndexBuild",
+    "dropIndexes",
+    "deleteIndexes",
+    "emptycapped",
+];
+
+/// The entry as a filtered backup keeps it: whole when it writes only to selected
+/// namespaces, a transaction (`applyOps`) with only its selected operations, `None` when
+/// nothing of it is selected.
+fn selected<'a>(
+    entry: &'a bson::RawDocument,
+    filter: &NamespaceFilter,
+) -> Result<Option<std::borrow::Cow<'a, [u8]>>> {
+    use std::borrow::Cow;
+    let whole = |keep: bool| Ok(keep.then_some(Cow::Borrowed(entry.as_bytes())));
+    let ns = entry.get_str("ns").unwrap_or("");
+    let selects_ns = |ns: &str| {
+        ns.split_once('.')
+            .is_some_and(|(db, coll)| filter.selects(db, coll))
+    };
+    match entry.get_str("op").unwrap_or("") {
+        "i" | "u" | "d" => whole(selects_ns(ns)),
+        "c" => {
+            let db = ns.strip_suffix(".$cmd").unwrap_or(ns);
+            let Ok(o) = entry.get_document("o") else {
+                return whole(false);
+            };
+            let Some(Ok((name, value))) = o.into_iter().next() else {
+                return whole(false);
+            };
+            if name == "applyOps" {
+                return filter_transaction(entry, filter);
+            }
+            if COLLECTION_COMMANDS.contains(&name) {
+                let coll = value.as_str().unwrap_or("");
+                return whole(filter.selects(db, coll));
+            }
+            // dropDatabase and the rest act on a whole database.
+            whole(filter.may_select_db(db))
+        }
+        // No-ops and internal entries write nothing.
+        _ => whole(false),
+    }
+}
+
+fn filter_transaction<'a>(
+    entry: &'a bson::RawDocument,
+    filter: &NamespaceFilter,
+) -> Result<Option<std::borrow::Cow<'a, [u8]>>> {
+    let invalid = |e: String| {
+        Error::Internal(format!(
+            "an oplog transaction entry could not be read or rewritten: {e}"
+        ))
+    };
+    let mut doc = Document::try_from(entry).map_err(|e| invalid(e.to_string()))?;
+    let Ok(o) = doc.get_document_mut("o") else {
+        return Ok(None);
+    };
+    let Ok(ops) = o.get_array("applyOps") else {
+        return Ok(None);
+    };
+    let total = ops.len();
+    let kept: Vec<Bson> = ops
+        .iter()
+        .filter(|op| {
+            let Bson::Document(op) = op else {
+                return false;
+            };
+            let raw = match RawDocumentBuf::from_document(op) {
+                Ok(raw) => raw,
+                Err(_) => return false,
+            };
+            matches!(selected(&raw, filter), Ok(Some(_)))
+        })
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        return Ok(None);
+    }
+    if kept.len() == total {
+        return Ok(Some(std::borrow::Cow::Borrowed(entry.as_bytes())));
+    }
+    o.insert("applyOps", kept);
+    let raw = RawDocumentBuf::from_document(&doc).map_err(|e| invalid(e.to_string()))?;
+    Ok(Some(std::borrow::Cow::Owned(raw.into_bytes())))
 }
 
 /// What makes an entry one that mongodump's `--oplog` refuses: a rename (or import, or a
@@ -294,6 +407,46 @@ mod tests {
 
     fn raw(d: Document) -> RawDocumentBuf {
         RawDocumentBuf::from_document(&d).unwrap()
+    }
+
+    #[test]
+    fn a_filtered_backup_keeps_only_the_entries_of_its_namespaces() {
+        let filter = NamespaceFilter {
+            include: vec!["shop.*".parse().unwrap()],
+            exclude: vec![],
+        };
+        let kept = |d: Document| {
+            let r = raw(d);
+            selected(&r, &filter).unwrap().map(|b| {
+                Document::try_from(RawDocumentBuf::from_bytes(b.into_owned()).unwrap().as_ref())
+                    .unwrap()
+            })
+        };
+        assert!(kept(doc! { "op": "i", "ns": "shop.orders", "o": { "_id": 1 } }).is_some());
+        assert!(kept(doc! { "op": "d", "ns": "other.victim", "o": { "_id": 1 } }).is_none());
+        assert!(kept(doc! { "op": "c", "ns": "other.$cmd", "o": { "create": "c" } }).is_none());
+        assert!(kept(doc! { "op": "c", "ns": "other.$cmd", "o": { "dropDatabase": 1 } }).is_none());
+        assert!(kept(doc! { "op": "c", "ns": "shop.$cmd", "o": { "drop": "orders" } }).is_some());
+        assert!(kept(doc! { "op": "n", "ns": "", "o": { "msg": "periodic noop" } }).is_none());
+        let txn = doc! { "op": "c", "ns": "admin.$cmd", "o": { "applyOps": [
+            { "op": "i", "ns": "shop.orders", "o": { "_id": 2 } },
+            { "op": "d", "ns": "other.victim", "o": { "_id": 3 } },
+        ] } };
+        let out = kept(txn).unwrap();
+        let ops = out
+            .get_document("o")
+            .unwrap()
+            .get_array("applyOps")
+            .unwrap();
+        assert_eq!(ops.len(), 1);
+        assert_eq!(
+            ops[0].as_document().unwrap().get_str("ns").unwrap(),
+            "shop.orders"
+        );
+        let foreign = doc! { "op": "c", "ns": "admin.$cmd", "o": { "applyOps": [
+            { "op": "d", "ns": "other.victim", "o": { "_id": 3 } },
+        ] } };
+        assert!(kept(foreign).is_none());
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub const ENCRYPT: &str = "NIGHTDUMP_ENCRYPT";
 /// `true` backs up a standalone server or a mongos, which cannot be made consistent to one
 /// point in time; off by default, so a replica set's backups stay point-in-time.
 pub const ALLOW_INCONSISTENT: &str = "NIGHTDUMP_ALLOW_INCONSISTENT";
+/// `true` makes a backup whose include/exclude patterns select no collection.
+pub const ALLOW_EMPTY: &str = "NIGHTDUMP_ALLOW_EMPTY";
 
 /// A retention policy applied after each successful backup, as `nightdump prune` options
 /// without dashes: `keep-daily=7,keep-weekly=4,keep-monthly=12`. Empty: no pruning.
@@ -74,6 +76,8 @@ pub struct LambdaConfig {
     pub encrypt: Option<crate::crypto::Encrypt>,
     /// Back up sources that cannot be made consistent to one point in time.
     pub allow_inconsistent: bool,
+    /// Make a backup whose selection matches no collection.
+    pub allow_empty: bool,
     /// The retention policy applied after a successful backup.
     pub prune: Option<crate::prune::Policy>,
 }
@@ -128,6 +132,7 @@ impl LambdaConfig {
             }
         };
         let allow_inconsistent = flag(env, ALLOW_INCONSISTENT)?;
+        let allow_empty = flag(env, ALLOW_EMPTY)?;
         let prune = get(env, PRUNE)
             .map(|spec| crate::prune::cli::parse_policy(PRUNE, spec))
             .transpose()?;
@@ -135,6 +140,7 @@ impl LambdaConfig {
             prune,
             encrypt,
             allow_inconsistent,
+            allow_empty,
             destination,
             uri,
             s3,

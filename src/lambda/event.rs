@@ -19,6 +19,8 @@ pub struct Invocation {
     pub include: Option<Vec<NamespacePattern>>,
     pub exclude: Option<Vec<NamespacePattern>>,
     pub parallel: Option<usize>,
+    /// Make the backup even if the selection matches no collection.
+    pub allow_empty: Option<bool>,
     /// True for an EventBridge / Scheduler event.
     pub scheduled: bool,
 }
@@ -43,6 +45,7 @@ struct Manual {
     include: Option<Vec<String>>,
     exclude: Option<Vec<String>>,
     parallel: Option<u64>,
+    allow_empty: Option<bool>,
 }
 
 const MANUAL_FORM: &str = r#"{"scheduled_at": "2026-11-25T03:00:00Z", "include": ["db.*"], "exclude": ["db.tmp"], "parallel": 4}"#;
@@ -63,19 +66,25 @@ impl Invocation {
         if map.contains_key("detail-type") || map.contains_key("source") {
             return Self::parse_scheduled(map);
         }
-        if let Some(unknown) = map
-            .keys()
-            .find(|k| !["scheduled_at", "include", "exclude", "parallel"].contains(&k.as_str()))
-        {
+        if let Some(unknown) = map.keys().find(|k| {
+            ![
+                "scheduled_at",
+                "include",
+                "exclude",
+                "parallel",
+                "allow_empty",
+            ]
+            .contains(&k.as_str())
+        }) {
             return Err(Error::invalid(format!(
-                "unknown field '{}' in the event: the fields are scheduled_at, include, exclude and parallel, e.g. {MANUAL_FORM}",
+                "unknown field '{}' in the event: the fields are scheduled_at, include, exclude, parallel and allow_empty, e.g. {MANUAL_FORM}",
                 truncate(unknown)
             )));
         }
         // Messages are built here rather than taken from serde, which quotes values.
         let manual: Manual = serde_json::from_value(payload.clone()).map_err(|_| {
             Error::invalid(format!(
-                "the event's fields have the wrong types: scheduled_at is an RFC 3339 string, include and exclude are lists of strings, parallel is a number, e.g. {MANUAL_FORM}"
+                "the event's fields have the wrong types: scheduled_at is an RFC 3339 string, include and exclude are lists of strings, parallel is a number, allow_empty true or false, e.g. {MANUAL_FORM}"
             ))
         })?;
         Ok(Invocation {
@@ -83,7 +92,15 @@ impl Invocation {
                 .scheduled_at
                 .as_deref()
                 .map(|s| {
-                    parse_time(s).map_err(|e| Error::invalid(format!("event scheduled_at: {e}")))
+                    let t = parse_time(s)
+                        .map_err(|e| Error::invalid(format!("event scheduled_at: {e}")))?;
+                    crate::layout::check_not_future(
+                        "event scheduled_at",
+                        t,
+                        OffsetDateTime::now_utc(),
+                    )
+                    .map_err(Error::Invalid)?;
+                    Ok::<_, Error>(t)
                 })
                 .transpose()?,
             include: manual
@@ -98,6 +115,7 @@ impl Invocation {
                 .parallel
                 .map(|n| parse_parallel("event parallel", &n.to_string()))
                 .transpose()?,
+            allow_empty: manual.allow_empty,
             scheduled: false,
         })
     }
@@ -122,6 +140,12 @@ impl Invocation {
                 "the scheduled event's time: {e}; the schedule's input must use <aws.scheduler.scheduled-time>"
             ))
         })?;
+        crate::layout::check_not_future(
+            "the scheduled event's time",
+            at,
+            OffsetDateTime::now_utc(),
+        )
+        .map_err(Error::Invalid)?;
         Ok(Invocation {
             scheduled_at: Some(at),
             scheduled: true,
@@ -220,6 +244,10 @@ mod tests {
             (json!({"include": "app.*"}), "wrong types"),
             (json!({"include": ["nodot"]}), "event include"),
             (json!({"scheduled_at": "yesterday"}), "event scheduled_at"),
+            (
+                json!({"scheduled_at": "2062-12-03T03:00:00Z"}),
+                "event scheduled_at 2062-12-03T03:00:00Z is in the future",
+            ),
             (json!([1, 2]), "JSON object"),
             (json!("backup"), "JSON object"),
         ];

@@ -240,7 +240,8 @@ where
     let outcome = outcome.map_err(|e| HandlerError::from_error(&e, Some(&uri)))?;
     let mut summary = summary(&config, &outcome);
     if let Some(policy) = &config.prune {
-        summary.prune = Some(prune_after_backup(&store, policy, deadline).await);
+        let ours = outcome.manifest.backup_id.parse().ok();
+        summary.prune = Some(prune_after_backup(&store, policy, deadline, ours).await);
     }
     Ok(summary)
 }
@@ -261,6 +262,7 @@ async fn prune_after_backup(
     store: &Store,
     policy: &crate::prune::Policy,
     deadline: Option<tokio::time::Instant>,
+    protect: Option<crate::layout::BackupId>,
 ) -> PruneSummary {
     use crate::prune::Outcome;
     let mut summary = PruneSummary {
@@ -269,7 +271,13 @@ async fn prune_after_backup(
         kept: 0,
         error: None,
     };
-    let result = match within(deadline, "pruning", crate::prune::run(store, policy, true)).await {
+    let result = match within(
+        deadline,
+        "pruning",
+        crate::prune::run(store, policy, true, protect),
+    )
+    .await
+    {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
@@ -346,6 +354,7 @@ fn backup_options(
         oplog: true,
         allow_inconsistent: config.allow_inconsistent,
         stale_upload_age: config.stale_upload_age,
+        allow_empty: invocation.allow_empty.unwrap_or(config.allow_empty),
     }
 }
 

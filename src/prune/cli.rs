@@ -142,7 +142,7 @@ pub fn parse_policy(name: &str, spec: &str) -> Result<Policy> {
 pub async fn run(args: PruneArgs) -> Result<()> {
     let policy = args.policy()?;
     let store = open_store("--from", &args.from.from, &args.from.store).await?;
-    let mut report = super::run(&store, &policy, args.yes).await?;
+    let mut report = super::run(&store, &policy, args.yes, None).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         crate::cli::write_json(&mut out, &report);
@@ -185,7 +185,12 @@ fn write_text(out: &mut impl Write, report: &PruneReport) -> std::io::Result<()>
     for key in &report.foreign {
         writeln!(out, "left in place (not written by nightdump): {key}")?;
     }
-    let removing = report.remove.len();
+    // A locked backup is listed among the kept ones, not counted as a removal too.
+    let removing = report
+        .remove
+        .iter()
+        .filter(|r| !matches!(r.outcome, Outcome::Locked { .. }))
+        .count();
     if report.applied {
         let done = report
             .remove
@@ -277,7 +282,19 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("20261101T030000Z").count(), 1, "{text}");
-        assert!(text.contains("removed 0 of 1 backups; 1 kept"), "{text}");
+        // The locked backup is counted once, among the kept.
+        assert!(text.contains("removed 0 of 0 backups; 1 kept"), "{text}");
+        let dry = PruneReport {
+            applied: false,
+            ..report
+        };
+        let mut out = Vec::new();
+        super::write_text(&mut out, &dry).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("dry run: 0 backups would be removed, 1 kept"),
+            "{text}"
+        );
     }
 
     #[test]

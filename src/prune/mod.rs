@@ -44,35 +44,29 @@ pub struct Inventory {
     pub foreign: Vec<String>,
 }
 
+/// What prune may touch, from the listing that every command shares: which backups are
+/// complete is decided there, once (`catalog`'s definition).
 pub async fn inventory(store: &Store) -> Result<Inventory> {
     let known = known_names();
     let mut inv = Inventory::default();
-    let mut found: BTreeMap<BackupId, BackupRef> = BTreeMap::new();
-    for object in store.list("").await? {
-        let Some((dir, name)) = object.key.split_once('/') else {
-            continue;
-        };
-        let Ok(id) = dir.parse::<BackupId>() else {
-            continue;
-        };
-        let entry = found.entry(id).or_insert(BackupRef {
+    for listing in crate::catalog::list(store).await? {
+        let id = listing.backup_id;
+        let newest_object = listing.objects.iter().filter_map(|o| o.last_modified).max();
+        for object in &listing.objects {
+            let name = object.key.split_once('/').map_or("", |(_, n)| n);
+            if known.iter().any(|k| k == name) {
+                inv.objects.entry(id).or_default().push(object.key.clone());
+            } else {
+                inv.foreign.push(object.key.clone());
+            }
+        }
+        inv.backups.push(BackupRef {
             id,
-            complete: false,
-            newest_object: None,
+            complete: listing.is_complete(),
+            newest_object,
+            group: listing.selection.unwrap_or_default(),
         });
-        if let Some(t) = object.last_modified {
-            entry.newest_object = Some(entry.newest_object.map_or(t, |n| n.max(t)));
-        }
-        if !known.iter().any(|k| k == name) {
-            inv.foreign.push(object.key.clone());
-            continue;
-        }
-        if name == MANIFEST_NAME {
-            entry.complete = true;
-        }
-        inv.objects.entry(id).or_default().push(object.key.clone());
     }
-    inv.backups = found.into_values().rev().collect();
     Ok(inv)
 }
 
@@ -115,8 +109,14 @@ pub struct PruneReport {
     pub error: Option<StoreError>,
 }
 
-/// Plans against the destination and, with `apply`, deletes what the plan removes.
-pub async fn run(store: &Store, policy: &Policy, apply: bool) -> Result<PruneReport> {
+/// Plans against the destination and, with `apply`, deletes what the plan removes. The
+/// backup `protect` names (the one the calling run just made) is kept whatever the rules say.
+pub async fn run(
+    store: &Store,
+    policy: &Policy,
+    apply: bool,
+    protect: Option<BackupId>,
+) -> Result<PruneReport> {
     if !policy.has_rule() {
         return Err(Error::invalid(
             "prune needs at least one keep rule: pass e.g. --keep-daily 7 --keep-weekly 5",
@@ -126,6 +126,9 @@ pub async fn run(store: &Store, policy: &Policy, apply: bool) -> Result<PruneRep
     let now = OffsetDateTime::now_utc();
     let mut plan = plan(&inv.backups, policy, now);
     protect_latest(store, &mut plan).await?;
+    if let Some(id) = protect {
+        keep_instead(&mut plan, id, "made by this run");
+    }
 
     let mut report = PruneReport {
         destination: store.destination().to_string(),
@@ -246,16 +249,24 @@ async fn protect_latest(store: &Store, plan: &mut Plan) -> Result<()> {
     let Ok(id) = latest.backup_id.parse::<BackupId>() else {
         return Ok(());
     };
-    if let Some(at) = plan.remove.iter().position(|r| r.id == id) {
+    if keep_instead(plan, id, "named by latest.json") {
         tracing::warn!(backup_id = %id, "latest.json names a backup the plan removes; keeping it");
-        plan.remove.remove(at);
-        plan.keep.push(Kept {
-            id,
-            reasons: vec!["named by latest.json".into()],
-        });
-        plan.keep.sort_by_key(|b| std::cmp::Reverse(b.id));
     }
     Ok(())
+}
+
+/// Moves `id` from the plan's removals to what it keeps; whether it was to be removed.
+fn keep_instead(plan: &mut Plan, id: BackupId, reason: &str) -> bool {
+    let Some(at) = plan.remove.iter().position(|r| r.id == id) else {
+        return false;
+    };
+    plan.remove.remove(at);
+    plan.keep.push(Kept {
+        id,
+        reasons: vec![reason.into()],
+    });
+    plan.keep.sort_by_key(|b| std::cmp::Reverse(b.id));
+    true
 }
 
 /// A refusal that retention settings on the bucket explain (Object Lock, legal hold, a deny

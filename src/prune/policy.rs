@@ -4,9 +4,13 @@
 //! `weekly`, `monthly`, `yearly`) keeps a backup when its period (UTC; ISO weeks) differs from
 //! the period of the last backup that rule kept, until its count is used up; like restic, a
 //! rule with count left also keeps the oldest backup, so a young history is not cut short.
-//! `within` keeps every backup newer than the newest backup's time less the duration. A backup
-//! kept by any rule is kept. Incomplete backups are never counted: they are removed once their
-//! newest object is older than the grace period (a younger one may be a run in progress).
+//! `within` keeps every backup newer than now less the duration (measured from the clock, so
+//! a backup named for a future time cannot push every real one out of the window). A backup
+//! kept by any rule is kept. Backups are grouped by selection, as restic groups snapshots by
+//! host and paths: full backups and each set of include/exclude patterns are counted apart, so
+//! a filtered backup never takes a full one's place. Incomplete backups are never counted: they
+//! are removed once their newest object is older than the grace period (a younger one may be a
+//! run in progress).
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,6 +29,8 @@ pub struct BackupRef {
     pub complete: bool,
     /// When its newest object was written, if the destination says.
     pub newest_object: Option<OffsetDateTime>,
+    /// The selection it was made with (`full`, or its patterns): rules count each apart.
+    pub group: String,
 }
 
 /// A `--keep-within` span in restic's form: `1y2m3d4h` (calendar years, months, days; hours).
@@ -228,17 +234,15 @@ impl Period {
     }
 }
 
-/// Decides what to keep and what to remove. Pure: `now` only ages incomplete backups.
-pub fn plan(backups: &[BackupRef], policy: &Policy, now: OffsetDateTime) -> Plan {
-    let mut sorted: Vec<&BackupRef> = backups.iter().collect();
-    sorted.sort_by_key(|b| std::cmp::Reverse(b.id));
-    sorted.dedup_by(|a, b| a.id == b.id);
-
-    let complete: Vec<&BackupRef> = sorted.iter().copied().filter(|b| b.complete).collect();
+/// The rules applied to one group's complete backups, newest first: each backup's reasons.
+fn group_reasons(
+    complete: &[&BackupRef],
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Vec<(BackupId, Vec<String>)> {
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); complete.len()];
-
-    if let (Some(within), Some(newest)) = (policy.within, complete.first()) {
-        let cutoff = within.before(newest.id.time());
+    if let Some(within) = policy.within {
+        let cutoff = within.before(now);
         for (nr, b) in complete.iter().enumerate() {
             if b.id.time() > cutoff {
                 reasons[nr].push(format!("within {within}"));
@@ -278,18 +282,38 @@ pub fn plan(backups: &[BackupRef], policy: &Policy, now: OffsetDateTime) -> Plan
         }
     }
 
-    // No rule set can drop the newest complete backup, but a restore must always have one.
+    // No rule set can drop a group's newest complete backup: a restore must always have one.
     if let Some(first) = reasons.first_mut() {
         if first.is_empty() {
             first.push("newest complete".to_string());
         }
     }
+    complete.iter().map(|b| b.id).zip(reasons).collect()
+}
 
-    let mut by_id: std::collections::BTreeMap<BackupId, Vec<String>> = complete
-        .iter()
-        .zip(reasons)
-        .map(|(b, r)| (b.id, r))
-        .collect();
+/// Decides what to keep and what to remove. Pure: `now` measures `within` and ages
+/// incomplete backups.
+pub fn plan(backups: &[BackupRef], policy: &Policy, now: OffsetDateTime) -> Plan {
+    let mut sorted: Vec<&BackupRef> = backups.iter().collect();
+    sorted.sort_by_key(|b| std::cmp::Reverse(b.id));
+    sorted.dedup_by(|a, b| a.id == b.id);
+
+    let complete: Vec<&BackupRef> = sorted.iter().copied().filter(|b| b.complete).collect();
+    let mut groups: std::collections::BTreeMap<&str, Vec<&BackupRef>> = Default::default();
+    for b in &complete {
+        groups.entry(b.group.as_str()).or_default().push(b);
+    }
+    let several = groups.len() > 1;
+    let mut reasons: std::collections::BTreeMap<BackupId, Vec<String>> = Default::default();
+    for (group, members) in groups {
+        for (id, mut r) in group_reasons(&members, policy, now) {
+            if several && !r.is_empty() && group != "full" {
+                r = r.into_iter().map(|x| format!("{x} [{group}]")).collect();
+            }
+            reasons.insert(id, r);
+        }
+    }
+    let mut by_id = reasons;
     let mut out = Plan::default();
     for b in sorted {
         if b.complete {

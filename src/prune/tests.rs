@@ -17,6 +17,7 @@ fn done(s: &str) -> BackupRef {
         id: id(s),
         complete: true,
         newest_object: None,
+        group: "full".into(),
     }
 }
 
@@ -25,6 +26,7 @@ fn failed(s: &str, written: Option<OffsetDateTime>) -> BackupRef {
         id: id(s),
         complete: false,
         newest_object: written,
+        group: String::new(),
     }
 }
 
@@ -220,14 +222,14 @@ fn incomplete_backups_within_grace_are_kept_as_possibly_running() {
 }
 
 #[test]
-fn keep_within_is_measured_from_the_newest_complete_backup() {
+fn keep_within_is_measured_from_the_clock() {
     let b = [
         done("2026-11-25T03:00:00Z"),
         done("2026-11-24T03:00:00Z"),
-        done("2026-11-23T03:00:01Z"),
+        done("2026-11-23T12:00:01Z"),
         done("2026-11-23T03:00:00Z"),
         done("2026-11-01T03:00:00Z"),
-        // Newer, but incomplete: it does not move the window.
+        // Newer, but incomplete: kept as possibly running, never counted.
         failed("2026-11-25T11:30:00Z", None),
     ];
     let policy = Policy {
@@ -241,11 +243,74 @@ fn keep_within_is_measured_from_the_newest_complete_backup() {
             "20261125T113000Z",
             "20261125T030000Z",
             "20261124T030000Z",
-            "20261123T030001Z"
+            "20261123T120001Z"
         ]
     );
     assert_eq!(removed(&p), ["20261123T030000Z", "20261101T030000Z"]);
     assert_eq!(reasons(&p, "20261124T030000Z"), ["within 2d"]);
+}
+
+/// A backup named for a time decades ahead (a typo) does not move the window: the real
+/// backups of the last 30 days stay.
+#[test]
+fn a_future_dated_backup_does_not_push_the_real_ones_out_of_keep_within() {
+    let b = [
+        done("2062-12-03T03:00:00Z"),
+        done("2026-11-25T03:00:00Z"),
+        done("2026-11-24T03:00:00Z"),
+        done("2026-09-01T03:00:00Z"),
+    ];
+    let policy = Policy {
+        within: Some("30d".parse().unwrap()),
+        ..Policy::default()
+    };
+    let p = plan(&b, &policy, NOW);
+    assert_eq!(
+        kept(&p),
+        ["20621203T030000Z", "20261125T030000Z", "20261124T030000Z"]
+    );
+    assert_eq!(removed(&p), ["20260901T030000Z"]);
+}
+
+/// Filtered backups are counted apart from full ones: a newer one never takes a full
+/// backup's place, whatever the rule.
+#[test]
+fn a_filtered_backup_never_takes_a_full_ones_place() {
+    let mut partial = done("2026-11-25T04:00:00Z");
+    partial.group = "include admin.*".into();
+    let mut empty = done("2026-11-25T05:00:00Z");
+    empty.group = "exclude *.*".into();
+    let b = [
+        empty,
+        partial,
+        done("2026-11-25T03:00:00Z"),
+        done("2026-11-24T03:00:00Z"),
+    ];
+    for policy in [
+        Policy {
+            last: 1,
+            ..Policy::default()
+        },
+        Policy {
+            daily: 2,
+            ..Policy::default()
+        },
+    ] {
+        let p = plan(&b, &policy, NOW);
+        let k = kept(&p);
+        assert!(
+            k.contains(&"20261125T030000Z".to_string()),
+            "{policy:?}: {k:?}"
+        );
+        if policy.daily == 2 {
+            assert!(k.contains(&"20261124T030000Z".to_string()), "{k:?}");
+        }
+        assert!(
+            reasons(&p, "20261125T040000Z")[0].ends_with("[include admin.*]"),
+            "{:?}",
+            reasons(&p, "20261125T040000Z")
+        );
+    }
 }
 
 #[test]
@@ -431,12 +496,14 @@ fn four_hundred_days_match_the_reference() {
                 id,
                 complete: false,
                 newest_object: Some(t + time::Duration::minutes(20)),
+                group: "full".into(),
             });
         } else {
             history.push(BackupRef {
                 id,
                 complete: true,
                 newest_object: Some(t + time::Duration::minutes(20)),
+                group: "full".into(),
             });
         }
         // Some days have a second, manual backup later on; some of those failed.
@@ -445,6 +512,7 @@ fn four_hundred_days_match_the_reference() {
                 id: BackupId::from_time(t + time::Duration::hours(14)),
                 complete: day % 3 != 0,
                 newest_object: None,
+                group: "full".into(),
             });
         }
     }

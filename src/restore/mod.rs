@@ -69,6 +69,8 @@ pub struct RestoreOptions {
     pub require_oplog: bool,
     /// Replay only entries before this timestamp.
     pub oplog_limit: Option<bson::Timestamp>,
+    /// Cancelled on SIGTERM/SIGINT: the restore stops at a batch boundary and reports.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 impl RestoreOptions {
@@ -88,6 +90,7 @@ impl RestoreOptions {
             oplog_replay: true,
             require_oplog: false,
             oplog_limit: None,
+            cancel: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -161,7 +164,9 @@ async fn open_input(
             let name = format!("backup {id}");
             let encryption = manifest.archive.encryption.clone();
             let keys = crate::crypto::ready_keys(&id.to_string(), &encryption, keys).await?;
-            if verify_first && !dry_run {
+            // A dry run is a check before the real thing: it always proves the stored bytes
+            // are the manifest's (size and SHA-256), whatever --no-verify-first says.
+            if verify_first || dry_run {
                 crate::verify::verify_with_keys(store, &Selector::Id(id), keys.as_ref()).await?;
             }
             let reader = store
@@ -277,6 +282,45 @@ async fn join_stream(
     }
 }
 
+/// Aborts a helper task when the restore that spawned it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The namespaces an oplog replay may write to: those restored, by the names the archive's
+/// oplog uses for them (a time-series collection's buckets included).
+fn restored_namespaces(plans: &[NamespacePlan]) -> std::collections::HashSet<String> {
+    plans
+        .iter()
+        .filter(|p| p.restored() && p.kind != Kind::Oplog && p.auth.is_none())
+        .flat_map(|p| {
+            let buckets = Namespace::new(
+                p.source.db.clone(),
+                format!("system.buckets.{}", p.source.collection),
+            );
+            [
+                p.source.to_string(),
+                p.data.to_string(),
+                buckets.to_string(),
+            ]
+        })
+        .collect()
+}
+
+fn replay_rules(options: &RestoreOptions, plans: &[NamespacePlan]) -> oplog::Rules {
+    oplog::Rules {
+        limit: options.oplog_limit,
+        preserve_uuid: options.preserve_uuid,
+        filter: options.filter.clone(),
+        renames: options.renames.clone(),
+        restored: Some(restored_namespaces(plans)),
+    }
+}
+
 /// Restores `input` as `options` say. A failure before anything was written comes back as
 /// that error; once data was written, as [`Error::RestoreFailed`] carrying the full report.
 pub async fn run(
@@ -299,6 +343,15 @@ async fn restore(
     let (source_name, open, sizes) =
         open_input(input, options.dry_run, options.keys.as_ref()).await?;
     let stop = Arc::new(AtomicBool::new(false));
+    // A signal sets the same flag a failure does: the reader stops between documents, the
+    // workers finish the batch in hand, and the report says what was written.
+    let _watcher = {
+        let (stop, cancel) = (Arc::clone(&stop), options.cancel.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            cancel.cancelled().await;
+            stop.store(true, Ordering::Relaxed);
+        }))
+    };
     let stream = stream::spawn(open, Arc::clone(&stop));
     let prelude = match stream.prelude.await {
         Ok(prelude) => prelude,
@@ -388,16 +441,40 @@ async fn restore(
 
     let Some(target) = target.filter(|_| !options.dry_run) else {
         drop(stream.read_ahead);
-        let routing = Routing {
-            mute,
-            routes: HashMap::new(),
-        };
-        if stream.routing.send(Some(routing)).is_err() {
+        // The replay is planned as it would run, so the dry run lists what it would touch.
+        let mut routes = HashMap::new();
+        let mut planned = None;
+        if let Some(i) = plans
+            .iter()
+            .position(|p| p.kind == Kind::Oplog && p.restored())
+        {
+            let (tx, rx) = mpsc::channel(2);
+            routes.insert(plans[i].data.clone(), tx);
+            let (go, wait) = tokio::sync::oneshot::channel();
+            let _ = go.send(());
+            let replayer = oplog::Replayer {
+                target: None,
+                stop: Arc::clone(&stop),
+                rules: replay_rules(options, &plans),
+                counters: Arc::new(Counters::default()),
+                progress: Arc::clone(progress),
+                tracked: None,
+            };
+            planned = Some(tokio::spawn(replayer.run(rx, wait)));
+        }
+        if stream.routing.send(Some(Routing { mute, routes })).is_err() {
             return Err(join_stream(stream.done).await.err().unwrap_or_else(|| {
                 Error::Internal("the archive reader stopped before reading documents".into())
             }));
         }
-        let summary = join_stream(stream.done).await?;
+        let summary = join_stream(stream.done).await;
+        if let Some(planned) = planned {
+            run.report.oplog =
+                Some(planned.await.map_err(|e| {
+                    Error::Internal(format!("the oplog replay plan crashed: {e}"))
+                })??);
+        }
+        let summary = summary?;
         run.finish(&plans, &actions, Some(&summary), started);
         return Ok(run.report);
     };
@@ -526,13 +603,9 @@ async fn restore(
         run.counters[i] = Some(Arc::clone(&counters));
         let (go, wait) = tokio::sync::oneshot::channel();
         let replayer = oplog::Replayer {
-            target: Arc::clone(&conn),
-            rules: oplog::Rules {
-                limit: options.oplog_limit,
-                preserve_uuid: options.preserve_uuid,
-                filter: options.filter.clone(),
-                renames: options.renames.clone(),
-            },
+            target: Some(Arc::clone(&conn)),
+            stop: Arc::clone(&stop),
+            rules: replay_rules(options, &plans),
             counters,
             progress: Arc::clone(progress),
             tracked: run.tracked[i].clone(),
@@ -559,8 +632,12 @@ async fn restore(
         }
     }
     if let Some((i, go, replaying)) = replay {
-        if failure.is_none() {
+        if failure.is_none() && !options.cancel.is_cancelled() {
             let _ = go.send(());
+        } else {
+            // Without the signal the replayer gives up at once; kept alive, it would wait
+            // for it forever.
+            drop(go);
         }
         // Without the signal (the data failed) the replayer ends at once, closing its channel.
         match replaying.await {
@@ -594,6 +671,9 @@ async fn restore(
             None
         }
     };
+    if options.cancel.is_cancelled() {
+        failure = Some(interrupted());
+    }
     if let Some(e) = failure {
         return Err(run.fail(&plans, &actions, summary.as_ref(), e, started));
     }
@@ -649,6 +729,10 @@ async fn restore(
         });
     }
     Ok(run.report)
+}
+
+fn interrupted() -> Error {
+    Error::Interrupted("stopped by a signal (SIGTERM or SIGINT) at a batch boundary".into())
 }
 
 fn decide(
@@ -858,6 +942,27 @@ impl Run {
         }
         self.finish(plans, actions, summary, started);
         self.report.error = Some(cause.to_string());
+        // Damage found in the archive: what was restored from the namespace it was found in
+        // may be the damaged bytes, so no advice may keep it ("already present" on a rerun).
+        let damaged = match &cause {
+            Error::ArchiveAt { ns, .. } => plans
+                .iter()
+                .position(|p| p.data.to_string() == *ns || p.source.to_string() == *ns),
+            _ => None,
+        };
+        if let Some(i) = damaged {
+            let row = &mut self.report.namespaces[i];
+            row.status = Status::Damaged;
+            let target = row.target.clone();
+            let summary = format!(
+                "restore stopped: {cause}; so far {}. The archive is damaged: documents restored into {target} may hold the damaged bytes: drop {target} on the target and restore from an intact backup (`nightdump verify` checks one); do not run this archive again, it would keep them as already present",
+                self.report.headline()
+            );
+            return Error::RestoreFailed {
+                summary,
+                report: Box::new(self.report),
+            };
+        }
         let summary = format!(
             "restore stopped: {cause}; so far {}. Fix the cause and run it again: documents already restored are skipped",
             self.report.headline()

@@ -96,6 +96,12 @@ pub struct Rules {
     pub preserve_uuid: bool,
     pub filter: NamespaceFilter,
     pub renames: Vec<Rename>,
+    /// The archive's namespaces this restore restores (`db.collection`, as the oplog names
+    /// them, time-series buckets included). An entry for any other namespace is never
+    /// replayed, whatever the archive's oplog holds: a filtered backup's or a real mongodump
+    /// archive's oplog may cover namespaces the target owns. `None` only in unit tests of the
+    /// other rules.
+    pub restored: Option<std::collections::HashSet<String>>,
 }
 
 /// What to do with one entry.
@@ -136,6 +142,29 @@ impl Rules {
     }
 
     /// The entries to apply for `entry`, rewritten; `None` or empty when it is skipped.
+    /// Whether entries for `db.coll` may be applied: not internal, selected, and restored.
+    fn replays(&self, db: &str, coll: &str) -> bool {
+        !skipped_namespace(db, coll)
+            && self.filter.selects(db, coll)
+            && self
+                .restored
+                .as_ref()
+                .is_none_or(|r| r.contains(&format!("{db}.{coll}")))
+    }
+
+    /// The restored collections of `db`, sorted.
+    fn restored_in(&self, db: &str) -> Option<Vec<String>> {
+        let restored = self.restored.as_ref()?;
+        let mut colls: Vec<String> = restored
+            .iter()
+            .filter_map(|ns| ns.split_once('.'))
+            .filter(|(d, c)| *d == db && self.replays(d, c))
+            .map(|(_, c)| c.to_string())
+            .collect();
+        colls.sort();
+        Some(colls)
+    }
+
     fn rewrite(&self, entry: &Document) -> Result<Option<Vec<Document>>> {
         let op = entry.get_str("op").unwrap_or("");
         let ns = entry.get_str("ns").unwrap_or("");
@@ -144,7 +173,7 @@ impl Rules {
                 let Some((db, coll)) = ns.split_once('.') else {
                     return Ok(None);
                 };
-                if skipped_namespace(db, coll) || !self.filter.selects(db, coll) {
+                if !self.replays(db, coll) {
                     return Ok(None);
                 }
                 let mut out = self.strip(entry);
@@ -190,7 +219,7 @@ impl Rules {
             let Bson::String(coll) = arg else {
                 return Ok(None);
             };
-            if skipped_namespace(db, &coll) || !self.filter.selects(db, &coll) {
+            if !self.replays(db, &coll) {
                 return Ok(None);
             }
             let mut out = self.strip(entry);
@@ -206,21 +235,45 @@ impl Rules {
             return Ok(Some(vec![out]));
         }
         if name == "dropDatabase" {
-            let selected = !skipped_namespace(db, "") && self.filter.may_select_db(db);
-            return Ok(selected.then(|| vec![self.strip(entry)]));
+            if skipped_namespace(db, "") || !self.filter.may_select_db(db) {
+                return Ok(None);
+            }
+            // Only what this restore restored is dropped: the database on the target may hold
+            // collections of its own.
+            let Some(colls) = self.restored_in(db) else {
+                return Ok(Some(vec![self.strip(entry)]));
+            };
+            let drops = colls
+                .into_iter()
+                .map(|coll| {
+                    let mut drop =
+                        doc! { "op": "c", "ns": format!("{db}.$cmd"), "o": { "drop": coll } };
+                    if let Ok(ts) = entry.get_timestamp("ts") {
+                        drop.insert("ts", ts);
+                    }
+                    drop
+                })
+                .filter_map(|drop| {
+                    self.rewrite_command(&drop, &format!("{db}.$cmd"))
+                        .ok()
+                        .flatten()
+                })
+                .flatten()
+                .collect();
+            return Ok(Some(drops));
         }
         if name == "renameCollection" {
             let from = arg.as_str().unwrap_or("");
             let to = o.get_str("to").unwrap_or("");
-            let selected = [from, to].iter().all(|n| {
-                n.split_once('.')
-                    .is_some_and(|(d, c)| !skipped_namespace(d, c) && self.filter.selects(d, c))
-            });
+            let selected = [from, to]
+                .iter()
+                .all(|n| n.split_once('.').is_some_and(|(d, c)| self.replays(d, c)));
             return Ok(selected.then(|| vec![self.strip(entry)]));
         }
-        // Anything else goes to the server as it is; one it does not know fails the replay,
-        // as it does in mongorestore.
-        Ok((!skipped_namespace(db, "")).then(|| vec![self.strip(entry)]))
+        // Anything else goes to the server as it is, when the restore restored something in
+        // its database; one the server does not know fails the replay, as in mongorestore.
+        let restores_db = self.restored_in(db).is_none_or(|c| !c.is_empty());
+        Ok((!skipped_namespace(db, "") && restores_db).then(|| vec![self.strip(entry)]))
     }
 
     fn strip(&self, entry: &Document) -> Document {
@@ -246,13 +299,45 @@ pub struct OplogReport {
     /// The `ts` of the last entry applied: the restored state's point in time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_applied: Option<OplogTimestamp>,
+    /// Entries applied (or, in a dry run, to be applied) per target namespace.
+    pub namespaces: std::collections::BTreeMap<String, u64>,
+}
+
+impl OplogReport {
+    /// `shop.orders (23), shop.users (2)`: what the replay writes to.
+    pub fn touches(&self) -> String {
+        if self.namespaces.is_empty() {
+            return "touches no namespace".into();
+        }
+        let list: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(|(ns, n)| format!("{ns} ({n})"))
+            .collect();
+        format!("touches {}", list.join(", "))
+    }
+}
+
+/// The namespace an entry to apply writes to, as the report names it.
+fn touched(entry: &Document) -> String {
+    let ns = entry.get_str("ns").unwrap_or("");
+    match ns.strip_suffix(".$cmd") {
+        Some(db) => match entry.get_document("o").ok().and_then(|o| o.iter().next()) {
+            Some((_, Bson::String(coll))) => format!("{db}.{coll}"),
+            _ => format!("{db}.*"),
+        },
+        None => ns.to_string(),
+    }
 }
 
 /// The replaying task: waits for `go` (all documents inserted), then applies what arrives on
 /// `rx`. It keeps reading to the end, past the limit too, so the archive reader can finish
 /// and check the oplog's CRC.
 pub struct Replayer {
-    pub target: Arc<Source>,
+    /// `None` in a dry run: entries are decided and counted, nothing is sent.
+    pub target: Option<Arc<Source>>,
+    /// Set when the restore is interrupted: the replay stops between batches.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
     pub rules: Rules,
     pub counters: Arc<Counters>,
     pub progress: Arc<Progress>,
@@ -291,6 +376,8 @@ impl Replayer {
                 "the oplog was not replayed because the restore of the data stopped".into(),
             ));
         }
+        let stopped_early =
+            || Error::Interrupted("the oplog replay stopped between batches, as asked".into());
         if let Some(t) = &self.tracked {
             t.set_state(NamespaceState::Inserting);
         }
@@ -329,7 +416,11 @@ impl Replayer {
                     }
                     Decision::Apply(entries) => {
                         let ts = entry.get_timestamp("ts").ok();
+                        if self.stop.load(Ordering::Relaxed) {
+                            return Err(stopped_early());
+                        }
                         for e in entries {
+                            *report.namespaces.entry(touched(&e)).or_default() += 1;
                             let command = is_command(&e);
                             if command || batch.full_with(&e) {
                                 self.flush(&mut batch, &mut report).await?;
@@ -353,21 +444,18 @@ impl Replayer {
         }
         let batch = std::mem::take(batch);
         let n = batch.entries.len() as u64;
+        let Some(target) = &self.target else {
+            // A dry run: counted, never sent.
+            report.applied += n;
+            return Ok(());
+        };
         let first = batch.first_ts.map(|t| t.to_string()).unwrap_or_default();
         let command =
             doc! { "applyOps": batch.entries.into_iter().map(Bson::Document).collect::<Vec<_>>() };
         let raw = RawDocumentBuf::from_document(&command)
             .map_err(|e| Error::Internal(format!("cannot encode applyOps: {e}")))?;
-        if let Err(e) = self
-            .target
-            .client()
-            .database("admin")
-            .run_raw_command(raw)
-            .await
-        {
-            let err = self
-                .target
-                .error(&format!("applyOps of the oplog entries from {first}"), &e);
+        if let Err(e) = target.client().database("admin").run_raw_command(raw).await {
+            let err = target.error(&format!("applyOps of the oplog entries from {first}"), &e);
             self.counters.note_error(err.to_string());
             return Err(err);
         }
@@ -547,6 +635,47 @@ mod tests {
             rules.decide(&insert("a.b", ts(6, 0))).unwrap(),
             Decision::Stop
         );
+    }
+
+    /// An archive's oplog may hold entries for namespaces the archive does not (a filtered
+    /// backup made by an older version, a real mongodump archive): they are never replayed.
+    #[test]
+    fn entries_for_namespaces_not_restored_are_never_replayed() {
+        let rules = Rules {
+            restored: Some(["shop.orders".to_string()].into_iter().collect()),
+            ..Rules::default()
+        };
+        assert!(matches!(
+            rules.decide(&insert("shop.orders", ts(1, 1))).unwrap(),
+            Decision::Apply(_)
+        ));
+        let delete = doc! { "op": "d", "ns": "other.victim", "o": { "_id": 1 }, "ts": ts(1, 2) };
+        assert_eq!(rules.decide(&delete).unwrap(), Decision::Skip);
+        let create = doc! { "op": "c", "ns": "other.$cmd", "o": { "create": "c" }, "ts": ts(1, 3) };
+        assert_eq!(rules.decide(&create).unwrap(), Decision::Skip);
+        let txn = doc! { "op": "c", "ns": "admin.$cmd", "o": { "applyOps": [
+            { "op": "i", "ns": "shop.orders", "o": { "_id": 2 } },
+            { "op": "d", "ns": "other.victim", "o": { "_id": 3 } },
+        ] }, "ts": ts(1, 4) };
+        let Decision::Apply(out) = rules.decide(&txn).unwrap() else {
+            panic!("applied")
+        };
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].get_str("ns").unwrap(), "shop.orders");
+        // dropDatabase drops only what was restored, never the target's own collections.
+        let drop_db =
+            doc! { "op": "c", "ns": "shop.$cmd", "o": { "dropDatabase": 1 }, "ts": ts(1, 5) };
+        let Decision::Apply(out) = rules.decide(&drop_db).unwrap() else {
+            panic!("applied")
+        };
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].get_document("o").unwrap(),
+            &doc! { "drop": "orders" }
+        );
+        let other_db =
+            doc! { "op": "c", "ns": "other.$cmd", "o": { "dropDatabase": 1 }, "ts": ts(1, 6) };
+        assert_eq!(rules.decide(&other_db).unwrap(), Decision::Skip);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub enum Status {
     Partial,
     /// Nothing of it was written.
     NotStarted,
+    /// The archive failed its checks (CRC, structure) inside this namespace: what was
+    /// restored of it may hold damaged documents.
+    Damaged,
     Skipped,
     /// `--dry-run`: nothing was written.
     Planned,
@@ -110,7 +113,12 @@ impl RestoreReport {
         let incomplete = self
             .namespaces
             .iter()
-            .filter(|n| matches!(n.status, Status::Partial | Status::NotStarted))
+            .filter(|n| {
+                matches!(
+                    n.status,
+                    Status::Partial | Status::NotStarted | Status::Damaged
+                )
+            })
             .count();
         let mut s = format!(
             "{} namespaces: {} documents inserted, {} skipped (already present), {} failed",
@@ -119,7 +127,14 @@ impl RestoreReport {
         if incomplete > 0 {
             let _ = write!(s, "; {incomplete} namespaces not fully restored");
         }
-        if let Some(o) = &self.oplog {
+        if let (Some(o), true) = (&self.oplog, self.dry_run) {
+            let _ = write!(
+                s,
+                "; {} oplog entries to replay, {}",
+                o.applied,
+                o.touches()
+            );
+        } else if let Some(o) = &self.oplog {
             let _ = write!(s, "; {} oplog entries replayed", o.applied);
             if let Some(last) = o.last_applied {
                 let _ = write!(s, " (to {}:{})", last.t, last.i);
@@ -148,6 +163,11 @@ impl RestoreReport {
             let note = match (n.skip_reason, &n.first_error) {
                 (Some(r), _) => r.describe().to_string(),
                 (None, Some(e)) => e.clone(),
+                (None, None) if n.action == Action::Replay => self
+                    .oplog
+                    .as_ref()
+                    .map(super::oplog::OplogReport::touches)
+                    .unwrap_or_default(),
                 (None, None) => String::new(),
             };
             let _ = writeln!(

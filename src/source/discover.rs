@@ -50,6 +50,11 @@ impl CollectionPlan {
         format!("{}.{}", self.db, self.collection)
     }
 
+    /// A collection or view of the user's, not admin's users, roles and auth version.
+    pub fn is_user_data(&self) -> bool {
+        !self.special
+    }
+
     pub fn prelude_entry(&self) -> PreludeEntry {
         PreludeEntry {
             db: self.db.clone(),

@@ -100,6 +100,19 @@ impl StoreError {
     }
 
     /// Maps an I/O error on a local path to the variant a caller can act on.
+    /// As [`StoreError::from_io`], for a failure to read (list) `path`: the fix is to make it
+    /// readable, not writable.
+    pub(crate) fn from_read_io(path: impl Into<PathBuf>, source: io::Error) -> StoreError {
+        let path = path.into();
+        match source.kind() {
+            io::ErrorKind::PermissionDenied => StoreError::AccessDenied {
+                target: path.display().to_string(),
+                fix: "make it readable by this user, or move it out of the destination".into(),
+            },
+            _ => StoreError::from_io(path, source),
+        }
+    }
+
     pub(crate) fn from_io(path: impl Into<PathBuf>, source: io::Error) -> StoreError {
         let path = path.into();
         match source.kind() {

@@ -137,17 +137,31 @@ fn is_absent(e: &io::Error) -> bool {
     )
 }
 
+/// A failure while walking, with the exact path it happened at.
+type WalkError = (PathBuf, io::Error);
+
 /// Files under `dir` (recursively), as ("/"-joined key relative to `root`, metadata, is_temp).
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, fs::Metadata, bool)>) -> io::Result<()> {
+/// A directory right under the root that nightdump did not make (no backup id for a name,
+/// e.g. an ext4 mount point's `lost+found`) is skipped when it cannot be read: it holds no
+/// backup. Anything else that cannot be read fails, naming its own path.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<(String, fs::Metadata, bool)>,
+) -> Result<(), WalkError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if is_absent(&e) => return Ok(()),
-        Err(e) => return Err(e),
+        Err(e) if dir != root && is_foreign_top_level(root, dir) => {
+            tracing::debug!(path = %dir.display(), error = %e, "skipping an unreadable directory that holds no backup");
+            return Ok(());
+        }
+        Err(e) => return Err((dir.to_path_buf(), e)),
     };
     for entry in entries {
-        let entry = entry?;
+        let entry = entry.map_err(|e| (dir.to_path_buf(), e))?;
         let path = entry.path();
-        let file_type = entry.file_type()?;
+        let file_type = entry.file_type().map_err(|e| (path.clone(), e))?;
         if file_type.is_dir() {
             walk(root, &path, out)?;
             continue;
@@ -158,7 +172,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, fs::Metadata, bool)>) ->
             Ok(m) if m.is_file() => m,
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err((path, e)),
         };
         let Ok(rel) = path.strip_prefix(root) else {
             continue;
@@ -181,6 +195,15 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, fs::Metadata, bool)>) ->
         out.push((parts.join("/"), meta, is_temp));
     }
     Ok(())
+}
+
+/// A directory directly under the root whose name is not a backup id.
+fn is_foreign_top_level(root: &Path, dir: &Path) -> bool {
+    dir.parent() == Some(root)
+        && dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.parse::<crate::layout::BackupId>().is_err())
 }
 
 impl LocalStore {
@@ -331,7 +354,7 @@ impl LocalStore {
         let s = start.clone();
         blocking(&start, move || {
             let mut out = Vec::new();
-            walk(&root, &s, &mut out).map_err(|e| StoreError::from_io(&s, e))?;
+            walk(&root, &s, &mut out).map_err(|(path, e)| StoreError::from_read_io(&path, e))?;
             out.retain(|(k, _, _)| k.starts_with(&prefix));
             out.sort_by(|a, b| a.0.cmp(&b.0));
             Ok(out)

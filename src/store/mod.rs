@@ -26,7 +26,7 @@ pub use error::StoreError;
 pub use lock::{LockMode, ObjectLock, Retention, MAX_RETAIN_FOR};
 pub use options::{
     S3Options, Sse, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_PART_SIZE,
-    DEFAULT_UPLOAD_CONCURRENCY, MAX_PART_SIZE, MIN_PART_SIZE,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_UPLOAD_CONCURRENCY, MAX_PART_SIZE, MIN_PART_SIZE,
 };
 pub use reader::ObjectReader;
 

@@ -24,8 +24,16 @@ pub enum Sse {
 }
 
 /// Long enough for an 8 MiB part over a slow uplink (about 28 KB/s), short enough that a
-/// stalled connection is noticed well inside a Lambda timeout.
+/// stalled connection is noticed well inside a Lambda timeout. Applies to requests that carry
+/// or finish a large body (UploadPart, a large PutObject, CompleteMultipartUpload); the SDK's
+/// stalled-stream protection fails an upload that stops moving long before.
 pub const DEFAULT_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Every other request (list, head, get until its body starts, a small put, delete) answers
+/// in well under a second on a live endpoint: an endpoint that accepts connections and stays
+/// silent then fails within a minute ([`DEFAULT_MAX_ATTEMPTS`] attempts), with a warning at
+/// the first retry, rather than holding `list` or `status` for 15 minutes.
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(12);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Options {
@@ -49,6 +57,8 @@ pub struct S3Options {
     /// Longest one request attempt may take before it is abandoned (and retried): a stalled
     /// connection must fail, never hang the backup.
     pub attempt_timeout: std::time::Duration,
+    /// Longest one attempt of any other request may take (see [`DEFAULT_REQUEST_TIMEOUT`]).
+    pub request_timeout: std::time::Duration,
     /// S3 Object Lock on every object of a backup; the bucket must have Object Lock enabled.
     pub object_lock: Option<super::ObjectLock>,
 }
@@ -65,6 +75,7 @@ impl Default for S3Options {
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             object_lock: None,
         }
     }

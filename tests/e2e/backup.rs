@@ -165,7 +165,7 @@ async fn include_and_exclude_select_namespaces() {
         .clone();
     let mut opts = options(&source.uri);
     opts.filter.include = vec![format!("{first_db}.*").parse().unwrap()];
-    opts.scheduled_at = Some(parse_time("2030-01-01T00:00:00Z").unwrap());
+    opts.scheduled_at = Some(parse_time("2026-01-01T00:00:00Z").unwrap());
     let only = backup::run(&opts, &store, &progress())
         .await
         .unwrap()
@@ -179,7 +179,7 @@ async fn include_and_exclude_select_namespaces() {
     opts.filter.exclude = vec![format!("{}.{}", excluded.db, excluded.collection)
         .parse()
         .unwrap()];
-    opts.scheduled_at = Some(parse_time("2030-01-02T00:00:00Z").unwrap());
+    opts.scheduled_at = Some(parse_time("2026-01-02T00:00:00Z").unwrap());
     let fewer = backup::run(&opts, &store, &progress())
         .await
         .unwrap()
@@ -191,25 +191,54 @@ async fn include_and_exclude_select_namespaces() {
         .any(|n| n.collection == excluded.collection && n.db == excluded.db));
 }
 
+/// `latest.json` follows completion: a backup for an earlier schedule time that finishes later
+/// holds newer data and becomes the latest; a filtered backup never replaces a full one.
 #[tokio::test]
-async fn latest_never_moves_backwards() {
+async fn latest_follows_completion_and_never_moves_backwards() {
     let source = demo_source().await;
     let dir = tempfile::tempdir().unwrap();
     let store = local_store(dir.path()).await;
     let mut opts = options(&source.uri);
-    opts.filter.include = vec!["admin.*".parse().unwrap()];
     opts.scheduled_at = Some(parse_time("2026-11-25T03:00:00Z").unwrap());
     backup::run(&opts, &store, &progress()).await.unwrap();
     opts.scheduled_at = Some(parse_time("2026-11-20T03:00:00Z").unwrap());
-    backup::run(&opts, &store, &progress()).await.unwrap();
-    let latest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join(LATEST_KEY)).unwrap()).unwrap();
-    assert_eq!(latest["backup_id"], "20261125T030000Z");
+    let later = backup::run(&opts, &store, &progress()).await.unwrap();
+    let latest = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(LATEST_KEY)).unwrap()).unwrap()
+    };
+    assert_eq!(latest()["backup_id"], "20261120T030000Z");
+    assert_eq!(latest()["finished_at"], later.manifest.finished_at.as_str());
+
+    let first_db = later
+        .manifest
+        .namespaces
+        .iter()
+        .find(|n| n.db != "admin")
+        .unwrap()
+        .db
+        .clone();
+    opts.filter.include = vec![format!("{first_db}.*").parse().unwrap()];
+    opts.scheduled_at = Some(parse_time("2026-11-26T03:00:00Z").unwrap());
+    let partial = backup::run(&opts, &store, &progress()).await.unwrap();
+    assert_eq!(partial.latest_warning, None);
+    assert_eq!(
+        latest()["backup_id"],
+        "20261120T030000Z",
+        "a filtered backup does not replace a full one"
+    );
     let listed = nightdump::catalog::list(&store).await.unwrap();
     assert_eq!(
         listed.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
-        vec!["20261125T030000Z", "20261120T030000Z"]
+        vec!["20261126T030000Z", "20261125T030000Z", "20261120T030000Z"]
     );
+    assert_eq!(
+        listed[0].selection.as_deref(),
+        Some(format!("include {first_db}.*").as_str())
+    );
+    let (id, _) = nightdump::catalog::resolve(&store, &Selector::Latest)
+        .await
+        .unwrap();
+    assert_eq!(id.to_string(), "20261120T030000Z");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use mongo_test_server::{Seed, ServerConfig, ServerHandle};
 use nightdump::backup;
 use nightdump::catalog::{self, Selector};
-use nightdump::layout::{parse_time, BackupId, LATEST_KEY};
+use nightdump::layout::{parse_time, LATEST_KEY};
 use nightdump::manifest::Latest;
 use nightdump::prune::{self, Policy};
 use nightdump::store::{Destination, S3Options, Store};
@@ -254,7 +254,7 @@ async fn latest_only_moves_forward(dest: Dest) {
     let all_done = Arc::new(tokio::sync::Notify::new());
     let done = all_done.clone();
     let watcher = tokio::spawn(async move {
-        let mut seen: Vec<String> = Vec::new();
+        let mut seen: Vec<(String, String)> = Vec::new();
         loop {
             let finished = tokio::select! {
                 _ = done.notified() => true,
@@ -262,8 +262,9 @@ async fn latest_only_moves_forward(dest: Dest) {
             };
             if let Some(bytes) = watcher_store.get(LATEST_KEY).await.unwrap() {
                 let latest: Latest = serde_json::from_slice(&bytes).unwrap();
-                if seen.last() != Some(&latest.backup_id) {
-                    seen.push(latest.backup_id);
+                let entry = (latest.finished_at, latest.backup_id);
+                if seen.last() != Some(&entry) {
+                    seen.push(entry);
                 }
             }
             if finished {
@@ -271,16 +272,20 @@ async fn latest_only_moves_forward(dest: Dest) {
             }
         }
     });
+    let mut finished = Vec::new();
     for t in tasks {
         let outcome = t.await.unwrap().unwrap();
         assert!(!outcome.already_existed);
         assert_eq!(outcome.latest_warning, None);
+        finished.push((outcome.manifest.finished_at, outcome.manifest.backup_id));
     }
     all_done.notify_one();
     let seen = watcher.await.unwrap();
 
-    let newest = BackupId::from_time(parse_time(times[times.len() - 1]).unwrap()).to_string();
-    assert_eq!(seen.last(), Some(&newest), "{seen:?}");
+    // Forward is by completion: the run that finished last is the latest, and the pointer
+    // never went back to one that finished earlier.
+    let last_finished = finished.iter().max().cloned();
+    assert_eq!(seen.last(), last_finished.as_ref(), "{seen:?}");
     assert!(
         seen.windows(2).all(|w| w[0] < w[1]),
         "latest.json moved backwards: {seen:?}"
@@ -329,7 +334,7 @@ async fn prune_leaves_a_running_backup_alone(dest: Dest) {
         last: 1,
         ..Policy::default()
     };
-    let report = prune::run(&store, &policy, true).await.unwrap();
+    let report = prune::run(&store, &policy, true, None).await.unwrap();
     assert!(report.error.is_none());
     let removed: Vec<String> = report.remove.iter().map(|r| r.id.to_string()).collect();
     assert_eq!(removed, ["20261001T030000Z"], "{report:?}");
@@ -380,7 +385,7 @@ async fn prune_removes_only_old_incomplete_backups() {
         last: 1,
         ..Policy::default()
     };
-    let report = prune::run(&store, &policy, true).await.unwrap();
+    let report = prune::run(&store, &policy, true, None).await.unwrap();
     let removed: Vec<String> = report.remove.iter().map(|r| r.id.to_string()).collect();
     assert_eq!(removed, ["20261001T030000Z"], "{report:?}");
     assert!(!old.join("dump.archive.gz").exists());

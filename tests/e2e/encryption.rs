@@ -503,30 +503,30 @@ mod kms {
         }
 
         /// Verify, cat and a restore all fail; the restore writes nothing.
+        /// By id: a truncated archive makes the backup incomplete, which `latest` never names.
         async fn all_fail(&self, needle: &str) {
             let keys = self.keys();
-            let err =
-                nightdump::verify::verify_with_keys(&self.store, &Selector::Latest, Some(&keys))
-                    .await
-                    .unwrap_err();
+            let this = Selector::Id(self.manifest.backup_id.parse().unwrap());
+            let err = nightdump::verify::verify_with_keys(&self.store, &this, Some(&keys))
+                .await
+                .unwrap_err();
             let text = err.to_string();
             assert!(text.contains(needle), "verify: {text}");
             assert!(!text.contains('\n'), "{text}");
             let mut out = Vec::new();
-            let err = nightdump::cat::cat_with_keys(
-                &self.store,
-                &Selector::Latest,
-                Some(&keys),
-                false,
-                &mut out,
-            )
-            .await
-            .unwrap_err();
+            let err =
+                nightdump::cat::cat_with_keys(&self.store, &this, Some(&keys), false, &mut out)
+                    .await
+                    .unwrap_err();
             assert!(err.to_string().contains(needle), "cat: {err}");
             let target = fresh_target().await;
             let err = restore::run(
                 &restore_options(&target.uri(), Some(keys)),
-                from_backup(&self.store),
+                Input::Backup {
+                    store: &self.store,
+                    selector: this.clone(),
+                    verify_first: true,
+                },
                 &progress(),
             )
             .await

@@ -93,6 +93,7 @@ pub fn options(uri: &str) -> BackupOptions {
         // The demo source is a standalone server: no point in time to capture.
         allow_inconsistent: true,
         stale_upload_age: nightdump::backup::STALE_UPLOAD_AGE,
+        allow_empty: false,
     }
 }
 

@@ -143,7 +143,7 @@ async fn every_object_of_a_locked_backup_is_retained_and_prune_keeps_it() {
         last: 1,
         ..Policy::default()
     };
-    let report = prune::run(&store, &policy, true).await.unwrap();
+    let report = prune::run(&store, &policy, true, None).await.unwrap();
     assert!(report.error.is_none());
     let older = &manifests[0];
     let removal = report

@@ -46,8 +46,9 @@ fn policy() -> Policy {
     }
 }
 
-/// One real backup (the newest), and minimal complete backups for the days before it: prune
-/// reads no manifest, so two small objects per day are enough.
+/// One real backup (the newest), and minimal complete backups for the days before it: a
+/// two-byte archive and a manifest that describes it (its own id, key and size), which is
+/// all that `complete` asks of a backup that is never restored.
 async fn seed(store: &Store, uri: &str) -> Vec<String> {
     let mut opts = options(uri);
     opts.scheduled_at = Some(parse_time(NEWEST).unwrap());
@@ -58,18 +59,7 @@ async fn seed(store: &Store, uri: &str) -> Vec<String> {
     let mut ids = Vec::new();
     for day in 0..55 {
         let id = BackupId::from_time(first + time::Duration::days(day));
-        store
-            .put(
-                &id.archive_key("dump.archive.gz"),
-                Bytes::from_static(b"gz"),
-                false,
-            )
-            .await
-            .unwrap();
-        store
-            .put(&id.manifest_key(), Bytes::from_static(b"{}"), false)
-            .await
-            .unwrap();
+        put_minimal_backup(store, &outcome.manifest, id).await;
         ids.push(id.to_string());
     }
     for key in [
@@ -86,6 +76,26 @@ async fn seed(store: &Store, uri: &str) -> Vec<String> {
     ids
 }
 
+/// A complete backup `id` that costs two bytes: `template`'s manifest, made to describe it.
+pub async fn put_minimal_backup(
+    store: &Store,
+    template: &nightdump::manifest::Manifest,
+    id: BackupId,
+) {
+    let mut m = template.clone();
+    m.backup_id = id.to_string();
+    m.archive.key = id.archive_key("dump.archive.gz");
+    m.archive.size = 2;
+    store
+        .put(&m.archive.key, Bytes::from_static(b"gz"), false)
+        .await
+        .unwrap();
+    store
+        .put(&id.manifest_key(), Bytes::from(m.to_json()), false)
+        .await
+        .unwrap();
+}
+
 async fn keys(store: &Store) -> BTreeSet<String> {
     listing::keys(store, "").await.into_iter().collect()
 }
@@ -95,7 +105,7 @@ async fn keys(store: &Store) -> BTreeSet<String> {
 async fn prune_and_check(store: &Store, seeded: &[String], old_incomplete_removed: bool) {
     let before = keys(store).await;
 
-    let dry = prune::run(store, &policy(), false).await.unwrap();
+    let dry = prune::run(store, &policy(), false, None).await.unwrap();
     assert_eq!(keys(store).await, before, "a dry run deletes nothing");
     assert!(!dry.applied);
     assert!(dry.remove.iter().all(|r| r.outcome == Outcome::Planned));
@@ -125,7 +135,7 @@ async fn prune_and_check(store: &Store, seeded: &[String], old_incomplete_remove
     assert_eq!(newest.reasons, ["daily 2026-11-25", "weekly 2026-W48"]);
     assert_eq!(dry.foreign, [FOREIGN_IN_REMOVED]);
 
-    let done = prune::run(store, &policy(), true).await.unwrap();
+    let done = prune::run(store, &policy(), true, None).await.unwrap();
     assert!(done.applied);
     assert!(done.error.is_none());
     assert!(done.remove.iter().all(|r| r.outcome == Outcome::Removed));
@@ -161,7 +171,7 @@ async fn prune_and_check(store: &Store, seeded: &[String], old_incomplete_remove
     assert_eq!(report.backup_id, KEPT[0]);
 
     // Once applied, the same policy has nothing more to remove.
-    let again = prune::run(store, &policy(), false).await.unwrap();
+    let again = prune::run(store, &policy(), false, None).await.unwrap();
     assert!(again.remove.is_empty(), "{:?}", again.remove);
 }
 
@@ -210,7 +220,7 @@ async fn a_policy_without_rules_is_refused_before_anything_is_read() {
         )
         .await
         .unwrap();
-    let err = prune::run(&store, &Policy::default(), true)
+    let err = prune::run(&store, &Policy::default(), true, None)
         .await
         .unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");

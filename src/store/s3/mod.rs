@@ -107,6 +107,9 @@ macro_rules! object_settings {
 }
 pub(crate) use object_settings;
 
+/// A body up to this size goes out within a request's ordinary time limit.
+const SMALL_BODY: usize = 1024 * 1024;
+
 impl S3Store {
     pub(crate) async fn open(
         sdk: &SdkConfig,
@@ -120,8 +123,9 @@ impl S3Store {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
-                    // A stalled connection must fail (and be retried), never hang the backup.
-                    .operation_attempt_timeout(opts.attempt_timeout)
+                    // A stalled or silent endpoint must fail (and be retried), never hang a
+                    // command: requests with large bodies get the longer limit (`transfer`).
+                    .operation_attempt_timeout(opts.request_timeout)
                     .build(),
             )
             // Only what S3 requires: S3-compatible stores and emulators often reject the
@@ -271,6 +275,17 @@ impl S3Store {
         object_settings!(req, self.inner.opts)
     }
 
+    /// The configuration of a request that carries or completes a large body: the longer
+    /// attempt limit.
+    pub(crate) fn transfer(&self) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default().timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(self.inner.opts.attempt_timeout)
+                .build(),
+        )
+    }
+
     /// Sends a PutObject of `key` (with `If-None-Match: *` when `if_absent`);
     /// `Ok((etag, version))`.
     async fn send_put(
@@ -285,13 +300,21 @@ impl S3Store {
         } else {
             req
         };
-        let out = req
-            .send()
-            .await
-            .map_err(|e| match self.err("PutObject", Some(full), e) {
-                StoreError::AlreadyExists { .. } => StoreError::AlreadyExists { key: key.into() },
-                other => other,
-            })?;
+        let large = req
+            .get_content_length()
+            .is_some_and(|n| n > SMALL_BODY as i64);
+        let out = if large {
+            req.customize()
+                .config_override(self.transfer())
+                .send()
+                .await
+        } else {
+            req.send().await
+        };
+        let out = out.map_err(|e| match self.err("PutObject", Some(full), e) {
+            StoreError::AlreadyExists { .. } => StoreError::AlreadyExists { key: key.into() },
+            other => other,
+        })?;
         Ok((
             out.e_tag().map(str::to_string),
             out.version_id().map(str::to_string),

@@ -205,6 +205,8 @@ impl S3Upload {
                 .content_length(i64::try_from(len).unwrap_or(i64::MAX))
                 .set_content_md5(md5)
                 .body(ByteStream::from(part))
+                .customize()
+                .config_override(store.transfer())
                 .send()
                 .await
                 .map_err(|e| store.err("UploadPart", Some(&full_key), e))?;
@@ -281,17 +283,23 @@ impl S3Upload {
         if if_absent {
             req = req.if_none_match("*");
         }
-        let out = req.send().await.map_err(|e| {
-            match self
-                .store
-                .err("CompleteMultipartUpload", Some(&self.full_key), e)
-            {
-                StoreError::AlreadyExists { .. } => StoreError::AlreadyExists {
-                    key: self.key.clone(),
-                },
-                other => other,
-            }
-        });
+        // S3 may take minutes to assemble a large object before it answers.
+        let out = req
+            .customize()
+            .config_override(self.store.transfer())
+            .send()
+            .await
+            .map_err(|e| {
+                match self
+                    .store
+                    .err("CompleteMultipartUpload", Some(&self.full_key), e)
+                {
+                    StoreError::AlreadyExists { .. } => StoreError::AlreadyExists {
+                        key: self.key.clone(),
+                    },
+                    other => other,
+                }
+            });
         let out = match out {
             Ok(o) => o,
             Err(e) => return Err(self.fail(e)),
