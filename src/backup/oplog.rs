@@ -197,7 +197,7 @@ fn classify(source: &Source, e: &mongodb::error::Error) -> Error {
             "the oplog tail's position was overwritten ({})",
             crate::error::one_line(&c.message, 160)
         )),
-        _ => source.error("tailing local.oplog.rs", e),
+        _ => source.error("getMore on local.oplog.rs (the oplog tail)", e),
     }
 }
 
@@ -239,7 +239,7 @@ async fn tail(
         let raw = cursor.current();
         let ts = raw.get_timestamp("ts").map_err(|_| Error::Mongo {
             target: source.target().to_string(),
-            command: "tailing local.oplog.rs".into(),
+            command: "getMore on local.oplog.rs (the oplog tail)".into(),
             detail: "an oplog entry has no ts timestamp".into(),
         })?;
         if last.is_none() && key(ts) != key(start) {

@@ -185,6 +185,13 @@ fn write_text(out: &mut impl Write, report: &PruneReport) -> std::io::Result<()>
     for key in &report.foreign {
         writeln!(out, "left in place (not written by nightdump): {key}")?;
     }
+    if report.aborted_uploads > 0 {
+        writeln!(
+            out,
+            "aborted {} unfinished uploads of killed runs",
+            report.aborted_uploads
+        )?;
+    }
     // A locked backup is listed among the kept ones, not counted as a removal too.
     let removing = report
         .remove
@@ -272,6 +279,7 @@ mod tests {
                 },
             }],
             foreign: vec![],
+            aborted_uploads: 0,
             error: None,
         };
         let mut out = Vec::new();

@@ -104,6 +104,9 @@ pub struct PruneReport {
     pub remove: Vec<RemovalResult>,
     /// Objects in backup directories that prune does not own and left in place.
     pub foreign: Vec<String>,
+    /// Unfinished uploads of killed runs (S3 multipart uploads, temporary files) older than
+    /// the grace period, aborted (`--yes` only).
+    pub aborted_uploads: usize,
     /// The first delete that failed for a reason other than a lock: the run failed.
     #[serde(skip)]
     pub error: Option<StoreError>,
@@ -136,6 +139,7 @@ pub async fn run(
         keep: plan.keep,
         remove: Vec::with_capacity(plan.remove.len()),
         foreign: inv.foreign,
+        aborted_uploads: 0,
         error: None,
     };
     for removal in plan.remove {
@@ -184,7 +188,34 @@ pub async fn run(
         });
     }
     report.keep.sort_by_key(|b| std::cmp::Reverse(b.id));
+    if apply {
+        match abort_abandoned_uploads(store, policy.grace).await {
+            Ok(n) => report.aborted_uploads = n,
+            Err(e) => {
+                report.error.get_or_insert(e);
+            }
+        }
+    }
     Ok(report)
+}
+
+/// Aborts the unfinished uploads in backup directories that are older than `grace`: a run
+/// killed outright (SIGKILL, a timeout) leaves one; a younger one may be a run in progress.
+/// A directory left empty by it goes too.
+async fn abort_abandoned_uploads(
+    store: &Store,
+    grace: std::time::Duration,
+) -> Result<usize, StoreError> {
+    let mut aborted = 0;
+    for key in store.list_incomplete_uploads("").await? {
+        let in_backup = key
+            .split_once('/')
+            .is_some_and(|(dir, _)| dir.parse::<BackupId>().is_ok());
+        if in_backup {
+            aborted += store.abort_incomplete_uploads(&key, grace).await?;
+        }
+    }
+    Ok(aborted)
 }
 
 /// When the newest Object Lock retention on a backup's objects ends, if that is after `now`:

@@ -158,10 +158,14 @@ fn check_stop<R: Read>(reader: &ArchiveReader<R>, stop: &AtomicBool) -> Result<(
 
 /// The damage, placed by namespace and by offset of the decompressed stream.
 fn damaged<R: Read>(reader: &ArchiveReader<R>, source: ArchiveError) -> Error {
+    // A checksum fails at the namespace's end, when no namespace is current any more.
+    let failed_check = match &source {
+        ArchiveError::CrcMismatch { ns, .. } => Some(ns.to_string()),
+        _ => None,
+    };
     Error::ArchiveAt {
-        ns: reader
-            .current_namespace()
-            .map(|n| n.to_string())
+        ns: failed_check
+            .or_else(|| reader.current_namespace().map(|n| n.to_string()))
             .unwrap_or_else(|| "-".into()),
         offset: reader.offset(),
         source,

@@ -137,6 +137,18 @@ fn is_absent(e: &io::Error) -> bool {
     )
 }
 
+/// Drops the directories that removing `path` emptied, up to the root; a non-empty or
+/// concurrently refilled directory simply stops the climb.
+fn remove_empty_parents(root: &Path, path: &Path) {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
 /// A failure while walking, with the exact path it happened at.
 type WalkError = (PathBuf, io::Error);
 
@@ -405,7 +417,7 @@ impl LocalStore {
             .map(|(k, _, _)| self.path(&k))
             .collect();
         let root = self.root.clone();
-        blocking(&root, move || {
+        blocking(&self.root, move || {
             let mut removed = 0;
             for p in stale {
                 match fs::remove_file(&p) {
@@ -413,6 +425,7 @@ impl LocalStore {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(StoreError::from_io(&p, e)),
                 }
+                remove_empty_parents(&root, &p);
             }
             Ok(removed)
         })
@@ -429,15 +442,7 @@ impl LocalStore {
                     Err(e) if is_absent(&e) => {}
                     Err(e) => return Err(StoreError::from_io(p, e)),
                 }
-                // Drop directories the deletion emptied, up to the root; a non-empty or
-                // concurrently refilled directory simply stops the climb.
-                let mut dir = p.parent();
-                while let Some(d) = dir {
-                    if d == root || !d.starts_with(&root) || fs::remove_dir(d).is_err() {
-                        break;
-                    }
-                    dir = d.parent();
-                }
+                remove_empty_parents(&root, p);
             }
             Ok(())
         })

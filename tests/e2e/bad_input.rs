@@ -194,6 +194,36 @@ pub fn cli_rows(f: &Fixture) -> Vec<Row> {
         backup(f, &["--scheduled-at", "yesterday"], 2, "RFC 3339"),
         backup(
             f,
+            &["--scheduled-at", "2099-01-01T00:00:00Z"],
+            2,
+            "--scheduled-at 2099-01-01T00:00:00Z is in the future",
+        ),
+        backup(f, &["--include", "."], 2, "has an empty database name"),
+        backup(
+            f,
+            &["--include", "shop."],
+            2,
+            "has an empty collection name",
+        ),
+        backup(
+            f,
+            &["--connect-timeout", "0s"],
+            2,
+            "--connect-timeout must be longer than 0s",
+        ),
+        cli(
+            &[
+                "backup",
+                "--uri",
+                &format!("mongodb://sl:{PASSWORD_IN_URI}/pw@127.0.0.1:9/"),
+                "--to",
+                d,
+            ],
+            2,
+            "that is not percent-encoded",
+        ),
+        backup(
+            f,
             &["--read-preference", "nearest2"],
             2,
             "unknown read preference 'nearest2'",
@@ -287,6 +317,46 @@ pub fn cli_rows(f: &Fixture) -> Vec<Row> {
             &["restore", "--from", d, "--uri", &uri(), "--at", "yesterday"],
             2,
             "--at",
+        ),
+        cli(
+            &[
+                "restore",
+                "20261125T030000Z",
+                "--at",
+                "2026-11-25T04:00:00Z",
+                "--from",
+                d,
+                "--uri",
+                &uri(),
+            ],
+            2,
+            "a backup id (20261125T030000Z) and --at both name what to restore",
+        ),
+        cli(
+            &[
+                "restore",
+                "--archive",
+                &f.path("plain-file"),
+                "--from",
+                d,
+                "--uri",
+                &uri(),
+            ],
+            2,
+            "--archive and --from (or NIGHTDUMP_FROM) both name what to restore",
+        ),
+        cli(
+            &[
+                "restore",
+                "--from",
+                d,
+                "--uri",
+                &uri(),
+                "--connect-timeout",
+                "0s",
+            ],
+            2,
+            "--connect-timeout must be longer than 0s",
         ),
         cli(
             &["restore", "--from", d, "--uri", &uri(), "--parallel", "-2"],
@@ -409,6 +479,12 @@ fn environment_rows(f: &Fixture) -> Vec<Row> {
             &[("NIGHTDUMP_ALLOW_INCONSISTENT", "maybe")],
             2,
             "(the value comes from NIGHTDUMP_ALLOW_INCONSISTENT)",
+        ),
+        row(
+            &["backup", "--uri", &uri(), "--to", &d],
+            &[("NIGHTDUMP_ALLOW_EMPTY", "maybe")],
+            2,
+            "(the value comes from NIGHTDUMP_ALLOW_EMPTY)",
         ),
         row(
             &["list", "--from", &d],
@@ -630,6 +706,10 @@ pub fn env_rows() -> Vec<Row> {
                 ("NIGHTDUMP_ALLOW_PLAIN_URI", Some("yes")),
             ],
             "NIGHTDUMP_ALLOW_PLAIN_URI='yes' is not a switch",
+        ),
+        env(
+            &[("NIGHTDUMP_ALLOW_EMPTY", Some("maybe"))],
+            "NIGHTDUMP_ALLOW_EMPTY='maybe' is not a switch",
         ),
         env(
             &[("NIGHTDUMP_SSE", Some("aes"))],

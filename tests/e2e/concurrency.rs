@@ -89,8 +89,15 @@ fn s3_options() -> S3Options {
 }
 
 async fn server(seed: Seed) -> ServerHandle {
+    server_of(seed, false).await
+}
+
+/// A test server holding `seed`; with `replica_set`, a one-member replica set whose backups
+/// also tail the oplog.
+async fn server_of(seed: Seed, replica_set: bool) -> ServerHandle {
     mongo_test_server::start(ServerConfig {
         seed,
+        replica_set: replica_set.then(|| "rs0".to_string()),
         ..ServerConfig::default()
     })
     .await
@@ -132,7 +139,11 @@ async fn latest_id(store: &Store) -> Option<String> {
 // Duplicate delivery: two processes for the same schedule time, started together.
 
 async fn duplicate_delivery_makes_one_backup(dest: Dest) {
-    let server = server(Seed::Demo).await;
+    duplicate_delivery_makes_one_backup_from(dest, false).await;
+}
+
+async fn duplicate_delivery_makes_one_backup_from(dest: Dest, replica_set: bool) {
+    let server = server_of(Seed::Demo, replica_set).await;
     // Slow enough that both runs are reading before either has written anything.
     server.faults().delay_batches(Duration::from_millis(20));
     let uri = server.uri();
@@ -168,6 +179,11 @@ async fn duplicate_delivery_makes_one_backup(dest: Dest) {
 }
 
 #[tokio::test]
+async fn duplicate_delivery_makes_one_backup_in_a_directory_on_a_replica_set() {
+    duplicate_delivery_makes_one_backup_from(Dest::dir(), true).await;
+}
+
+#[tokio::test]
 async fn duplicate_delivery_makes_one_backup_in_a_directory() {
     duplicate_delivery_makes_one_backup(Dest::dir()).await;
 }
@@ -179,7 +195,11 @@ async fn duplicate_delivery_makes_one_backup_on_s3() {
 
 // Many in-process duplicates at once, to exercise the archive and manifest races harder.
 async fn many_duplicates_keep_one_consistent_backup(dest: Dest) {
-    let server = server(Seed::Demo).await;
+    many_duplicates_keep_one_consistent_backup_from(dest, false).await;
+}
+
+async fn many_duplicates_keep_one_consistent_backup_from(dest: Dest, replica_set: bool) {
+    let server = server_of(Seed::Demo, replica_set).await;
     let n = 4;
     let barrier = Arc::new(Barrier::new(n));
     let mut tasks = Vec::new();
@@ -211,6 +231,11 @@ async fn many_duplicates_keep_one_consistent_backup(dest: Dest) {
 }
 
 #[tokio::test]
+async fn many_duplicates_keep_one_consistent_backup_in_a_directory_on_a_replica_set() {
+    many_duplicates_keep_one_consistent_backup_from(Dest::dir(), true).await;
+}
+
+#[tokio::test]
 async fn many_duplicates_keep_one_consistent_backup_in_a_directory() {
     many_duplicates_keep_one_consistent_backup(Dest::dir()).await;
 }
@@ -224,7 +249,11 @@ async fn many_duplicates_keep_one_consistent_backup_on_s3() {
 // latest.json: many runs of different schedule times finishing in whatever order.
 
 async fn latest_only_moves_forward(dest: Dest) {
-    let server = server(Seed::Demo).await;
+    latest_only_moves_forward_from(dest, false).await;
+}
+
+async fn latest_only_moves_forward_from(dest: Dest, replica_set: bool) {
+    let server = server_of(Seed::Demo, replica_set).await;
     let times = [
         "2026-11-01T03:00:00Z",
         "2026-11-02T03:00:00Z",
@@ -296,6 +325,11 @@ async fn latest_only_moves_forward(dest: Dest) {
 }
 
 #[tokio::test]
+async fn latest_only_moves_forward_in_a_directory_on_a_replica_set() {
+    latest_only_moves_forward_from(Dest::dir(), true).await;
+}
+
+#[tokio::test]
 async fn latest_only_moves_forward_in_a_directory() {
     latest_only_moves_forward(Dest::dir()).await;
 }
@@ -309,7 +343,11 @@ async fn latest_only_moves_forward_on_s3() {
 // Prune while a backup is being written.
 
 async fn prune_leaves_a_running_backup_alone(dest: Dest) {
-    let server = server(Seed::Demo).await;
+    prune_leaves_a_running_backup_alone_from(dest, false).await;
+}
+
+async fn prune_leaves_a_running_backup_alone_from(dest: Dest, replica_set: bool) {
+    let server = server_of(Seed::Demo, replica_set).await;
     let store = dest.open().await;
     // Two finished backups, so a keep-last-1 prune has something to remove.
     for t in ["2026-10-01T03:00:00Z", "2026-10-02T03:00:00Z"] {
@@ -348,6 +386,11 @@ async fn prune_leaves_a_running_backup_alone(dest: Dest) {
     let report = verify::verify(&store, &Selector::Latest).await.unwrap();
     assert_eq!(report.backup_id, "20261003T030000Z");
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn prune_leaves_a_running_backup_alone_in_a_directory_on_a_replica_set() {
+    prune_leaves_a_running_backup_alone_from(Dest::dir(), true).await;
 }
 
 #[tokio::test]
@@ -398,8 +441,12 @@ async fn prune_removes_only_old_incomplete_backups() {
 // SIGKILL mid-backup, then a new run.
 
 async fn killed_run_leaves_nothing_complete(dest: Dest) {
+    killed_run_leaves_nothing_complete_from(dest, false).await;
+}
+
+async fn killed_run_leaves_nothing_complete_from(dest: Dest, replica_set: bool) {
     // Enough data that S3 has a multipart upload under way (parts of 8 MiB) before the end.
-    let server = server("bench:96MiB".parse().unwrap()).await;
+    let server = server_of("bench:96MiB".parse().unwrap(), replica_set).await;
     let uri = server.uri();
     let to = dest.url();
     let env = dest.env();
@@ -474,6 +521,11 @@ async fn killed_run_leaves_nothing_complete(dest: Dest) {
         .unwrap();
     verify::verify(&store, &Selector::Latest).await.unwrap();
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn killed_run_leaves_nothing_complete_in_a_directory_on_a_replica_set() {
+    killed_run_leaves_nothing_complete_from(Dest::dir(), true).await;
 }
 
 #[tokio::test]

@@ -297,16 +297,41 @@ pub async fn assert_previous_verifies(dest: &Dest) {
     );
 }
 
+/// The source's kind: each fault runs against both, since a replica set's backup also tails
+/// the oplog, a second reader that the fault can strike first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    Standalone,
+    ReplicaSet,
+}
+
 /// A test server holding `seed`, whose only user is `backup` with the known password, so
 /// every fault also checks that the password is never shown.
-async fn bench_server(seed: &str) -> ServerHandle {
+async fn bench_server(seed: &str, topology: Topology) -> ServerHandle {
     mongo_test_server::start(ServerConfig {
         seed: seed.parse().unwrap(),
         users: vec![User::new("backup", PASSWORD)],
+        replica_set: (topology == Topology::ReplicaSet).then(|| "rs0".to_string()),
         ..Default::default()
     })
     .await
     .unwrap()
+}
+
+/// One test per topology for a fault: `name` on a standalone server (the README's name),
+/// `name_on_a_replica_set` on a one-member replica set, its oplog captured.
+macro_rules! on_both_topologies {
+    ($standalone:ident, $replica_set:ident, $body:ident) => {
+        #[tokio::test]
+        async fn $standalone() {
+            $body(Topology::Standalone).await;
+        }
+
+        #[tokio::test]
+        async fn $replica_set() {
+            $body(Topology::ReplicaSet).await;
+        }
+    };
 }
 
 /// The server's connection string with the credentials.
@@ -349,11 +374,16 @@ fn dir_manifest(dest: &Dest, id: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-#[tokio::test]
-async fn mongodb_connection_dropped_mid_getmore() {
+on_both_topologies!(
+    mongodb_connection_dropped_mid_getmore,
+    mongodb_connection_dropped_mid_getmore_on_a_replica_set,
+    mongodb_connection_dropped_mid_getmore_with
+);
+
+async fn mongodb_connection_dropped_mid_getmore_with(topology: Topology) {
     // Several cursor batches per collection, so the cut lands in a getMore (a dropped `find`
     // is retried by the driver and succeeds, rightly).
-    let server = bench_server("bench:8MiB").await;
+    let server = bench_server("bench:8MiB", topology).await;
     let dest = Dest::dir();
     let before = previous_backup(&source_uri(&server), &dest).await;
     server.faults().close_after_documents(3000);
@@ -376,11 +406,16 @@ async fn mongodb_connection_dropped_mid_getmore() {
     );
 }
 
-#[tokio::test]
-async fn mongodb_connection_dropped_mid_collection() {
+on_both_topologies!(
+    mongodb_connection_dropped_mid_collection,
+    mongodb_connection_dropped_mid_collection_on_a_replica_set,
+    mongodb_connection_dropped_mid_collection_with
+);
+
+async fn mongodb_connection_dropped_mid_collection_with(topology: Topology) {
     // The server stops inside a collection's read: every connection is dropped and no new one
     // is accepted, so the driver's retry cannot save it.
-    let server = bench_server("bench:8MiB").await;
+    let server = bench_server("bench:8MiB", topology).await;
     let uri = source_uri(&server);
     let dest = Dest::dir();
     let before = previous_backup(&uri, &dest).await;
@@ -399,9 +434,14 @@ async fn mongodb_connection_dropped_mid_collection() {
     .await;
 }
 
-#[tokio::test]
-async fn mongodb_connection_dropped_during_list_collections() {
-    let server = bench_server("bench:1MiB").await;
+on_both_topologies!(
+    mongodb_connection_dropped_during_list_collections,
+    mongodb_connection_dropped_during_list_collections_on_a_replica_set,
+    mongodb_connection_dropped_during_list_collections_with
+);
+
+async fn mongodb_connection_dropped_during_list_collections_with(topology: Topology) {
+    let server = bench_server("bench:1MiB", topology).await;
     let dest = Dest::dir();
     let before = previous_backup(&source_uri(&server), &dest).await;
     // Every attempt, the driver's retry included.
@@ -420,9 +460,14 @@ async fn mongodb_connection_dropped_during_list_collections() {
     .await;
 }
 
-#[tokio::test]
-async fn mongodb_authentication_revoked_between_commands() {
-    let server = bench_server("bench:8MiB").await;
+on_both_topologies!(
+    mongodb_authentication_revoked_between_commands,
+    mongodb_authentication_revoked_between_commands_on_a_replica_set,
+    mongodb_authentication_revoked_between_commands_with
+);
+
+async fn mongodb_authentication_revoked_between_commands_with(topology: Topology) {
+    let server = bench_server("bench:8MiB", topology).await;
     let uri = source_uri(&server);
     let dest = Dest::dir();
     let before = previous_backup(&uri, &dest).await;
@@ -435,7 +480,13 @@ async fn mongodb_authentication_revoked_between_commands() {
         &run,
         3,
         &[
-            "the user lacks the privilege to read collections on bench_",
+            match topology {
+                Topology::Standalone => {
+                    "the user lacks the privilege to read collections on bench_"
+                }
+                // The oplog tail's next getMore may be the first read refused.
+                Topology::ReplicaSet => "the user lacks the privilege to read collections on",
+            },
             "grant it",
         ],
         Leftover::Nothing,
@@ -446,9 +497,14 @@ async fn mongodb_authentication_revoked_between_commands() {
 /// Bench data large enough, at gzip level 1, for a multipart upload (parts of 8 MiB).
 const MULTIPART_SEED: &str = "bench:24MiB";
 
-#[tokio::test]
-async fn s3_stopped_mid_upload() {
-    let server = bench_server(MULTIPART_SEED).await;
+on_both_topologies!(
+    s3_stopped_mid_upload,
+    s3_stopped_mid_upload_on_a_replica_set,
+    s3_stopped_mid_upload_with
+);
+
+async fn s3_stopped_mid_upload_with(topology: Topology) {
+    let server = bench_server(MULTIPART_SEED, topology).await;
     let direct = Dest::s3("fault-mid-upload").await;
     let before = previous_backup(&source_uri(&server), &direct).await;
     let proxy = FaultProxy::start(Moto::shared().addr()).await;
@@ -476,9 +532,14 @@ async fn s3_stopped_mid_upload() {
     .await;
 }
 
-#[tokio::test]
-async fn s3_stopped_during_the_manifest_write() {
-    let server = bench_server("bench:1MiB").await;
+on_both_topologies!(
+    s3_stopped_during_the_manifest_write,
+    s3_stopped_during_the_manifest_write_on_a_replica_set,
+    s3_stopped_during_the_manifest_write_with
+);
+
+async fn s3_stopped_during_the_manifest_write_with(topology: Topology) {
+    let server = bench_server("bench:1MiB", topology).await;
     let direct = Dest::s3("fault-manifest").await;
     let before = previous_backup(&source_uri(&server), &direct).await;
     let proxy = FaultProxy::start(Moto::shared().addr()).await;
@@ -502,7 +563,7 @@ async fn s3_stopped_during_the_manifest_write() {
 /// A transient S3 answer is retried with backoff, the backup succeeds, and each retry is a
 /// warning in the log with its attempt number and cause.
 async fn transient_s3_error_is_retried(fault: Fault, status: &str, label: &str) {
-    let server = bench_server("bench:1MiB").await;
+    let server = bench_server("bench:1MiB", Topology::Standalone).await;
     let direct = Dest::s3(label).await;
     let proxy = FaultProxy::start(Moto::shared().addr()).await;
     let dest = direct.through(&proxy.endpoint());
@@ -553,8 +614,13 @@ async fn s3_503_slowdown_is_retried_with_backoff_then_succeeds_with_the_retries_
     transient_s3_error_is_retried(Fault::SlowDown, "HTTP 503", "fault-503").await;
 }
 
-#[tokio::test]
-async fn disk_full_in_a_directory_destination() {
+on_both_topologies!(
+    disk_full_in_a_directory_destination,
+    disk_full_in_a_directory_destination_on_a_replica_set,
+    disk_full_in_a_directory_destination_with
+);
+
+async fn disk_full_in_a_directory_destination_with(topology: Topology) {
     let dir = tempfile::tempdir().unwrap();
     let Some(mount) = Tmpfs::mount(dir.path(), "size=4m") else {
         // Mounting needs root with CAP_SYS_ADMIN; say so loudly rather than pass silently.
@@ -565,7 +631,7 @@ async fn disk_full_in_a_directory_destination() {
         dir,
         _mount: Some(mount),
     };
-    let server = bench_server("bench:1MiB").await;
+    let server = bench_server("bench:1MiB", topology).await;
     previous_backup(&source_uri(&server), &dest).await;
     // Fill what is left but a little, so the next archive cannot fit.
     let Dest::Dir { dir, .. } = &dest else {
@@ -615,19 +681,28 @@ fn fs_available(path: &Path) -> u64 {
         .unwrap()
 }
 
-/// Not a failure: mongodump keeps a collection that vanishes between listCollections and its
-/// read (its metadata is already in the archive's prelude) with no documents, and a
-/// collection created after listCollections is simply not in this backup.
-#[tokio::test]
-async fn a_collection_dropped_during_the_dump_succeeds_with_a_warning_and_one_created_is_absent() {
-    let server = bench_server("bench:32MiB").await;
+// Not a failure: mongodump keeps a collection that vanishes between listCollections and its
+// read (its metadata is already in the archive's prelude) with no documents, and a
+// collection created after listCollections is simply not in this backup.
+on_both_topologies!(a_collection_dropped_during_the_dump_succeeds_with_a_warning_and_one_created_is_absent, a_collection_dropped_during_the_dump_succeeds_with_a_warning_and_one_created_is_absent_on_a_replica_set, a_collection_dropped_during_the_dump_succeeds_with_a_warning_and_one_created_is_absent_with);
+
+async fn a_collection_dropped_during_the_dump_succeeds_with_a_warning_and_one_created_is_absent_with(
+    topology: Topology,
+) {
+    let server = bench_server("bench:32MiB", topology).await;
     let uri = source_uri(&server);
     let dest = Dest::dir();
     previous_backup(&uri, &dest).await;
     // With one collection read at a time, the last namespace of the plan is read last, many
     // delayed batches after the drop.
     let previous = dir_manifest(&dest, PREVIOUS_ID);
-    let last = previous["namespaces"].as_array().unwrap().last().unwrap();
+    let last = previous["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|n| n["type"] != "oplog")
+        .unwrap();
     let (db, coll) = (
         last["db"].as_str().unwrap().to_string(),
         last["collection"].as_str().unwrap().to_string(),
@@ -689,7 +764,7 @@ async fn lambda_deadline_reached() {
     use nightdump::lambda::{handle, Deps};
 
     // More than one 8 MiB part of gzip at the function's level 6.
-    let server = bench_server("bench:48MiB").await;
+    let server = bench_server("bench:48MiB", Topology::Standalone).await;
     let uri = source_uri(&server);
     let dest = Dest::s3("fault-deadline").await;
     let mut args = backup_args(&uri, &dest, PREVIOUS_AT);
@@ -760,9 +835,14 @@ async fn lambda_deadline_reached() {
     assert_destination_kept(&dest, &before, Leftover::Nothing).await;
 }
 
-#[tokio::test]
-async fn mongodb_unreachable_at_the_start() {
-    let server = bench_server("bench:1MiB").await;
+on_both_topologies!(
+    mongodb_unreachable_at_the_start,
+    mongodb_unreachable_at_the_start_on_a_replica_set,
+    mongodb_unreachable_at_the_start_with
+);
+
+async fn mongodb_unreachable_at_the_start_with(topology: Topology) {
+    let server = bench_server("bench:1MiB", topology).await;
     let dest = Dest::dir();
     let before = previous_backup(&source_uri(&server), &dest).await;
     // A port nothing listens on any more.
@@ -785,11 +865,16 @@ async fn mongodb_unreachable_at_the_start() {
     .await;
 }
 
-/// Dropped while its cursor is open, a collection cannot be archived whole: the backup
-/// fails, naming the collection, rather than store part of it as if it were all.
-#[tokio::test]
-async fn a_collection_dropped_while_it_is_read_fails_the_backup() {
-    let server = bench_server("bench:32MiB").await;
+// Dropped while its cursor is open, a collection cannot be archived whole: the backup
+// fails, naming the collection, rather than store part of it as if it were all.
+on_both_topologies!(
+    a_collection_dropped_while_it_is_read_fails_the_backup,
+    a_collection_dropped_while_it_is_read_fails_the_backup_on_a_replica_set,
+    a_collection_dropped_while_it_is_read_fails_the_backup_with
+);
+
+async fn a_collection_dropped_while_it_is_read_fails_the_backup_with(topology: Topology) {
+    let server = bench_server("bench:32MiB", topology).await;
     let uri = source_uri(&server);
     let dest = Dest::dir();
     let before = previous_backup(&uri, &dest).await;
@@ -823,4 +908,142 @@ async fn a_collection_dropped_while_it_is_read_fails_the_backup() {
         Leftover::Nothing,
     )
     .await;
+}
+
+on_both_topologies!(
+    sigterm_mid_dump_stops_the_backup_cleanly_in_a_directory,
+    sigterm_mid_dump_stops_the_backup_cleanly_in_a_directory_on_a_replica_set,
+    sigterm_mid_dump_in_a_directory_with
+);
+
+/// SIGTERM (systemd, Kubernetes, `timeout`, ECS) inside the dump: exit 8 with one line, the
+/// temporary file gone, nothing that looks complete.
+async fn sigterm_mid_dump_in_a_directory_with(topology: Topology) {
+    let server = bench_server("bench:8MiB", topology).await;
+    let uri = source_uri(&server);
+    let dest = Dest::dir();
+    let before = previous_backup(&uri, &dest).await;
+    let run = spawn_inside_the_dump(&server, &dest, Duration::from_millis(200), 2).await;
+    run.signal("TERM");
+    let run = run.finish(RUN_LIMIT).await;
+    assert_promise_kept(
+        &dest,
+        &before,
+        &run,
+        8,
+        &["stopped by SIGTERM", "nothing was marked successful"],
+        Leftover::Nothing,
+    )
+    .await;
+    let Dest::Dir { dir, .. } = &dest else {
+        unreachable!()
+    };
+    let temp: Vec<String> = files(dir.path())
+        .into_iter()
+        .filter(|f| f.contains(".tmp-"))
+        .collect();
+    assert!(temp.is_empty(), "temporary files left: {temp:?}");
+}
+
+on_both_topologies!(
+    sigterm_mid_upload_stops_the_backup_and_aborts_its_upload_on_s3,
+    sigterm_mid_upload_stops_the_backup_and_aborts_its_upload_on_s3_on_a_replica_set,
+    sigterm_mid_upload_on_s3_with
+);
+
+/// SIGTERM with a multipart upload open: the upload is aborted before the process exits.
+async fn sigterm_mid_upload_on_s3_with(topology: Topology) {
+    let server = bench_server(MULTIPART_SEED, topology).await;
+    let uri = source_uri(&server);
+    let label = match topology {
+        Topology::Standalone => "sigterm-upload",
+        Topology::ReplicaSet => "sigterm-upload-rs",
+    };
+    let direct = Dest::s3(label).await;
+    let before = previous_backup(&uri, &direct).await;
+    let proxy = FaultProxy::start(Moto::shared().addr()).await;
+    let dest = direct.through(&proxy.endpoint());
+    proxy.hold_part_uploads(true);
+    let run = spawn_backup(&uri, &dest);
+    proxy.wait_parts_held(1).await;
+    run.signal("TERM");
+    proxy.hold_part_uploads(false);
+    let run = run.finish(RUN_LIMIT).await;
+    assert_promise_kept(
+        &dest,
+        &before,
+        &run,
+        8,
+        &["stopped by SIGTERM", "upload was aborted"],
+        Leftover::Nothing,
+    )
+    .await;
+}
+
+on_both_topologies!(
+    sigterm_mid_restore_stops_at_a_batch_boundary_with_its_report,
+    sigterm_mid_restore_stops_at_a_batch_boundary_with_its_report_on_a_replica_set,
+    sigterm_mid_restore_with
+);
+
+/// SIGTERM during a restore (of an archive with an oplog, from a replica set, or without):
+/// the batch in hand is finished, then the exit-9 report says what was written.
+async fn sigterm_mid_restore_with(topology: Topology) {
+    let server = bench_server("bench:8MiB", topology).await;
+    let dest = Dest::dir();
+    previous_backup(&source_uri(&server), &dest).await;
+    let target = mongo_test_server::start(ServerConfig::default())
+        .await
+        .unwrap();
+    target
+        .faults()
+        .delay_command("insert", Duration::from_millis(300));
+    let location = dest.location();
+    let run = spawn_nightdump(
+        &[
+            "restore",
+            PREVIOUS_ID,
+            "--from",
+            &location,
+            "--uri",
+            &target.uri(),
+            "--parallel",
+            "1",
+            "--json",
+        ],
+        &[],
+    );
+    target.faults().wait_commands_delayed(2).await;
+    run.signal("TERM");
+    let run = run.finish(RUN_LIMIT).await;
+    assert_eq!(run.code, Some(9), "{}", run.stderr);
+    let plain = run.plain_stderr_lines();
+    assert!(
+        plain
+            .iter()
+            .any(|l| l.starts_with("error: ") && l.contains("stopped by a signal")),
+        "{}",
+        run.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        report["error"].as_str().unwrap().contains("SIGTERM"),
+        "{report}"
+    );
+    assert!(
+        report["totals"]["inserted"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert!(
+        report["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["status"] == "partial" || n["status"] == "not_started"),
+        "{report}"
+    );
+    assert!(
+        report.get("oplog").is_none(),
+        "no replay after a stop: {report}"
+    );
 }

@@ -252,11 +252,18 @@ pub struct Running {
     stdout_done: tokio::task::JoinHandle<String>,
 }
 
+/// The binary under test: this build's, or `NIGHTDUMP_BIN_UNDER_TEST` (e.g. an older build,
+/// to see a regression test fail against the code before its fix).
+pub fn nightdump_bin() -> String {
+    std::env::var("NIGHTDUMP_BIN_UNDER_TEST")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_nightdump").to_string())
+}
+
 /// Starts the binary with exactly `env` as its environment (nothing inherited, so no AWS
 /// profile or MongoDB setting of the machine running the tests leaks in).
 pub fn spawn_nightdump(args: &[&str], env: &[(&str, String)]) -> Running {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nightdump"))
+    let mut child = tokio::process::Command::new(nightdump_bin())
         .args(args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -291,6 +298,17 @@ pub fn spawn_nightdump(args: &[&str], env: &[(&str, String)]) -> Running {
 }
 
 impl Running {
+    /// Sends the process a signal by name (`TERM`, `INT`), as systemd, `timeout` or ECS do.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the process is running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
     /// Waits until a stderr line contains every one of `needles`; panics if the process ends
     /// first.
     pub async fn wait_for_log(&mut self, needles: &[&str]) {

@@ -9,6 +9,7 @@ mod backup;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod defects;
 mod encryption;
 mod faults;
 mod harness;

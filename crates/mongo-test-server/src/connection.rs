@@ -235,6 +235,9 @@ async fn handle(shared: &Shared, client: &mut Client, db: &str, cmd: &RawDocumen
     if fault == CommandFault::Close {
         return Outcome::Close;
     }
+    if let CommandFault::Delay(d) = fault {
+        tokio::time::sleep(d).await;
+    }
     let result = match check_auth(shared, client, db, &name, cmd) {
         Err(e) => Err(e),
         Ok(narrow) => match fault {

@@ -23,6 +23,8 @@ struct State {
     failing: HashMap<String, FailingCommand>,
     /// Commands whose connection is closed instead of answered, with how many times left.
     closing: HashMap<String, Option<u32>>,
+    /// Commands answered only after a pause (a slow or busy server).
+    delaying: HashMap<String, Duration>,
 }
 
 #[derive(Debug)]
@@ -40,6 +42,8 @@ pub struct Faults {
     /// Cursor batches sent while a batch fault was set, so a test can act at a known point
     /// of a dump instead of sleeping.
     batches_sent: tokio::sync::watch::Sender<u64>,
+    /// Commands held back by [`Faults::delay_command`] so far.
+    commands_delayed: tokio::sync::watch::Sender<u64>,
 }
 
 /// What the connection must do with one command.
@@ -48,6 +52,8 @@ pub(crate) enum CommandFault {
     Proceed,
     Close,
     Fail(CommandError),
+    /// Answer, after this pause.
+    Delay(Duration),
 }
 
 /// What the connection must do with one cursor batch.
@@ -99,6 +105,25 @@ impl Faults {
         });
     }
 
+    /// Holds back every command named `name` by `delay` before running it, until cleared:
+    /// a slow target, so a test can act while e.g. a restore's inserts are under way.
+    pub fn delay_command(&self, name: &str, delay: Duration) {
+        self.update(|s| {
+            s.delaying.insert(name.to_owned(), delay);
+        });
+    }
+
+    /// Commands held back by [`Faults::delay_command`] so far.
+    pub fn commands_delayed(&self) -> u64 {
+        *self.commands_delayed.borrow()
+    }
+
+    /// Waits until at least `n` commands have been held back by [`Faults::delay_command`].
+    pub async fn wait_commands_delayed(&self, n: u64) {
+        let mut rx = self.commands_delayed.subscribe();
+        let _ = rx.wait_for(|delayed| *delayed >= n).await;
+    }
+
     /// Cursor batches sent so far while a batch fault (a delay or a document budget) was set.
     pub fn batches_sent(&self) -> u64 {
         *self.batches_sent.borrow()
@@ -129,7 +154,8 @@ impl Faults {
             || state.commands_left.is_some()
             || state.batch_delay.is_some()
             || !state.failing.is_empty()
-            || !state.closing.is_empty();
+            || !state.closing.is_empty()
+            || !state.delaying.is_empty();
         self.armed.store(armed, Ordering::Release);
     }
 
@@ -170,8 +196,15 @@ impl Faults {
                     Some(n) => *n -= 1,
                     None => {}
                 }
+                return;
+            }
+            if let Some(delay) = s.delaying.get(name) {
+                verdict = CommandFault::Delay(*delay);
             }
         });
+        if matches!(verdict, CommandFault::Delay(_)) {
+            self.commands_delayed.send_modify(|n| *n += 1);
+        }
         verdict
     }
 
