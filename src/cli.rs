@@ -271,6 +271,10 @@ pub struct RestoreArgs {
     /// replaces the target's users and roles with the archive's).
     #[arg(long)]
     pub with_users: bool,
+    /// With --with-users --drop, remove the user this restore is connected as when the
+    /// archive does not have it (refused otherwise: the restore would lock itself out).
+    #[arg(long)]
+    pub allow_dropping_connected_user: bool,
     /// Insert commands in flight at once.
     #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = whole_number::<usize>)]
     pub parallel: usize,
@@ -345,6 +349,7 @@ impl RestoreArgs {
         options.no_indexes = self.no_indexes;
         options.dry_run = self.dry_run;
         options.preserve_uuid = self.preserve_uuid;
+        options.allow_dropping_connected_user = self.allow_dropping_connected_user;
         options.with_users = self.with_users;
         options.parallel = self.parallel;
         options.keys = self.identity.load()?;

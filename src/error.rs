@@ -15,6 +15,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A Lambda invocation's payload that is not a backup request: nothing was touched.
+    #[error("{0}")]
+    InvalidEvent(String),
+
     #[error(
         "cannot reach MongoDB at {target}: {detail}. Check host, port, network and TLS settings"
     )]
@@ -87,7 +91,7 @@ pub enum Error {
         max_age: String,
     },
 
-    #[error("stopped before the deadline: {0}. Nothing was marked successful; raise the timeout or reduce --parallel")]
+    #[error("stopped before the deadline: {0}; nothing was marked successful")]
     Deadline(String),
 
     #[error("interrupted: {0}")]
@@ -107,7 +111,7 @@ impl Error {
     /// Exit codes, documented in the README.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Invalid(_) => 2,
+            Error::Invalid(_) | Error::InvalidEvent(_) => 2,
             Error::MongoUnreachable { .. }
             | Error::MongoConnectionLost { .. }
             | Error::MongoAuth { .. }
@@ -128,6 +132,7 @@ impl Error {
     pub fn error_type(&self) -> &'static str {
         match self {
             Error::Invalid(_) => "InvalidConfiguration",
+            Error::InvalidEvent(_) => "InvalidEvent",
             Error::MongoUnreachable { .. } => "MongoUnreachable",
             Error::MongoConnectionLost { .. } => "MongoConnectionLost",
             Error::MongoAuth { .. } => "MongoAuthenticationFailed",

@@ -61,6 +61,11 @@ pub struct BackupOptions {
 
 pub const MAX_PARALLEL: usize = 64;
 
+/// Where a run is, so that a deadline names what it was waiting for.
+const PREPARING: u8 = 0;
+const CONNECTING: u8 = 1;
+const DUMPING: u8 = 2;
+
 impl BackupOptions {
     pub fn validate(&self) -> Result<()> {
         if self.parallel == 0 || self.parallel > MAX_PARALLEL {
@@ -128,12 +133,20 @@ pub async fn run(
         }
     }
     abort_stale_uploads(store, options.stale_upload_age).await;
-    let work = run_new(options, store, progress, id, started, &manifest_key);
+    let phase = std::sync::atomic::AtomicU8::new(PREPARING);
+    let work = run_new(options, store, progress, id, started, &manifest_key, &phase);
     let result = match options.deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline, work).await {
             Ok(result) => result,
+            // Out of time before MongoDB answered: the server is the problem, not the size.
+            Err(_) if phase.load(std::sync::atomic::Ordering::Relaxed) == CONNECTING => {
+                Err(Error::Deadline(format!(
+                    "backup {id} was still waiting for MongoDB at {} to answer: check the host, the network path to it (VPC, security groups, IP access list) and TLS",
+                    options.source.uri.redacted()
+                )))
+            }
             Err(_) => Err(Error::Deadline(format!(
-                "backup {id} was not finished in time"
+                "backup {id} was not finished in time: raise the function's timeout, or run it where there is more time (the CLI has no deadline)"
             ))),
         },
         None => work.await,
@@ -153,6 +166,7 @@ async fn run_new(
     id: BackupId,
     started: OffsetDateTime,
     manifest_key: &str,
+    phase: &std::sync::atomic::AtomicU8,
 ) -> Result<BackupOutcome> {
     let clock = Instant::now();
     // The data key comes first: a wrong or refused KMS key fails before MongoDB is touched.
@@ -160,7 +174,9 @@ async fn run_new(
         Some(e) => Some(e.prepare(&id.to_string()).await?),
         None => None,
     };
+    phase.store(CONNECTING, std::sync::atomic::Ordering::Relaxed);
     let source = Source::connect(&options.source).await?;
+    phase.store(DUMPING, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(target_uri = source.target(), server_version = %source.server_version, topology = source.topology.name(), "connected");
     // The start position is taken before the first read, discovery included.
     let capture = point_in_time_capture(options, &source).await?;

@@ -112,8 +112,22 @@ impl Encrypt {
         }
     }
 
-    /// The KMS client to use for `kms:` (the Lambda's and the tests' own configuration);
-    /// no effect on age.
+    /// The KMS client for `kms:` on the caller's AWS configuration (the Lambda's), in the
+    /// key ARN's own region; no effect on age.
+    pub fn with_sdk(self, sdk: &aws_config::SdkConfig) -> Self {
+        match self {
+            Encrypt::Kms { key_id, .. } => {
+                let kms = Kms::for_key_with(sdk, Some(&key_id));
+                Encrypt::Kms {
+                    key_id,
+                    kms: Some(kms),
+                }
+            }
+            age => age,
+        }
+    }
+
+    /// The KMS client to use for `kms:` (the tests' own configuration); no effect on age.
     pub fn with_kms(self, client: Kms) -> Self {
         match self {
             Encrypt::Kms { key_id, .. } => Encrypt::Kms {
@@ -227,8 +241,10 @@ impl Keys {
                 path.display()
             ))
         })?;
-        Self::parse(&text)
-            .map_err(|detail| Error::invalid(format!("--identity {}: {detail}", path.display())))
+        let keys = Self::parse(&text)
+            .map_err(|detail| Error::invalid(format!("--identity {}: {detail}", path.display())))?;
+        warn_if_shared(path);
+        Ok(keys)
     }
 
     /// Parses an identity file's text. Errors never quote the text (it holds secrets).
@@ -265,10 +281,50 @@ impl Keys {
     }
 }
 
+/// An identity file others may read is a key anyone on the machine may copy: said loudly,
+/// though the file still works (age itself does not refuse it either).
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "the age identity file can be read by other users of this machine: chmod 600 it"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use age::secrecy::ExposeSecret;
+
+    /// #13.5: the Lambda's KMS client goes to the key ARN's region, as the CLI's does, not to
+    /// the function's own.
+    #[test]
+    fn the_lambdas_kms_client_follows_the_key_arns_region() {
+        let sdk = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("eu-west-1"))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let arn = "kms:arn:aws:kms:us-east-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let encrypt = Encrypt::parse_all("NIGHTDUMP_ENCRYPT", &[arn])
+            .unwrap()
+            .unwrap()
+            .with_sdk(&sdk);
+        let Encrypt::Kms { kms: Some(kms), .. } = encrypt else {
+            panic!("a KMS setting with its client")
+        };
+        assert_eq!(kms.region().as_deref(), Some("us-east-2"));
+    }
 
     #[test]
     fn encrypt_settings_parse_and_explain() {

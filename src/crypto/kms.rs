@@ -53,16 +53,37 @@ impl Kms {
     /// region of a key ARN), else the chain's. `AWS_ENDPOINT_URL_KMS` and `AWS_ENDPOINT_URL`
     /// are honoured.
     pub async fn from_env(region: Option<&str>) -> Self {
-        let opts = crate::store::S3Options {
-            region: region.map(str::to_string),
-            ..Default::default()
-        };
-        Self::from_sdk_config(&crate::store::load_sdk_config(&opts).await)
+        let sdk = crate::store::load_sdk_config(&crate::store::S3Options::default()).await;
+        let mut config = aws_sdk_kms::config::Builder::from(&sdk);
+        if let Some(region) = region {
+            config = config.region(aws_config::Region::new(region.to_string()));
+        }
+        Self {
+            client: aws_sdk_kms::Client::from_conf(config.build()),
+        }
     }
 
     /// As [`Kms::from_env`], in the region named by `key_id` when it is an ARN.
     pub async fn for_key(key_id: Option<&str>) -> Self {
         Self::from_env(key_id.and_then(arn_region)).await
+    }
+
+    /// A client on the caller's AWS configuration, in the region named by `key_id` when it is
+    /// an ARN (a key lives in one region; the configuration's region may be another, e.g. a
+    /// Lambda function's own). The one way both front ends reach a key.
+    pub fn for_key_with(sdk: &aws_config::SdkConfig, key_id: Option<&str>) -> Self {
+        let mut config = aws_sdk_kms::config::Builder::from(sdk);
+        if let Some(region) = key_id.and_then(arn_region) {
+            config = config.region(aws_config::Region::new(region.to_string()));
+        }
+        Self {
+            client: aws_sdk_kms::Client::from_conf(config.build()),
+        }
+    }
+
+    /// The region requests go to.
+    pub fn region(&self) -> Option<String> {
+        self.client.config().region().map(|r| r.to_string())
     }
 
     /// A new 256-bit data key under `key_id`, bound to `backup_id`.
@@ -162,6 +183,12 @@ where
         _ => ("Unknown".to_string(), aws_error_text(&e)),
     };
     let message = crate::error::one_line(&message, 200);
+    // KMS (and emulators) may send no message: then nothing is added, not an empty "()".
+    let detail = if message.is_empty() {
+        String::new()
+    } else {
+        format!(" ({message})")
+    };
     let verb = if op == "Decrypt" {
         "kms:Decrypt"
     } else {
@@ -169,31 +196,31 @@ where
     };
     match code.as_str() {
         "NotFoundException" => Error::Kms(format!(
-            "KMS key {key_id} not found: pass kms:<key id, key ARN or alias/NAME> of an existing symmetric key in the right region ({message})"
+            "KMS key {key_id} not found: pass kms:<key id, key ARN or alias/NAME> of an existing symmetric key in the right region{detail}"
         )),
         "AccessDeniedException" => Error::Kms(format!(
-            "KMS refused {op} on {key_id} for backup {backup_id}: grant {verb} on that key to the role or user in use, or the data key was wrapped by another KMS key ({message})"
+            "KMS refused {op} on {key_id} for backup {backup_id}: grant {verb} on that key to the role or user in use, or the data key was wrapped by another KMS key{detail}"
         )),
         "IncorrectKeyException" => Error::Kms(format!(
-            "the data key of backup {backup_id} was wrapped by another KMS key than {key_id}: the manifest's kms_key_id is wrong ({message})"
+            "the data key of backup {backup_id} was wrapped by another KMS key than {key_id}: the manifest's kms_key_id is wrong{detail}"
         )),
         "InvalidCiphertextException" => Error::Integrity {
             id: backup_id.to_string(),
             detail: format!(
-                "KMS cannot unwrap the data key: the manifest's wrapped_key is damaged or belongs to another backup ({message})"
+                "KMS cannot unwrap the data key: the manifest's wrapped_key is damaged or belongs to another backup{detail}"
             ),
         },
         "DisabledException" => Error::Kms(format!(
-            "KMS key {key_id} is disabled: enable it to {} ({message})",
+            "KMS key {key_id} is disabled: enable it to {}{detail}",
             if op == "Decrypt" { "decrypt this backup" } else { "encrypt backups" }
         )),
         "KMSInvalidStateException" => Error::Kms(format!(
-            "KMS key {key_id} cannot be used now (pending deletion or import?): check its state ({message})"
+            "KMS key {key_id} cannot be used now (pending deletion or import?): check its state{detail}"
         )),
         "InvalidKeyUsageException" => Error::Kms(format!(
-            "KMS key {key_id} is not a symmetric ENCRYPT_DECRYPT key: use one ({message})"
+            "KMS key {key_id} is not a symmetric ENCRYPT_DECRYPT key: use one{detail}"
         )),
-        _ => Error::Kms(format!("KMS {op} on {key_id} failed: {code}: {message}")),
+        _ => Error::Kms(format!("KMS {op} on {key_id} failed: {code}{detail}")),
     }
 }
 
@@ -211,6 +238,45 @@ fn aws_error_text(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_arn_chooses_the_region_whatever_the_configuration_says() {
+        let sdk = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("eu-west-1"))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let arn = "arn:aws:kms:us-east-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert_eq!(
+            Kms::for_key_with(&sdk, Some(arn)).region().as_deref(),
+            Some("us-east-2")
+        );
+        assert_eq!(
+            Kms::for_key_with(&sdk, Some("alias/backups"))
+                .region()
+                .as_deref(),
+            Some("eu-west-1")
+        );
+    }
+
+    #[test]
+    fn an_error_without_a_message_ends_without_empty_brackets() {
+        let e = kms_error::<aws_sdk_kms::operation::decrypt::DecryptError, ()>(
+            "Decrypt",
+            "k",
+            "20261125T030000Z",
+            SdkError::service_error(
+                aws_sdk_kms::operation::decrypt::DecryptError::generic(
+                    aws_sdk_kms::error::ErrorMetadata::builder()
+                        .code("AccessDeniedException")
+                        .build(),
+                ),
+                (),
+            ),
+        );
+        let text = e.to_string();
+        assert!(!text.contains("()"), "{text}");
+        assert!(text.ends_with("wrapped by another KMS key"), "{text}");
+    }
 
     #[test]
     fn arn_regions() {

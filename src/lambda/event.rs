@@ -1,6 +1,6 @@
 //! The invocation payload: the scheduler's event, or a manual run's overrides.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -9,6 +9,24 @@ use crate::layout::parse_time;
 use crate::namespace::NamespacePattern;
 
 use super::config::parse_parallel;
+
+/// The payload as Lambda delivers it. Bytes that are not JSON are kept as the parser's
+/// complaint, so they are reported like any other bad event (its error type, a metrics
+/// record, a log line) instead of by the runtime before the handler is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Json(Value),
+    NotJson(String),
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match Value::deserialize(deserializer) {
+            Ok(value) => Payload::Json(value),
+            Err(e) => Payload::NotJson(e.to_string()),
+        })
+    }
+}
 
 /// What one invocation asks for, on top of the environment's configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -51,6 +69,17 @@ struct Manual {
 const MANUAL_FORM: &str = r#"{"scheduled_at": "2026-11-25T03:00:00Z", "include": ["db.*"], "exclude": ["db.tmp"], "parallel": 4}"#;
 
 impl Invocation {
+    /// As [`Invocation::parse`], for a payload that may not be JSON at all.
+    pub fn from_payload(payload: &Payload) -> Result<Invocation> {
+        match payload {
+            Payload::Json(value) => Self::parse(value),
+            Payload::NotJson(why) => Err(Error::InvalidEvent(format!(
+                "the event is not JSON ({}): send {{}} to back up now, or {MANUAL_FORM}",
+                truncate(why)
+            ))),
+        }
+    }
+
     /// Accepts an EventBridge scheduled event (its `time` names the backup, so a repeated
     /// delivery finds the finished backup), a manual object, `{}` or `null` (back up now).
     pub fn parse(payload: &Value) -> Result<Invocation> {
@@ -58,7 +87,7 @@ impl Invocation {
             Value::Null => return Ok(Invocation::default()),
             Value::Object(map) => map,
             _ => {
-                return Err(Error::invalid(format!(
+                return Err(Error::InvalidEvent(format!(
                     "the event must be a JSON object: send {{}} to back up now, or {MANUAL_FORM}"
                 )))
             }
@@ -76,14 +105,14 @@ impl Invocation {
             ]
             .contains(&k.as_str())
         }) {
-            return Err(Error::invalid(format!(
+            return Err(Error::InvalidEvent(format!(
                 "unknown field '{}' in the event: the fields are scheduled_at, include, exclude, parallel and allow_empty, e.g. {MANUAL_FORM}",
                 truncate(unknown)
             )));
         }
         // Messages are built here rather than taken from serde, which quotes values.
         let manual: Manual = serde_json::from_value(payload.clone()).map_err(|_| {
-            Error::invalid(format!(
+            Error::InvalidEvent(format!(
                 "the event's fields have the wrong types: scheduled_at is an RFC 3339 string, include and exclude are lists of strings, parallel is a number, allow_empty true or false, e.g. {MANUAL_FORM}"
             ))
         })?;
@@ -93,13 +122,13 @@ impl Invocation {
                 .as_deref()
                 .map(|s| {
                     let t = parse_time(s)
-                        .map_err(|e| Error::invalid(format!("event scheduled_at: {e}")))?;
+                        .map_err(|e| Error::InvalidEvent(format!("event scheduled_at: {e}")))?;
                     crate::layout::check_not_future(
                         "event scheduled_at",
                         t,
                         OffsetDateTime::now_utc(),
                     )
-                    .map_err(Error::Invalid)?;
+                    .map_err(Error::InvalidEvent)?;
                     Ok::<_, Error>(t)
                 })
                 .transpose()?,
@@ -113,7 +142,10 @@ impl Invocation {
                 .transpose()?,
             parallel: manual
                 .parallel
-                .map(|n| parse_parallel("event parallel", &n.to_string()))
+                .map(|n| {
+                    parse_parallel("event parallel", &n.to_string())
+                        .map_err(|e| Error::InvalidEvent(e.to_string()))
+                })
                 .transpose()?,
             allow_empty: manual.allow_empty,
             scheduled: false,
@@ -125,18 +157,18 @@ impl Invocation {
             .keys()
             .find(|k| !SCHEDULED_EVENT_FIELDS.contains(&k.as_str()))
         {
-            return Err(Error::invalid(format!(
+            return Err(Error::InvalidEvent(format!(
                 "unknown field '{}' in the scheduled event: a scheduled event carries only EventBridge's fields; send overrides as a manual event instead",
                 truncate(unknown)
             )));
         }
         let time = map.get("time").and_then(Value::as_str).ok_or_else(|| {
-            Error::invalid(
-                "the scheduled event has no \"time\": the schedule's input must carry \"time\": \"<aws.scheduler.scheduled-time>\"",
+            Error::InvalidEvent(
+                "the scheduled event has no \"time\": the schedule's input must carry \"time\": \"<aws.scheduler.scheduled-time>\"".into(),
             )
         })?;
         let at = parse_time(time).map_err(|e| {
-            Error::invalid(format!(
+            Error::InvalidEvent(format!(
                 "the scheduled event's time: {e}; the schedule's input must use <aws.scheduler.scheduled-time>"
             ))
         })?;
@@ -145,7 +177,7 @@ impl Invocation {
             at,
             OffsetDateTime::now_utc(),
         )
-        .map_err(Error::Invalid)?;
+        .map_err(Error::InvalidEvent)?;
         Ok(Invocation {
             scheduled_at: Some(at),
             scheduled: true,
@@ -159,7 +191,7 @@ fn patterns(field: &str, values: &[String]) -> Result<Vec<NamespacePattern>> {
         .iter()
         .map(|v| {
             v.parse()
-                .map_err(|e: String| Error::invalid(format!("event {field}: {e}")))
+                .map_err(|e: String| Error::InvalidEvent(format!("event {field}: {e}")))
         })
         .collect()
 }
@@ -228,6 +260,25 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_that_is_not_json_is_a_bad_event_like_any_other() {
+        for body in [&b"not json"[..], b"", b"{\"open\":"] {
+            // As the runtime reads it: one value from the start of the body.
+            let payload =
+                Payload::deserialize(&mut serde_json::Deserializer::from_slice(body)).unwrap();
+            let e = Invocation::from_payload(&payload).unwrap_err();
+            assert_eq!(e.error_type(), "InvalidEvent");
+            let msg = e.to_string();
+            assert!(msg.starts_with("the event is not JSON"), "{msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+        let payload: Payload = serde_json::from_slice(b"{}").unwrap();
+        assert_eq!(
+            Invocation::from_payload(&payload).unwrap(),
+            Invocation::default()
+        );
+    }
+
+    #[test]
     fn empty_and_null_mean_now() {
         for v in [json!({}), Value::Null] {
             assert_eq!(Invocation::parse(&v).unwrap(), Invocation::default());
@@ -253,7 +304,7 @@ mod tests {
         ];
         for (event, expected) in cases {
             let e = Invocation::parse(&event).unwrap_err();
-            assert_eq!(e.error_type(), "InvalidConfiguration");
+            assert_eq!(e.error_type(), "InvalidEvent");
             let msg = e.to_string();
             assert!(msg.contains(expected), "{event}: {msg}");
             assert!(!msg.contains('\n'));

@@ -20,7 +20,7 @@ use crate::source::{ReadPreferenceChoice, SourceOptions};
 use crate::store::Store;
 
 use super::config::{LambdaConfig, UriSource, COMPRESSION_LEVEL};
-use super::event::Invocation;
+use super::event::{Invocation, Payload};
 use super::metrics::{MetricsSink, PruneMetrics, RunMetrics};
 use super::secrets::{connection_string_from_secret, SecretSource};
 
@@ -106,9 +106,23 @@ pub struct Summary {
     pub prune: Option<PruneSummary>,
 }
 
-/// The whole invocation. Exactly one metrics record is emitted per call.
+/// The whole invocation of a JSON payload; see [`handle_payload`].
 pub async fn handle<S, M>(
     event: LambdaEvent<Value>,
+    deps: &Deps<S, M>,
+) -> Result<Summary, HandlerError>
+where
+    S: SecretSource,
+    M: MetricsSink,
+{
+    let (payload, context) = event.into_parts();
+    handle_payload(LambdaEvent::new(Payload::Json(payload), context), deps).await
+}
+
+/// The whole invocation, whatever the payload's bytes. Exactly one metrics record is
+/// emitted per call.
+pub async fn handle_payload<S, M>(
+    event: LambdaEvent<Payload>,
     deps: &Deps<S, M>,
 ) -> Result<Summary, HandlerError>
 where
@@ -178,7 +192,7 @@ where
 }
 
 async fn run<S, M>(
-    payload: &Value,
+    payload: &Payload,
     deadline: Deadline,
     deps: &Deps<S, M>,
 ) -> Result<Summary, HandlerError>
@@ -188,7 +202,7 @@ where
 {
     // Everything that can be checked without a connection is checked first.
     let config = LambdaConfig::from_env(&deps.env)?;
-    let invocation = Invocation::parse(payload)?;
+    let invocation = Invocation::from_payload(payload)?;
     let deadline = match deadline {
         Deadline::None => None,
         Deadline::At(at) => Some(at),
@@ -213,10 +227,9 @@ where
         }
     };
     let mut options = backup_options(&config, &invocation, uri.clone(), deadline);
-    // KMS calls go through the function's own AWS configuration, as S3's do.
-    options.encrypt = options
-        .encrypt
-        .map(|e| e.with_kms(crate::crypto::Kms::from_sdk_config(&deps.sdk)));
+    // KMS calls go through the function's own AWS configuration, as S3's do, to the key's
+    // own region, as the CLI's do.
+    options.encrypt = options.encrypt.map(|e| e.with_sdk(&deps.sdk));
     options
         .validate()
         .map_err(|e| HandlerError::from_error(&e, Some(&uri)))?;

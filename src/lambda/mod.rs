@@ -14,10 +14,9 @@ pub mod handler;
 pub mod metrics;
 pub mod secrets;
 
-pub use handler::{handle, Deps, HandlerError, Summary};
+pub use handler::{handle, handle_payload, Deps, HandlerError, Summary};
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use serde_json::Value;
 
 use crate::store::{load_sdk_config, S3Options};
 
@@ -35,8 +34,8 @@ pub async fn serve() -> Result<(), lambda_runtime::Error> {
         metrics: metrics::Stdout,
     };
     let deps = &deps;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(event, deps).await
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<event::Payload>| async move { handle_payload(event, deps).await },
+    ))
     .await
 }

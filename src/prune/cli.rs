@@ -162,7 +162,7 @@ fn write_text(out: &mut impl Write, report: &PruneReport) -> std::io::Result<()>
     let mut rows: Vec<(String, String)> = Vec::new();
     for k in &report.keep {
         let what = match k.reasons.as_slice() {
-            [only] if only.starts_with("locked until") => format!("kept: {only}"),
+            [only] if only.starts_with("locked") => format!("kept: {only}"),
             reasons => format!("keep    {}", reasons.join(", ")),
         };
         rows.push((k.id.to_string(), what));

@@ -149,11 +149,9 @@ pub async fn run(
         objects.sort_by_key(|k| !k.ends_with(&format!("/{MANIFEST_NAME}")));
         // A locked backup is never sent a delete: S3 would refuse it for the locked versions
         // (or, without a version id, hide them behind delete markers).
-        let locked = locked_until(store, removal.id, &objects, now).await?;
-        let outcome = if let Some(until) = locked {
-            Outcome::Locked {
-                detail: format!("locked until {}", crate::layout::format_time(until)),
-            }
+        let locked = locked_by(store, removal.id, &objects, now).await?;
+        let outcome = if let Some(detail) = locked.clone() {
+            Outcome::Locked { detail }
         } else if apply {
             match delete_backup(store, &objects).await {
                 Ok(()) => Outcome::Removed,
@@ -218,15 +216,16 @@ async fn abort_abandoned_uploads(
     Ok(aborted)
 }
 
-/// When the newest Object Lock retention on a backup's objects ends, if that is after `now`:
-/// the manifest's record, and each object's own retention where the destination tells it
-/// (a backup cut off before its manifest has only the latter).
-async fn locked_until(
+/// What keeps a backup's objects from being deleted, if anything does at `now`: a legal hold
+/// on any of them (it has no end), or the latest Object Lock retention, from the manifest's
+/// record and each object's own retention where the destination tells it (a backup cut off
+/// before its manifest has only the latter).
+async fn locked_by(
     store: &Store,
     id: BackupId,
     objects: &[String],
     now: OffsetDateTime,
-) -> Result<Option<OffsetDateTime>> {
+) -> Result<Option<String>> {
     let mut until: Option<OffsetDateTime> = None;
     let mut later = |t: OffsetDateTime| {
         if t > now && until.is_none_or(|u| t > u) {
@@ -245,15 +244,23 @@ async fn locked_until(
         }
     }
     for key in objects {
-        match store.retention(key).await {
-            Ok(Some(r)) => later(r.until),
-            Ok(None) => {}
+        match store.lock_state(key).await {
+            // A version under legal hold cannot be deleted until the hold is lifted; a
+            // delete would only add a delete marker in front of it.
+            Ok(state) if state.legal_hold => {
+                return Ok(Some(format!("locked: {key} is under a legal hold")))
+            }
+            Ok(state) => {
+                if let Some(r) = state.retention {
+                    later(r.until);
+                }
+            }
             // A role without s3:GetObjectRetention still prunes by the manifest's record.
             Err(StoreError::AccessDenied { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(until)
+    Ok(until.map(|t| format!("locked until {}", crate::layout::format_time(t))))
 }
 
 async fn delete_backup(store: &Store, objects: &[String]) -> Result<(), StoreError> {

@@ -29,6 +29,7 @@ pub use oplog::{parse_limit as parse_oplog_limit, OplogReport};
 pub use plan::{AuthCollection, Kind, SkipReason};
 pub use rename::Rename;
 pub use report::{Action, NamespaceReport, RestoreReport, Status, Totals};
+pub use users::AuthChange;
 
 use crate::catalog::{self, Selector};
 use crate::error::{Error, Result};
@@ -71,6 +72,9 @@ pub struct RestoreOptions {
     pub oplog_limit: Option<bson::Timestamp>,
     /// Cancelled on SIGTERM/SIGINT: the restore stops at a batch boundary and reports.
     pub cancel: tokio_util::sync::CancellationToken,
+    /// With `with_users` and `drop`, remove the user the restore is connected as when the
+    /// archive does not have it (refused otherwise: the restore would lock itself out).
+    pub allow_dropping_connected_user: bool,
 }
 
 impl RestoreOptions {
@@ -91,6 +95,7 @@ impl RestoreOptions {
             require_oplog: false,
             oplog_limit: None,
             cancel: tokio_util::sync::CancellationToken::new(),
+            allow_dropping_connected_user: false,
         }
     }
 
@@ -109,6 +114,11 @@ impl RestoreOptions {
         if !self.oplog_replay && (self.oplog_limit.is_some() || self.require_oplog) {
             return Err(Error::invalid(
                 "--oplog-limit and --oplog-replay need the oplog replayed: leave out --no-oplog-replay",
+            ));
+        }
+        if self.allow_dropping_connected_user && !(self.with_users && self.drop) {
+            return Err(Error::invalid(
+                "--allow-dropping-connected-user only applies to --with-users --drop: add both, or leave it out",
             ));
         }
         if self.target.is_none() && !self.dry_run {
@@ -352,8 +362,8 @@ async fn restore(
             stop.store(true, Ordering::Relaxed);
         }))
     };
-    let stream = stream::spawn(open, Arc::clone(&stop));
-    let prelude = match stream.prelude.await {
+    let mut stream = stream::spawn(open, Arc::clone(&stop));
+    let prelude = match (&mut stream.prelude).await {
         Ok(prelude) => prelude,
         Err(_) => {
             return Err(join_stream(stream.done).await.err().unwrap_or_else(|| {
@@ -428,6 +438,7 @@ async fn restore(
             namespaces: Vec::new(),
             totals: Totals::default(),
             oplog: None,
+            users: Vec::new(),
             error: None,
             duration_seconds: 0.0,
         },
@@ -439,46 +450,25 @@ async fn restore(
         wrote: false,
     };
 
-    let Some(target) = target.filter(|_| !options.dry_run) else {
-        drop(stream.read_ahead);
-        // The replay is planned as it would run, so the dry run lists what it would touch.
-        let mut routes = HashMap::new();
-        let mut planned = None;
-        if let Some(i) = plans
-            .iter()
-            .position(|p| p.kind == Kind::Oplog && p.restored())
-        {
-            let (tx, rx) = mpsc::channel(2);
-            routes.insert(plans[i].data.clone(), tx);
-            let (go, wait) = tokio::sync::oneshot::channel();
-            let _ = go.send(());
-            let replayer = oplog::Replayer {
-                target: None,
-                stop: Arc::clone(&stop),
-                rules: replay_rules(options, &plans),
-                counters: Arc::new(Counters::default()),
-                progress: Arc::clone(progress),
-                tracked: None,
-            };
-            planned = Some(tokio::spawn(replayer.run(rx, wait)));
+    let target = match target {
+        Some(target) if !options.dry_run => target,
+        planning => {
+            return dry_run(
+                options,
+                stream,
+                &plans,
+                &actions,
+                read_ahead,
+                mute,
+                planning.as_ref(),
+                run,
+                started,
+                progress,
+                &stop,
+            )
+            .await
         }
-        if stream.routing.send(Some(Routing { mute, routes })).is_err() {
-            return Err(join_stream(stream.done).await.err().unwrap_or_else(|| {
-                Error::Internal("the archive reader stopped before reading documents".into())
-            }));
-        }
-        let summary = join_stream(stream.done).await;
-        if let Some(planned) = planned {
-            run.report.oplog =
-                Some(planned.await.map_err(|e| {
-                    Error::Internal(format!("the oplog replay plan crashed: {e}"))
-                })??);
-        }
-        let summary = summary?;
-        run.finish(&plans, &actions, Some(&summary), started);
-        return Ok(run.report);
     };
-
     progress
         .parallel
         .store(options.parallel as u64, Ordering::Relaxed);
@@ -731,6 +721,95 @@ async fn restore(
     Ok(run.report)
 }
 
+/// `--dry-run` (or no target): reads and checks the whole archive, plans the users and the
+/// oplog replay as they would run, writes nothing.
+#[allow(clippy::too_many_arguments)]
+async fn dry_run(
+    options: &RestoreOptions,
+    stream: stream::Stream,
+    plans: &[NamespacePlan],
+    actions: &[Action],
+    read_ahead: Vec<Namespace>,
+    mute: Vec<Namespace>,
+    target: Option<&Target>,
+    mut run: Run,
+    started: Instant,
+    progress: &Arc<Progress>,
+    stop: &Arc<AtomicBool>,
+) -> Result<RestoreReport> {
+    if read_ahead.is_empty() {
+        drop(stream.read_ahead);
+    } else {
+        let (reply, read) = tokio::sync::oneshot::channel();
+        let request = ReadAhead {
+            namespaces: read_ahead,
+            mute: mute.clone(),
+            reply,
+        };
+        let docs = match stream.read_ahead.send(request) {
+            Ok(()) => read.await.ok(),
+            Err(_) => None,
+        };
+        let Some(docs) = docs else {
+            drop(stream.routing);
+            return Err(join_stream(stream.done).await.err().unwrap_or_else(|| {
+                Error::Internal("the archive reader stopped before the users and roles".into())
+            }));
+        };
+        let of = |kind: AuthCollection| {
+            plans
+                .iter()
+                .find(|p| p.auth == Some(kind) && p.restored())
+                .and_then(|p| docs.get(&p.data))
+                .map(Vec::as_slice)
+        };
+        run.report.users = users::plan(
+            target,
+            of(AuthCollection::Users),
+            of(AuthCollection::Roles),
+            options.drop,
+        )
+        .await?;
+    }
+    // The replay is planned as it would run, so the dry run lists what it would touch.
+    let mut routes = HashMap::new();
+    let mut planned = None;
+    if let Some(i) = plans
+        .iter()
+        .position(|p| p.kind == Kind::Oplog && p.restored())
+    {
+        let (tx, rx) = mpsc::channel(2);
+        routes.insert(plans[i].data.clone(), tx);
+        let (go, wait) = tokio::sync::oneshot::channel();
+        let _ = go.send(());
+        let replayer = oplog::Replayer {
+            target: None,
+            stop: Arc::clone(stop),
+            rules: replay_rules(options, plans),
+            counters: Arc::new(Counters::default()),
+            progress: Arc::clone(progress),
+            tracked: None,
+        };
+        planned = Some(tokio::spawn(replayer.run(rx, wait)));
+    }
+    if stream.routing.send(Some(Routing { mute, routes })).is_err() {
+        return Err(join_stream(stream.done).await.err().unwrap_or_else(|| {
+            Error::Internal("the archive reader stopped before reading documents".into())
+        }));
+    }
+    let summary = join_stream(stream.done).await;
+    if let Some(planned) = planned {
+        run.report.oplog = Some(
+            planned
+                .await
+                .map_err(|e| Error::Internal(format!("the oplog replay plan crashed: {e}")))??,
+        );
+    }
+    let summary = summary?;
+    run.finish(plans, actions, Some(&summary), started);
+    Ok(run.report)
+}
+
 fn interrupted() -> Error {
     Error::Interrupted("stopped by a signal (SIGTERM or SIGINT) at a batch boundary".into())
 }
@@ -837,6 +916,12 @@ async fn restore_users(
     let archive = users::archive_version(header, of(find(AuthCollection::Version)))?;
     let server = users::server_version(target).await?;
     users::check_versions(archive, server)?;
+    let changes = users::plan(Some(target), of(users), of(roles), options.drop).await?;
+    if options.drop {
+        let connected = users::connected_users(target).await?;
+        users::check_connected(&changes, &connected, options.allow_dropping_connected_user)?;
+    }
+    run.report.users = changes;
     run.wrote = true;
     let merged = users::merge(target, of(users), of(roles), options.drop).await?;
     for (i, m) in [(users, merged.0), (roles, merged.1)] {

@@ -87,6 +87,9 @@ pub struct RestoreReport {
     /// The oplog replay, when the archive has an oplog and it was replayed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oplog: Option<super::oplog::OplogReport>,
+    /// With `--with-users`: each user and role added, replaced, kept or removed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<super::users::AuthChange>,
     /// Why the restore stopped early, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -184,6 +187,9 @@ impl RestoreReport {
                 n.failed,
                 note
             );
+        }
+        for change in &self.users {
+            let _ = writeln!(out, "{}", change.describe());
         }
         out
     }

@@ -3,9 +3,12 @@
 //! that `_mergeAuthzCollections` merges, after the archive's auth-schema version was checked
 //! against the target's.
 
+use std::collections::BTreeMap;
+
 use bson::{doc, Bson, Document, RawDocumentBuf};
 use futures_util::TryStreamExt;
 use nightdump_archive::{Header, Namespace};
+use serde::Serialize;
 
 use super::target::Target;
 use crate::error::{Error, Result};
@@ -94,6 +97,196 @@ pub async fn server_version(target: &Target) -> Result<i64> {
         })
 }
 
+/// What `--with-users` does (or, in a dry run, would do) to one user or role of the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthChange {
+    /// `user` or `role`.
+    pub kind: &'static str,
+    /// `name@db`.
+    pub name: String,
+    /// `added`, `replaced` (`--drop`), `kept` (already there, no `--drop`) or `removed`
+    /// (`--drop`, and not in the archive).
+    pub change: &'static str,
+    /// The roles it is granted on the target before, when it exists there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles_before: Option<Vec<String>>,
+    /// The roles it is granted after the restore, when it exists then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles_after: Option<Vec<String>>,
+}
+
+impl AuthChange {
+    /// `user bk@admin: replaced, roles read@admin -> root@admin`.
+    pub fn describe(&self) -> String {
+        let roles = |r: &Option<Vec<String>>| match r {
+            Some(r) if r.is_empty() => "none".to_string(),
+            Some(r) => r.join(","),
+            None => "-".to_string(),
+        };
+        let detail = match self.change {
+            "replaced" if self.roles_before != self.roles_after => format!(
+                ", roles {} -> {}",
+                roles(&self.roles_before),
+                roles(&self.roles_after)
+            ),
+            "added" => format!(", roles {}", roles(&self.roles_after)),
+            "removed" | "kept" => format!(", roles {}", roles(&self.roles_before)),
+            _ => String::new(),
+        };
+        format!("{} {}: {}{detail}", self.kind, self.name, self.change)
+    }
+}
+
+/// `_id` → (`name@db`, granted roles) of user or role documents.
+fn identities(docs: &[Document], name_field: &str) -> BTreeMap<String, (String, Vec<String>)> {
+    docs.iter()
+        .filter_map(|d| {
+            let id = d.get_str("_id").ok()?.to_string();
+            let name = format!(
+                "{}@{}",
+                d.get_str(name_field).unwrap_or("?"),
+                d.get_str("db").unwrap_or("?")
+            );
+            let mut roles: Vec<String> = d
+                .get_array("roles")
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| {
+                            let r = r.as_document()?;
+                            Some(format!(
+                                "{}@{}",
+                                r.get_str("role").ok()?,
+                                r.get_str("db").ok()?
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            roles.sort();
+            Some((id, (name, roles)))
+        })
+        .collect()
+}
+
+fn documents(raw: &[RawDocumentBuf]) -> Vec<Document> {
+    raw.iter()
+        .filter_map(|d| Document::try_from(d.as_ref()).ok())
+        .collect()
+}
+
+/// Reads `admin.<system>` of the target, without credentials.
+async fn target_documents(target: &Target, system: &str) -> Result<Vec<Document>> {
+    target
+        .conn
+        .client()
+        .database("admin")
+        .collection::<Document>(system)
+        .find(doc! {})
+        .projection(doc! { "credentials": 0, "privileges": 0, "authenticationRestrictions": 0 })
+        .await
+        .map_err(|e| target.conn.error(&format!("find on admin.{system}"), &e))?
+        .try_collect()
+        .await
+        .map_err(|e| target.conn.error(&format!("find on admin.{system}"), &e))
+}
+
+/// Every user and role change `--with-users` makes: against the target's when there is one
+/// (each archive entry `added` otherwise).
+pub async fn plan(
+    target: Option<&Target>,
+    users: Option<&[RawDocumentBuf]>,
+    roles: Option<&[RawDocumentBuf]>,
+    drop: bool,
+) -> Result<Vec<AuthChange>> {
+    let mut changes = Vec::new();
+    for (kind, docs, system, name_field) in [
+        ("user", users, "system.users", "user"),
+        ("role", roles, "system.roles", "role"),
+    ] {
+        let Some(docs) = docs else { continue };
+        let archive = identities(&documents(docs), name_field);
+        let present = match target {
+            Some(t) => identities(&target_documents(t, system).await?, name_field),
+            None => BTreeMap::new(),
+        };
+        for (id, (name, after)) in &archive {
+            let (change, before) = match present.get(id) {
+                None => ("added", None),
+                Some((_, before)) if drop => ("replaced", Some(before.clone())),
+                Some((_, before)) => ("kept", Some(before.clone())),
+            };
+            let after = match change {
+                "kept" => before.clone(),
+                _ => Some(after.clone()),
+            };
+            changes.push(AuthChange {
+                kind,
+                name: name.clone(),
+                change,
+                roles_before: before,
+                roles_after: after,
+            });
+        }
+        if drop {
+            for (id, (name, before)) in &present {
+                if !archive.contains_key(id) {
+                    changes.push(AuthChange {
+                        kind,
+                        name: name.clone(),
+                        change: "removed",
+                        roles_before: Some(before.clone()),
+                        roles_after: None,
+                    });
+                }
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// The users the restore is connected as (`connectionStatus`), as `name@db`.
+pub async fn connected_users(target: &Target) -> Result<Vec<String>> {
+    let reply = target
+        .run("admin", "connectionStatus", doc! { "connectionStatus": 1 })
+        .await?;
+    Ok(reply
+        .get_document("authInfo")
+        .and_then(|a| a.get_array("authenticatedUsers"))
+        .map(|users| {
+            users
+                .iter()
+                .filter_map(|u| {
+                    let u = u.as_document()?;
+                    Some(format!(
+                        "{}@{}",
+                        u.get_str("user").ok()?,
+                        u.get_str("db").ok()?
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Refuses a plan that removes the user the restore is connected as: the restore would lock
+/// itself out half way (and could not even drop its staging collection).
+pub fn check_connected(changes: &[AuthChange], connected: &[String], allowed: bool) -> Result<()> {
+    let Some(me) = changes
+        .iter()
+        .find(|c| c.kind == "user" && c.change == "removed" && connected.contains(&c.name))
+    else {
+        return Ok(());
+    };
+    if allowed {
+        tracing::warn!(user = %me.name, "--with-users --drop removes the user this restore is connected as, as allowed");
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "--with-users --drop would remove {}, the user this restore is connected as, which the archive does not have: nothing was written; connect as a user the archive holds, or pass --allow-dropping-connected-user to remove it anyway",
+        me.name
+    )))
+}
+
 /// How one of the two kinds fared.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Merged {
@@ -144,9 +337,18 @@ pub async fn merge(
     command.insert("db", "");
 
     let outcome = fill_and_merge(target, &kinds, command).await;
+    // The staging collections hold every restored user's SCRAM salts and keys: one left
+    // behind is readable by anyone with `read` on admin, so failing to drop it fails the run.
     for temp in &temps {
         if let Err(e) = target.drop(temp).await {
-            tracing::warn!(ns = %temp, error = %e, "could not drop the temporary collection; drop it by hand");
+            return Err(Error::Mongo {
+                target: target.conn.target().to_string(),
+                command: format!("drop {temp}"),
+                detail: format!(
+                    "the staging collection {temp} could not be dropped and holds the restored users' credential material (SCRAM salts and keys): drop it by hand now ({})",
+                    crate::error::one_line(&e.to_string(), 200)
+                ),
+            });
         }
     }
     outcome?;

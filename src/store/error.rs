@@ -60,9 +60,9 @@ pub enum StoreError {
         "upload of {key} needs more than 10000 parts of {part_size} bytes: raise the part size"
     )]
     TooManyParts { key: String, part_size: usize },
-    #[error("S3 bucket {bucket:?} does not have Object Lock enabled: create the bucket with Object Lock (it cannot be turned on for the backups already in it), or leave out --object-lock")]
+    #[error("S3 bucket {bucket:?} does not have Object Lock enabled: create the bucket with Object Lock (it cannot be turned on for the backups already in it), or leave out --object-lock (for the Lambda: NIGHTDUMP_OBJECT_LOCK, the template's ObjectLock parameter)")]
     ObjectLockDisabled { bucket: String },
-    #[error("Object Lock needs an S3 destination; {destination} is a directory: back up to s3://BUCKET/PREFIX or leave out --object-lock")]
+    #[error("Object Lock needs an S3 destination; {destination} is a directory: back up to s3://BUCKET/PREFIX or leave out --object-lock (for the Lambda: NIGHTDUMP_OBJECT_LOCK, the template's ObjectLock parameter)")]
     ObjectLockNeedsS3 { destination: String },
     /// A streaming upload already failed; only `abort` is possible now.
     #[error("upload of {key} already failed ({cause}): abort it and start again")]

@@ -126,6 +126,14 @@ impl ObjectLock {
     }
 }
 
+/// What keeps an object's current version from being deleted: a retention period, a legal
+/// hold (which has no end date), both or neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockState {
+    pub retention: Option<Retention>,
+    pub legal_hold: bool,
+}
+
 /// The retention of one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {

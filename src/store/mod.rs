@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 pub use aws::{https_client, load_sdk_config};
 pub use destination::{Destination, DestinationError};
 pub use error::StoreError;
-pub use lock::{LockMode, ObjectLock, Retention, MAX_RETAIN_FOR};
+pub use lock::{LockMode, LockState, ObjectLock, Retention, MAX_RETAIN_FOR};
 pub use options::{
     S3Options, Sse, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_PART_SIZE,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_UPLOAD_CONCURRENCY, MAX_PART_SIZE, MIN_PART_SIZE,
@@ -210,10 +210,16 @@ impl Store {
     /// The Object Lock retention of an object's current version; `None` when it has none,
     /// does not exist, or the destination is a directory.
     pub async fn retention(&self, key: &str) -> Result<Option<Retention>, StoreError> {
+        Ok(self.lock_state(key).await?.retention)
+    }
+
+    /// The Object Lock retention and legal hold of an object's current version (nothing for
+    /// a missing object or a directory).
+    pub async fn lock_state(&self, key: &str) -> Result<LockState, StoreError> {
         key::validate(key)?;
         match &self.backend {
-            Backend::Local(_) => Ok(None),
-            Backend::S3(s) => s.retention(key).await,
+            Backend::Local(_) => Ok(LockState::default()),
+            Backend::S3(s) => s.lock_state(key).await,
         }
     }
 

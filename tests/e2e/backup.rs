@@ -239,6 +239,12 @@ async fn latest_follows_completion_and_never_moves_backwards() {
         .await
         .unwrap();
     assert_eq!(id.to_string(), "20261120T030000Z");
+    // status: the full backup is the last success; the newer filtered one is named as such.
+    let status = nightdump::catalog::status(&store, None).await.unwrap();
+    assert_eq!(status.last_success.unwrap().backup_id, "20261120T030000Z");
+    let newer = status.newer_partial.expect("the filtered backup is named");
+    assert_eq!(newer.backup_id, "20261126T030000Z");
+    assert_eq!(newer.selection, format!("include {first_db}.*"));
 }
 
 #[tokio::test]

@@ -975,3 +975,84 @@ async fn prune_clears_abandoned_uploads_and_their_empty_folders() {
     );
     assert!(!killed.exists(), "{:?}", files(dir.path()));
 }
+
+/// #13.7: an age identity file that other users may read is accepted, with a warning that
+/// says how to fix it.
+#[tokio::test]
+async fn an_identity_file_readable_by_others_is_warned_about() {
+    use age::secrecy::ExposeSecret;
+    use std::os::unix::fs::PermissionsExt;
+    let source = demo_test_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let identity = age::x25519::Identity::generate();
+    let recipient = format!("age:{}", identity.to_public());
+    let key_file = dir.path().join("key.txt");
+    std::fs::write(
+        &key_file,
+        format!("{}\n", identity.to_string().expose_secret()),
+    )
+    .unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    backup_id(&cli_backup(&source.uri, &dest, &["--encrypt", &recipient]).await);
+    let verify = |mode: u32| {
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (d, k) = (dir_arg(&dest), dir_arg(&key_file));
+        async move { run_nightdump(&["verify", "--from", &d, "--identity", &k], &[]).await }
+    };
+    let shared = verify(0o644).await;
+    assert_eq!(shared.code, Some(0), "{}", shared.stderr);
+    assert!(
+        shared.stderr.contains("can be read by other users"),
+        "{}",
+        shared.stderr
+    );
+    assert!(shared.stderr.contains("chmod 600"), "{}", shared.stderr);
+    let private = verify(0o600).await;
+    assert_eq!(private.code, Some(0), "{}", private.stderr);
+    assert!(
+        !private.stderr.contains("other users"),
+        "{}",
+        private.stderr
+    );
+}
+
+/// #13.7: mongod's `backup` role reads time-series buckets (system.buckets.*); a user with
+/// only that role backs up every collection of the demo data, the time-series one included.
+#[tokio::test]
+async fn the_backup_role_alone_backs_up_time_series_collections() {
+    let source = mongo_test_server::start(ServerConfig {
+        seed: mongo_test_server::Seed::Demo,
+        users: vec![User::new("root", "root-pw")],
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    source
+        .run_command(
+            "admin",
+            doc! { "createUser": "bk", "pwd": "bk-pw", "roles": [{ "role": "backup", "db": "admin" }] },
+        )
+        .await
+        .unwrap();
+    let uri = format!(
+        "mongodb://bk:bk-pw@{}/?directConnection=true",
+        source.addr()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let id = backup_id(&cli_backup(&uri, dir.path(), &[]).await);
+    let m = manifest(dir.path(), &id);
+    let timeseries: Vec<&serde_json::Value> = m["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] == "timeseries")
+        .collect();
+    assert!(!timeseries.is_empty(), "{m}");
+    assert!(
+        timeseries
+            .iter()
+            .all(|n| n["documents"].as_u64().unwrap() > 0),
+        "{m}"
+    );
+}

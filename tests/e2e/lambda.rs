@@ -311,7 +311,7 @@ async fn bad_configuration_and_events_fail_before_any_connection() {
     let error = handle(event(json!({"paralell": 2}), Duration::from_secs(60)), &d)
         .await
         .unwrap_err();
-    let diag = assert_clean_failure(&error, "InvalidConfiguration");
+    let diag = assert_clean_failure(&error, "InvalidEvent");
     assert!(diag.error_message.contains("paralell"));
     assert!(aws.keys(&bucket).await.is_empty());
 }
@@ -526,4 +526,177 @@ async fn a_kms_envelope_key_encrypts_the_functions_backups() {
     .await
     .unwrap();
     assert_eq!(report.documents, summary.documents);
+}
+
+/// #13.1: a typo'd future schedule time is refused; a backup named for a far future time
+/// (planted, as older versions could make one) pushes no later run out of `keep-within`, and
+/// a run's own prune never removes the backup it just made, whatever the rules say.
+#[tokio::test]
+async fn a_future_dated_backup_never_makes_later_runs_delete_themselves() {
+    let source = crate::harness::demo_source().await;
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-future").await;
+    let (mut env, _) = aws
+        .function_env(&bucket, &json!({ "uri": source.uri }).to_string())
+        .await;
+    env.insert("NIGHTDUMP_PRUNE".into(), "keep-within=30d".into());
+    let d = deps(&aws, env.clone());
+    let error = handle(
+        event(
+            json!({"scheduled_at": "2062-12-03T03:00:00Z"}),
+            Duration::from_secs(600),
+        ),
+        &d,
+    )
+    .await
+    .unwrap_err();
+    let diag = assert_clean_failure(&error, "InvalidEvent");
+    assert!(
+        diag.error_message.contains("is in the future"),
+        "{}",
+        diag.error_message
+    );
+    assert!(aws.keys(&bucket).await.is_empty());
+
+    // A future-dated complete backup, as an older version could have made.
+    let first = handle(event(json!({}), Duration::from_secs(600)), &d)
+        .await
+        .unwrap();
+    let store = nightdump::store::Store::open_with_sdk_config(
+        &format!("s3://{bucket}/{PREFIX}").parse().unwrap(),
+        &aws.sdk,
+        &nightdump::store::S3Options {
+            force_path_style: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (_, template) = nightdump::catalog::resolve(
+        &store,
+        &nightdump::catalog::Selector::Id(first.backup_id.parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let future: nightdump::layout::BackupId = "20621203T030000Z".parse().unwrap();
+    let mut planted = template.clone();
+    planted.backup_id = future.to_string();
+    planted.archive.key = future.archive_key("dump.archive.gz");
+    let archive = aws
+        .object(&bucket, &format!("{PREFIX}/{}", template.archive.key))
+        .await;
+    store
+        .put(&planted.archive.key, bytes::Bytes::from(archive), false)
+        .await
+        .unwrap();
+    store
+        .put(
+            &future.manifest_key(),
+            bytes::Bytes::from(planted.to_json()),
+            false,
+        )
+        .await
+        .unwrap();
+
+    for payload in [json!({}), scheduler_event("2026-12-03T03:00:00Z")] {
+        let summary = handle(event(payload, Duration::from_secs(600)), &d)
+            .await
+            .unwrap();
+        let prune = summary.prune.expect("the run pruned");
+        assert!(prune.removed.is_empty(), "{prune:?}");
+        assert!(aws
+            .keys(&bucket)
+            .await
+            .iter()
+            .any(|k| k.ends_with(&format!("{}/manifest.json", summary.backup_id))));
+    }
+
+    // keep-last=1 would keep the planted backup only; the run's own backup stays too.
+    env.insert("NIGHTDUMP_PRUNE".into(), "keep-last=1".into());
+    let d = deps(&aws, env);
+    let summary = handle(event(json!({}), Duration::from_secs(600)), &d)
+        .await
+        .unwrap();
+    let prune = summary.prune.expect("the run pruned");
+    assert!(!prune.removed.contains(&summary.backup_id), "{prune:?}");
+    assert!(aws
+        .keys(&bucket)
+        .await
+        .iter()
+        .any(|k| k.ends_with(&format!("{}/manifest.json", summary.backup_id))));
+}
+
+/// #13.2: an event whose selection matches no collection is refused, as the CLI refuses it,
+/// unless it asks for it.
+#[tokio::test]
+async fn an_event_selecting_no_collection_is_refused_unless_asked_for() {
+    let source = crate::harness::demo_test_server().await;
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-empty").await;
+    let (env, _) = aws
+        .function_env(&bucket, &json!({ "uri": source.uri }).to_string())
+        .await;
+    let d = deps(&aws, env);
+    for payload in [
+        json!({"include": ["admin.*"]}),
+        json!({"exclude": ["*.*"]}),
+        json!({"include": ["nosuchdb.*"]}),
+    ] {
+        let error = handle(event(payload.clone(), Duration::from_secs(600)), &d)
+            .await
+            .unwrap_err();
+        let diag = assert_clean_failure(&error, "InvalidConfiguration");
+        assert!(
+            diag.error_message.contains("select no collection"),
+            "{payload}: {}",
+            diag.error_message
+        );
+    }
+    assert!(aws.keys(&bucket).await.is_empty());
+    let summary = handle(
+        event(
+            json!({"include": ["admin.*"], "allow_empty": true}),
+            Duration::from_secs(600),
+        ),
+        &d,
+    )
+    .await
+    .unwrap();
+    assert!(summary.namespaces > 0);
+}
+
+/// #13.7: a deadline reached while MongoDB never answers names the server, not the data's
+/// size.
+#[tokio::test]
+async fn a_deadline_reached_waiting_for_mongodb_names_the_server() {
+    // Accepts connections and never answers: the driver waits for its handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-silent-db").await;
+    let (mut env, _) = aws.function_env(&bucket, &uri_with_password(port)).await;
+    env.insert("NIGHTDUMP_CONNECT_TIMEOUT".into(), "60s".into());
+    let d = deps(&aws, env);
+    let error = handle(event(json!({}), Duration::from_secs(6)), &d)
+        .await
+        .unwrap_err();
+    silent.abort();
+    let diag = assert_clean_failure(&error, "DeadlineReached");
+    assert!(
+        diag.error_message
+            .contains("waiting for MongoDB at mongodb://backup:***@127.0.0.1:"),
+        "{}",
+        diag.error_message
+    );
+    assert!(
+        !diag.error_message.contains("--parallel"),
+        "{}",
+        diag.error_message
+    );
 }

@@ -232,3 +232,124 @@ async fn a_bucket_without_object_lock_or_a_directory_is_refused_before_the_dump(
     assert!(matches!(err, StoreError::ObjectLockNeedsS3 { .. }), "{err}");
     assert!(err.to_string().contains("s3://"), "{err}");
 }
+
+/// #13.4: a bucket whose default retention locks every new object refuses a put without an
+/// integrity header. Every object and part carries Content-MD5, so such a bucket takes a
+/// whole backup (archive in several parts, manifest, latest.json) and it verifies.
+#[tokio::test]
+async fn a_bucket_with_default_retention_takes_every_backup() {
+    use aws_sdk_s3::types::{
+        DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
+        ObjectLockRule,
+    };
+    let moto = Moto::shared();
+    let bucket = locked_bucket(moto, "default-retention").await;
+    moto.s3_client()
+        .await
+        .put_object_lock_configuration()
+        .bucket(&bucket)
+        .object_lock_configuration(
+            ObjectLockConfiguration::builder()
+                .object_lock_enabled(ObjectLockEnabled::Enabled)
+                .rule(
+                    ObjectLockRule::builder()
+                        .default_retention(
+                            DefaultRetention::builder()
+                                .mode(ObjectLockRetentionMode::Governance)
+                                .days(1)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let source = mongo_test_server::start(mongo_test_server::ServerConfig {
+        seed: "bench:24MiB".parse().unwrap(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let store = open(moto, &bucket, None).await.unwrap();
+    let mut opts = options(&source.uri());
+    opts.compression_level = 1;
+    opts.s3 = S3Options {
+        force_path_style: true,
+        part_size: MIN_PART_SIZE,
+        ..S3Options::default()
+    };
+    let outcome = backup::run(&opts, &store, &progress()).await.unwrap();
+    assert!(
+        outcome.manifest.archive.size > MIN_PART_SIZE as u64,
+        "several parts"
+    );
+    assert_eq!(outcome.latest_warning, None);
+    nightdump::verify::verify(&store, &nightdump::catalog::Selector::Latest)
+        .await
+        .unwrap();
+    assert!(bucket::unfinished_uploads(&moto.s3_client().await, &bucket)
+        .await
+        .is_empty());
+}
+
+/// #13.7: on a versioned bucket a delete only adds a delete marker in front of a version
+/// under legal hold; prune counts a legal hold as a lock and never reports such a backup
+/// removed.
+#[tokio::test]
+async fn a_legal_hold_keeps_a_backup_from_prune() {
+    use aws_sdk_s3::types::{ObjectLockLegalHold, ObjectLockLegalHoldStatus};
+    let moto = Moto::shared();
+    let bucket = locked_bucket(moto, "legal-hold").await;
+    let source = mongo_test_server::start(mongo_test_server::ServerConfig {
+        seed: mongo_test_server::Seed::Demo,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let store = open(moto, &bucket, None).await.unwrap();
+    let mut opts = options(&source.uri());
+    opts.s3.force_path_style = true;
+    let mut ids = Vec::new();
+    for t in ["2026-11-24T03:00:00Z", "2026-11-25T03:00:00Z"] {
+        opts.scheduled_at = Some(parse_time(t).unwrap());
+        ids.push(
+            backup::run(&opts, &store, &progress())
+                .await
+                .unwrap()
+                .manifest,
+        );
+    }
+    let held = &ids[0];
+    moto.s3_client()
+        .await
+        .put_object_legal_hold()
+        .bucket(&bucket)
+        .key(format!("nightly/{}", held.archive.key))
+        .legal_hold(
+            ObjectLockLegalHold::builder()
+                .status(ObjectLockLegalHoldStatus::On)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let policy = Policy {
+        last: 1,
+        ..Policy::default()
+    };
+    let report = prune::run(&store, &policy, true, None).await.unwrap();
+    let removal = report
+        .remove
+        .iter()
+        .find(|r| r.id.to_string() == held.backup_id)
+        .expect("the policy removes the older backup");
+    let Outcome::Locked { detail } = &removal.outcome else {
+        panic!("a held backup is not removed: {:?}", removal.outcome)
+    };
+    assert!(detail.contains("legal hold"), "{detail}");
+    assert!(bucket::keys(&moto.s3_client().await, &bucket)
+        .await
+        .contains(&format!("nightly/{}", held.archive.key)));
+}

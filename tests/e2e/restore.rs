@@ -508,6 +508,127 @@ async fn with_users_merges_the_archived_users_into_the_target() {
     );
 }
 
+/// #13.3: `--with-users --drop` run by a user the archive does not hold would remove it half
+/// way, lock the restore out and leave the staging collection (every restored user's SCRAM
+/// keys) behind. It is refused before any write unless allowed; the dry run and the report
+/// list every user added, replaced (with the role change) and removed; a staging collection
+/// that cannot be dropped fails the run, naming the credential material.
+#[tokio::test]
+async fn with_users_drop_never_locks_out_the_connected_user_and_lists_every_change() {
+    let b = backed_up_demo_with_users().await;
+    let root = || {
+        vec![bson::Bson::Document(
+            bson::doc! { "role": "root", "db": "admin" },
+        )]
+    };
+    let target = secured_with("opsadmin", "ops-pw", root()).await;
+    target
+        .run_command(
+            "app-users",
+            bson::doc! { "createUser": "reporter", "pwd": "x", "roles": [{ "role": "readWrite", "db": "app-users" }] },
+        )
+        .await
+        .unwrap();
+    let before = by_id(
+        &as_user(&target, "root", "root-pw"),
+        "admin",
+        "system.users",
+    )
+    .await;
+    let mut opts = restore_options(&as_user(&target, "opsadmin", "ops-pw"));
+    opts.with_users = true;
+    opts.drop = true;
+
+    opts.dry_run = true;
+    let plan = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap();
+    let changes: Vec<String> = plan.users.iter().map(|c| c.describe()).collect();
+    assert!(
+        changes.contains(
+            &"user reporter@app-users: replaced, roles readWrite@app-users -> read@app-users"
+                .to_string()
+        ),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.starts_with("user opsadmin@admin: removed")),
+        "{changes:?}"
+    );
+    assert!(
+        plan.table().contains("user opsadmin@admin: removed"),
+        "{}",
+        plan.table()
+    );
+
+    opts.dry_run = false;
+    let err = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    assert!(
+        err.to_string()
+            .contains("would remove opsadmin@admin, the user this restore is connected as"),
+        "{err}"
+    );
+    assert_eq!(
+        by_id(
+            &as_user(&target, "root", "root-pw"),
+            "admin",
+            "system.users"
+        )
+        .await,
+        before
+    );
+    assert!(
+        !admin_collection_names(&as_user(&target, "root", "root-pw"))
+            .await
+            .iter()
+            .any(|n| n.starts_with("temp"))
+    );
+
+    // Allowed: the user goes, the restore loses its access, and says what it left behind.
+    opts.allow_dropping_connected_user = true;
+    let err = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("holds the restored users' credential material"),
+        "{text}"
+    );
+    assert!(text.contains("admin.tempusers"), "{text}");
+
+    // Without --drop nothing is removed or replaced, and the report says what was kept.
+    let target = secured_with("opsadmin", "ops-pw", root()).await;
+    target
+        .run_command(
+            "app-users",
+            bson::doc! { "createUser": "reporter", "pwd": "x", "roles": [{ "role": "readWrite", "db": "app-users" }] },
+        )
+        .await
+        .unwrap();
+    let mut opts = restore_options(&as_user(&target, "opsadmin", "ops-pw"));
+    opts.with_users = true;
+    let report = restore::run(&opts, from_backup(&b.store), &progress())
+        .await
+        .unwrap();
+    let changes: Vec<String> = report.users.iter().map(|c| c.describe()).collect();
+    assert_eq!(
+        changes,
+        ["user reporter@app-users: kept, roles readWrite@app-users"],
+        "{changes:?}"
+    );
+    assert!(
+        !admin_collection_names(&as_user(&target, "root", "root-pw"))
+            .await
+            .iter()
+            .any(|n| n.starts_with("temp"))
+    );
+}
+
 fn raw(d: Document) -> Vec<u8> {
     let mut out = Vec::new();
     d.to_writer(&mut out).unwrap();

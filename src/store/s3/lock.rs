@@ -5,6 +5,7 @@
 //! UploadPart): Content-MD5 is computed here, as every S3-compatible store accepts it.
 
 use aws_sdk_s3::primitives::DateTime;
+use aws_sdk_s3::types::ObjectLockLegalHoldStatus;
 use aws_sdk_s3::types::{
     ObjectLockEnabled, ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode,
 };
@@ -15,6 +16,7 @@ use time::OffsetDateTime;
 
 use super::{errors, S3Store};
 use crate::store::error::StoreError;
+use crate::store::lock::LockState;
 use crate::store::lock::{LockMode, Retention};
 
 /// The `Content-MD5` header value of `body`.
@@ -84,10 +86,8 @@ impl S3Store {
         retention: &Retention,
     ) -> Result<(Option<String>, Option<String>), StoreError> {
         let full = self.full_key(key);
-        let md5 = content_md5(&bytes);
         let req = self
             .put_request(&full, bytes)
-            .content_md5(md5)
             .object_lock_mode(lock_mode(retention.mode))
             .object_lock_retain_until_date(date(retention.until));
         self.send_put(req, key, &full, if_absent).await
@@ -125,22 +125,28 @@ impl S3Store {
     /// The retention of the current version of `key`, from HeadObject (which needs only
     /// s3:GetObject, and S3 fills in for callers allowed s3:GetObjectRetention); `None` when
     /// it has none, is missing, or the caller may not see it.
-    pub(crate) async fn retention(&self, key: &str) -> Result<Option<Retention>, StoreError> {
+    pub(crate) async fn lock_state(&self, key: &str) -> Result<LockState, StoreError> {
         let Some(out) = self.head_object(key).await? else {
-            return Ok(None);
+            return Ok(LockState::default());
         };
+        let legal_hold =
+            out.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On);
         let mode = match out.object_lock_mode() {
-            Some(ObjectLockMode::Compliance) => LockMode::Compliance,
-            Some(ObjectLockMode::Governance) => LockMode::Governance,
-            _ => return Ok(None),
+            Some(ObjectLockMode::Compliance) => Some(LockMode::Compliance),
+            Some(ObjectLockMode::Governance) => Some(LockMode::Governance),
+            _ => None,
         };
-        let Some(until) = out
+        let until = out
             .object_lock_retain_until_date()
-            .and_then(|d| OffsetDateTime::from_unix_timestamp(d.secs()).ok())
-        else {
-            return Ok(None);
+            .and_then(|d| OffsetDateTime::from_unix_timestamp(d.secs()).ok());
+        let retention = match (mode, until) {
+            (Some(mode), Some(until)) => Some(Retention { mode, until }),
+            _ => None,
         };
-        Ok(Some(Retention { mode, until }))
+        Ok(LockState {
+            retention,
+            legal_hold,
+        })
     }
 }
 

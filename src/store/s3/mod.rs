@@ -262,7 +262,9 @@ impl S3Store {
         self.send_put(req, key, &full, if_absent).await
     }
 
-    /// A PutObject of `bytes` at a full key, with the store's encryption and storage class.
+    /// A PutObject of `bytes` at a full key, with the store's encryption and storage class,
+    /// and Content-MD5: S3 then verifies what it stores, and a bucket with default Object
+    /// Lock retention (which refuses a put without an integrity header) takes it.
     fn put_request(&self, full: &str, bytes: Bytes) -> PutObjectFluentBuilder {
         let req = self
             .inner
@@ -270,6 +272,7 @@ impl S3Store {
             .put_object()
             .bucket(&self.inner.bucket)
             .key(full)
+            .content_md5(lock::content_md5(&bytes))
             .content_length(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
             .body(ByteStream::from(bytes));
         object_settings!(req, self.inner.opts)

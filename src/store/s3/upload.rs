@@ -189,12 +189,12 @@ impl S3Upload {
         self.next_part += 1;
         let store = self.store.clone();
         let full_key = self.full_key.clone();
-        let locked = self.retention.is_some();
         self.in_flight.spawn(async move {
             let inner = &store.inner;
             let len = part.len();
-            // S3 refuses a part of a locked object without an integrity header.
-            let md5 = locked.then(|| lock::content_md5(&part));
+            // Every part carries its digest: S3 verifies it, and refuses a part of a locked
+            // object (default bucket retention included) without one.
+            let md5 = Some(lock::content_md5(&part));
             let out = inner
                 .client
                 .upload_part()

@@ -80,6 +80,9 @@ enum Pattern<'a> {
     Exact(&'a str, &'a str),
     /// `{db: "", collection}`: a collection of that name in any database.
     InAnyDb(&'a str),
+    /// `{db, system_buckets: ""}` (5.0+): a time-series collection's buckets, in that
+    /// database or, with `None`, in any.
+    Buckets(Option<&'a str>),
     /// `{anyResource: true}`.
     Any,
 }
@@ -95,6 +98,9 @@ impl Pattern<'_> {
             (Pattern::Db(d), Resource::Collection(db, c)) => d == db && !is_system(db, c),
             (Pattern::Exact(d, n), Resource::Collection(db, c)) => d == db && n == c,
             (Pattern::InAnyDb(n), Resource::Collection(_, c)) => n == c,
+            (Pattern::Buckets(d), Resource::Collection(db, c)) => {
+                c.starts_with("system.buckets.") && d.is_none_or(|d| d == db)
+            }
             _ => false,
         }
     }
@@ -280,6 +286,7 @@ fn privileges<'a>(role: &str, db: &'a str) -> Option<Vec<Grant<'a>>> {
         ("readAnyDatabase", true) => vec![
             (Pattern::AnyNormal, READ),
             (Pattern::InAnyDb("system.js"), READ),
+            (Pattern::Buckets(None), READ),
             (Pattern::Cluster, &["listDatabases"][..]),
         ],
         ("readWriteAnyDatabase", true) => vec![
@@ -287,6 +294,8 @@ fn privileges<'a>(role: &str, db: &'a str) -> Option<Vec<Grant<'a>>> {
             (Pattern::AnyNormal, WRITE),
             (Pattern::InAnyDb("system.js"), READ),
             (Pattern::InAnyDb("system.js"), WRITE),
+            (Pattern::Buckets(None), READ),
+            (Pattern::Buckets(None), WRITE),
             (Pattern::Cluster, &["listDatabases"][..]),
         ],
         ("dbAdminAnyDatabase", true) => vec![
@@ -330,6 +339,8 @@ fn privileges<'a>(role: &str, db: &'a str) -> Option<Vec<Grant<'a>>> {
             ),
             (Pattern::InAnyDb("system.js"), &["find"][..]),
             (Pattern::InAnyDb("system.profile"), &["find"][..]),
+            // Time-series collections keep their documents in system.buckets.<name>.
+            (Pattern::Buckets(None), &["find"][..]),
             (Pattern::Exact("admin", "system.users"), &["find"][..]),
             (Pattern::Exact("admin", "system.roles"), &["find"][..]),
             (Pattern::Exact("admin", "system.version"), &["find"][..]),
@@ -342,6 +353,7 @@ fn privileges<'a>(role: &str, db: &'a str) -> Option<Vec<Grant<'a>>> {
         ("restore", true) => vec![
             (Pattern::Cluster, &["getParameter"][..]),
             (Pattern::AnyNormal, RESTORE_DATA),
+            (Pattern::Buckets(None), RESTORE_DATA),
             (Pattern::InAnyDb("system.js"), RESTORE_DATA),
             (
                 Pattern::InAnyDb("system.js"),
@@ -375,10 +387,12 @@ fn read_write(db: &str, write: bool) -> Vec<Grant<'_>> {
     let mut v = vec![
         (Pattern::Db(db), READ),
         (Pattern::Exact(db, "system.js"), READ),
+        (Pattern::Buckets(Some(db)), READ),
     ];
     if write {
         v.push((Pattern::Db(db), WRITE));
         v.push((Pattern::Exact(db, "system.js"), WRITE));
+        v.push((Pattern::Buckets(Some(db)), WRITE));
     }
     v
 }
@@ -417,8 +431,8 @@ pub fn has_any_on_db(roles: &[RoleRef], db: &str) -> bool {
         privileges(&r.role, &r.db).is_some_and(|grants| {
             grants.iter().any(|(pattern, _)| match pattern {
                 Pattern::Any | Pattern::AnyNormal => true,
-                Pattern::Db(d) | Pattern::Exact(d, _) => *d == db,
-                Pattern::InAnyDb(_) | Pattern::Cluster => false,
+                Pattern::Db(d) | Pattern::Exact(d, _) | Pattern::Buckets(Some(d)) => *d == db,
+                Pattern::InAnyDb(_) | Pattern::Cluster | Pattern::Buckets(None) => false,
             })
         })
     })
@@ -458,6 +472,21 @@ mod tests {
         let backup = [RoleRef::new("backup", "admin")];
         assert!(allows(&backup, "find", &coll("x", "y")));
         assert!(allows(&backup, "find", &coll("admin", "system.users")));
+        assert!(allows(
+            &backup,
+            "find",
+            &coll("metrics", "system.buckets.cpu")
+        ));
+        assert!(allows(
+            &[RoleRef::new("read", "metrics")],
+            "find",
+            &coll("metrics", "system.buckets.cpu")
+        ));
+        assert!(!allows(
+            &[RoleRef::new("read", "metrics")],
+            "find",
+            &coll("other", "system.buckets.cpu")
+        ));
         assert!(!allows(&backup, "insert", &coll("x", "y")));
         assert!(!allows(
             &[RoleRef::new("backup", "app")],
