@@ -359,6 +359,18 @@ pub fn cli_rows(f: &Fixture) -> Vec<Row> {
             "--connect-timeout must be longer than 0s",
         ),
         cli(
+            &[
+                "restore",
+                "--from",
+                d,
+                "--uri",
+                &uri(),
+                "--allow-dropping-connected-user",
+            ],
+            2,
+            "--allow-dropping-connected-user only applies to --with-users --drop",
+        ),
+        cli(
             &["restore", "--from", d, "--uri", &uri(), "--parallel", "-2"],
             2,
             "'-2' is not a whole number",
