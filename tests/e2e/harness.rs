@@ -50,6 +50,22 @@ pub async fn demo_test_server() -> Source {
     }
 }
 
+/// The demo data set on the test server run as a one-member replica set: its backups carry
+/// an oplog.
+pub async fn demo_replica_set() -> Source {
+    let server = mongo_test_server::start(ServerConfig {
+        seed: mongo_test_server::Seed::Demo,
+        replica_set: Some("rs0".into()),
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("test server starts");
+    Source {
+        uri: server.uri(),
+        _server: Some(server),
+    }
+}
+
 async fn seed_real_server(uri: &str) {
     let client = mongodb::Client::with_uri_str(uri).await.expect("client");
     let commands: Vec<(String, RawDocumentBuf)> =

@@ -376,7 +376,19 @@ async fn damaged_archives_stop_with_a_clear_error() {
 
 #[tokio::test]
 async fn target_dying_mid_restore_is_reported_exactly() {
-    let b = backed_up_demo().await;
+    target_dying_mid_restore(backed_up_demo().await).await;
+}
+
+/// The same with an archive that carries an oplog: the replay, waiting for the data, is
+/// never started and never waited for.
+#[tokio::test]
+async fn target_dying_mid_restore_is_reported_exactly_with_an_oplog() {
+    let b = backed_up(demo_replica_set().await).await;
+    assert!(b.manifest.point_in_time.is_some());
+    target_dying_mid_restore(b).await;
+}
+
+async fn target_dying_mid_restore(b: Backed) {
     let target = fresh_target().await;
     let mut opts = restore_options(&target.uri());
     opts.parallel = 1;
