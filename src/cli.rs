@@ -701,8 +701,7 @@ async fn run_restore(args: RestoreArgs) -> Result<()> {
     }
     let report = match &result {
         Ok(report) => Some(report),
-        Err(Error::RestoreFailed { report, .. }) => Some(report.as_ref()),
-        Err(_) => None,
+        Err(e) => e.restore_report(),
     };
     if let Some(report) = report {
         let mut out = std::io::stdout().lock();

@@ -19,6 +19,7 @@ pub mod prune;
 pub mod restore;
 pub mod secret;
 pub mod signal;
+pub mod sink;
 pub mod source;
 pub mod store;
 pub mod verify;

@@ -19,8 +19,8 @@ use nightdump_archive::Header;
 use time::OffsetDateTime;
 
 pub use oplog::OplogPoint;
-pub use pipeline::{FinishWrite, OplogOutcome, SinkWrapper};
-pub use sink::Stored;
+pub use crate::sink::{FinishWrite, SinkWrapper, Stored};
+pub use pipeline::OplogOutcome;
 
 use crate::error::{Error, Result};
 use crate::layout::{format_time, BackupId, ARCHIVE_NAME, LATEST_KEY};

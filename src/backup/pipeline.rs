@@ -3,7 +3,7 @@
 //! bounded channel, so memory is bounded by the queues, not by the database.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -14,26 +14,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::oplog::{CapturedOplog, OplogCapture, OplogPoint};
-use super::sink::{ChunkSink, Stored};
+use super::sink::ChunkSink;
+use crate::sink::{FinishWrite, SinkWrapper, Stored};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::source::{read_collection, Batch, CollectionPlan, Kind, Source};
 use crate::store::Upload;
 
-/// A byte sink that can be closed, yielding what was stored. Encryption layers implement it
-/// by finishing their own stream and then their inner sink.
-pub trait FinishWrite: Write + Send {
-    fn finish_stream(self: Box<Self>) -> io::Result<Stored>;
-}
-
-impl FinishWrite for ChunkSink {
-    fn finish_stream(self: Box<Self>) -> io::Result<Stored> {
-        (*self).finish()
-    }
-}
-
-/// Wraps the raw sink (e.g. in an encryptor) before compression is layered on top.
-pub type SinkWrapper = Box<dyn FnOnce(Box<dyn FinishWrite>) -> Box<dyn FinishWrite> + Send>;
 
 pub struct DumpSettings {
     pub parallel: usize,
@@ -331,7 +318,9 @@ fn write_archive(
 ) -> Result<DumpResult> {
     let sink: Box<dyn FinishWrite> = Box::new(ChunkSink::new(chunk_tx, Arc::clone(&progress)));
     let sink = match settings.wrap_sink {
-        Some(wrap) => wrap(sink),
+        Some(wrap) => wrap(sink).map_err(|e| {
+            Error::Internal(format!("the encryption of the archive could not start: {e}"))
+        })?,
         None => sink,
     };
     let gz = GzEncoder::new(sink, Compression::new(settings.compression_level));

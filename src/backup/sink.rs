@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::progress::Progress;
+use crate::sink::{FinishWrite, Stored};
 
 pub const CHUNK_BYTES: usize = 1 << 20;
 
@@ -21,12 +22,6 @@ pub struct ChunkSink {
     progress: Arc<Progress>,
 }
 
-/// What was stored: size and SHA-256 of exactly the bytes handed to the destination.
-#[derive(Debug, Clone, Copy)]
-pub struct Stored {
-    pub size: u64,
-    pub sha256: [u8; 32],
-}
 
 impl ChunkSink {
     pub fn new(tx: mpsc::Sender<Bytes>, progress: Arc<Progress>) -> Self {
@@ -78,5 +73,11 @@ impl Write for ChunkSink {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl FinishWrite for ChunkSink {
+    fn finish_stream(self: Box<Self>) -> io::Result<Stored> {
+        (*self).finish()
     }
 }

@@ -7,7 +7,7 @@ use age::DecryptError;
 
 use super::envelope::EnvelopeReader;
 use super::keys::{Encrypt, Keys};
-use crate::backup::{FinishWrite, SinkWrapper, Stored};
+use crate::sink::{FinishWrite, SinkWrapper, Stored};
 use crate::error::{Error, Result};
 use crate::manifest::Encryption;
 
@@ -54,43 +54,13 @@ impl Encrypt {
         age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
             .map_err(|e| Error::invalid(format!("--encrypt: {e}")))?;
         Ok(Box::new(move |sink: Box<dyn FinishWrite>| {
-            let wrapped: Box<dyn FinishWrite> = match age::Encryptor::with_recipients(
+            let writer = age::Encryptor::with_recipients(
                 recipients.iter().map(|r| r as &dyn age::Recipient),
             )
-            .map_err(|e| io::Error::other(e.to_string()))
-            .and_then(|enc| enc.wrap_output(sink))
-            {
-                Ok(writer) => Box::new(AgeSink(writer)),
-                Err(e) => Box::new(Failed(Some(e))),
-            };
-            wrapped
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .wrap_output(sink)?;
+            Ok(Box::new(AgeSink(writer)) as Box<dyn FinishWrite>)
         }))
-    }
-}
-
-/// A sink whose encryptor could not be set up: every write reports why.
-pub(super) struct Failed(pub(super) Option<io::Error>);
-
-impl Failed {
-    fn error(&mut self) -> io::Error {
-        self.0
-            .take()
-            .unwrap_or_else(|| io::Error::other("the encryptor could not be set up"))
-    }
-}
-
-impl Write for Failed {
-    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-        Err(self.error())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Err(self.error())
-    }
-}
-
-impl FinishWrite for Failed {
-    fn finish_stream(mut self: Box<Self>) -> io::Result<Stored> {
-        Err(self.error())
     }
 }
 
@@ -248,7 +218,7 @@ mod tests {
             recipients: keys.identities.iter().map(|i| i.to_public()).collect(),
         };
         let out = Arc::new(Mutex::new(Vec::new()));
-        let mut sink = (e.sink_wrapper().unwrap())(Box::new(Collect(Arc::clone(&out))));
+        let mut sink = (e.sink_wrapper().unwrap())(Box::new(Collect(Arc::clone(&out)))).unwrap();
         for part in plain.chunks(10_000) {
             sink.write_all(part).unwrap();
         }

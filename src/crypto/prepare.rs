@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use base64::Engine;
 
-use super::age_stream::Failed;
 use super::envelope::EnvelopeWriter;
 use super::keys::{Encrypt, Keys, Unwrapped};
 use super::kms::Kms;
-use crate::backup::{FinishWrite, SinkWrapper, Stored};
+use crate::sink::{FinishWrite, SinkWrapper, Stored};
 use crate::error::{Error, Result};
 use crate::manifest::Encryption;
 
@@ -68,11 +67,8 @@ impl Encrypt {
                 let key = generated.key;
                 let wrap: SinkWrapper = Box::new(move |sink: Box<dyn FinishWrite>| {
                     // The key is dropped (and wiped) as soon as the cipher holds its copy.
-                    let wrapped: Box<dyn FinishWrite> = match EnvelopeWriter::new(&key, sink) {
-                        Ok(w) => Box::new(KmsSink(w)),
-                        Err(e) => Box::new(Failed(Some(e))),
-                    };
-                    wrapped
+                    let writer = EnvelopeWriter::new(&key, sink)?;
+                    Ok(Box::new(KmsSink(writer)) as Box<dyn FinishWrite>)
                 });
                 Ok(Prepared {
                     archive_name: self.archive_name(),

@@ -292,6 +292,22 @@ async fn join_stream(
     }
 }
 
+impl crate::error::PartialReport for RestoreReport {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Error {
+    /// The report of a restore that wrote some data and then stopped ([`Error::RestoreFailed`]).
+    pub fn restore_report(&self) -> Option<&RestoreReport> {
+        match self {
+            Error::RestoreFailed { report, .. } => report.as_any().downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// Aborts a helper task when the restore that spawned it ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 

@@ -4,6 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+pub use crate::error::store::DestinationError;
+
 /// A backup destination: a local directory or an S3 bucket and key prefix.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Destination {
@@ -11,30 +13,6 @@ pub enum Destination {
     Local { root: PathBuf },
     /// An S3 bucket; `prefix` has no leading or trailing `/` and is empty for the bucket root.
     S3 { bucket: String, prefix: String },
-}
-
-/// Why a destination string was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DestinationError {
-    #[error("empty destination: give a directory path, file:///abs/path or s3://bucket/prefix")]
-    Empty,
-    #[error("destination {url:?} names no bucket: use s3://bucket or s3://bucket/prefix")]
-    MissingBucket { url: String },
-    #[error("invalid S3 bucket name {bucket:?}: {reason}")]
-    InvalidBucket {
-        bucket: String,
-        reason: &'static str,
-    },
-    #[error("invalid S3 prefix in {url:?}: {reason}")]
-    InvalidPrefix { url: String, reason: &'static str },
-    #[error(
-        "credentials are not accepted in destination URLs: use AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an IAM role"
-    )]
-    CredentialsInUrl,
-    #[error("unsupported destination scheme {scheme:?}: use a directory path, file:///abs/path or s3://bucket/prefix")]
-    UnsupportedScheme { scheme: String },
-    #[error("invalid file URL {url:?}: {reason}")]
-    InvalidFileUrl { url: String, reason: &'static str },
 }
 
 impl FromStr for Destination {

@@ -3,7 +3,7 @@
 //! The same rules hold for every backend so that a key that works locally works on S3 and
 //! cannot escape the destination directory.
 
-use super::error::StoreError;
+use crate::error::StoreError;
 
 /// Checks that `key` names an object inside the destination.
 pub(crate) fn validate(key: &str) -> Result<(), StoreError> {

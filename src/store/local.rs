@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::error::StoreError;
+use crate::error::StoreError;
 use super::{ObjectInfo, ObjectReader, UploadReceipt};
 
 const TMP_MARK: &str = ".tmp-";

@@ -7,7 +7,6 @@
 mod aws;
 mod background;
 mod destination;
-mod error;
 mod key;
 mod local;
 mod lock;
@@ -22,7 +21,7 @@ use time::OffsetDateTime;
 
 pub use aws::{https_client, load_sdk_config};
 pub use destination::{Destination, DestinationError};
-pub use error::StoreError;
+pub use crate::error::StoreError;
 pub use lock::{LockMode, LockState, ObjectLock, Retention, MAX_RETAIN_FOR};
 pub use options::{
     S3Options, Sse, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_PART_SIZE,

@@ -1,6 +1,6 @@
 //! Settings of the S3 backend.
 
-use super::error::StoreError;
+use crate::error::StoreError;
 
 /// Smallest part S3 accepts for every part but the last.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;

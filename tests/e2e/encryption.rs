@@ -310,7 +310,7 @@ async fn a_flipped_byte_is_caught_before_anything_is_restored() {
     )
     .await
     .unwrap_err();
-    let Error::RestoreFailed { report, .. } = &err else {
+    let Some(report) = err.restore_report() else {
         panic!("expected a partial restore report: {err}");
     };
     assert!(err.to_string().contains("age decryption failed"), "{err}");

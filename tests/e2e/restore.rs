@@ -352,7 +352,7 @@ async fn damaged_archives_stop_with_a_clear_error() {
     let err = restore::run(&opts, from_bytes("flipped", damaged), &progress())
         .await
         .unwrap_err();
-    let Error::RestoreFailed { report, .. } = &err else {
+    let Some(report) = err.restore_report() else {
         panic!("expected a report, got {err}");
     };
     let text = err.to_string();
@@ -397,7 +397,7 @@ async fn target_dying_mid_restore(b: Backed) {
     let err = restore::run(&opts, from_backup(&b.store), &progress())
         .await
         .unwrap_err();
-    let Error::RestoreFailed { report, .. } = &err else {
+    let Some(report) = err.restore_report() else {
         panic!("expected a report, got {err}");
     };
     assert_eq!(err.exit_code(), 9);
@@ -969,7 +969,7 @@ async fn a_document_over_16_mib_stops_the_restore_at_its_namespace_and_offset() 
         "{text}"
     );
     assert!(text.contains(&format!("(offset {at})")), "{text}");
-    let Error::RestoreFailed { report, .. } = &err else {
+    let Some(report) = err.restore_report() else {
         panic!("expected a report, got {err}");
     };
     assert_ne!(row(report, "test.b").status, Status::Complete);

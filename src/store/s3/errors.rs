@@ -4,7 +4,7 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
-use crate::store::error::StoreError;
+use crate::error::StoreError;
 
 /// What was being done when the error happened, for the message.
 pub(crate) struct Context<'a> {

@@ -15,7 +15,7 @@ use md5::{Digest, Md5};
 use time::OffsetDateTime;
 
 use super::{errors, S3Store};
-use crate::store::error::StoreError;
+use crate::error::StoreError;
 use crate::store::lock::LockState;
 use crate::store::lock::{LockMode, Retention};
 

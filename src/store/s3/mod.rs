@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 
 use super::aws::CONNECT_TIMEOUT;
 use super::background::Background;
-use super::error::StoreError;
+use crate::error::StoreError;
 use super::options::S3Options;
 use super::{ObjectInfo, ObjectReader};
 

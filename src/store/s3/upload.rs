@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
 use super::{lock, object_settings, S3Store};
-use crate::store::error::StoreError;
+use crate::error::StoreError;
 use crate::store::{Retention, UploadReceipt};
 
 /// S3's limit on parts per multipart upload.

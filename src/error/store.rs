@@ -1,4 +1,5 @@
-//! Errors of the storage layer.
+//! Errors of the storage layer (kept here, with the crate's other errors, so that the error
+//! module depends on no feature module).
 //!
 //! Rules: every variant is something a caller can act on (retry, tell the user a precise fix,
 //! map to an exit code); messages are one line, name the path/bucket/key concerned and the fix,
@@ -7,7 +8,6 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::destination::DestinationError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -130,6 +130,30 @@ impl StoreError {
             _ => StoreError::Io { path, source },
         }
     }
+}
+
+/// Why a destination string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationError {
+    #[error("empty destination: give a directory path, file:///abs/path or s3://bucket/prefix")]
+    Empty,
+    #[error("destination {url:?} names no bucket: use s3://bucket or s3://bucket/prefix")]
+    MissingBucket { url: String },
+    #[error("invalid S3 bucket name {bucket:?}: {reason}")]
+    InvalidBucket {
+        bucket: String,
+        reason: &'static str,
+    },
+    #[error("invalid S3 prefix in {url:?}: {reason}")]
+    InvalidPrefix { url: String, reason: &'static str },
+    #[error(
+        "credentials are not accepted in destination URLs: use AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an IAM role"
+    )]
+    CredentialsInUrl,
+    #[error("unsupported destination scheme {scheme:?}: use a directory path, file:///abs/path or s3://bucket/prefix")]
+    UnsupportedScheme { scheme: String },
+    #[error("invalid file URL {url:?}: {reason}")]
+    InvalidFileUrl { url: String, reason: &'static str },
 }
 
 #[cfg(test)]

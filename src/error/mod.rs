@@ -7,7 +7,9 @@
 
 use nightdump_archive::ArchiveError;
 
-use crate::store::StoreError;
+pub mod store;
+
+pub use store::{DestinationError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,7 +74,7 @@ pub enum Error {
     #[error("{summary}")]
     RestoreFailed {
         summary: String,
-        report: Box<crate::restore::RestoreReport>,
+        report: Box<dyn PartialReport>,
     },
 
     #[error("backup {id} not found at {destination}: run `nightdump list --from {destination}` to see the backups")]
@@ -106,6 +108,13 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a restore that stopped part way had written: the restore's report, carried by
+/// [`Error::RestoreFailed`] without this module depending on the restore's (read it with
+/// `Error::restore_report`).
+pub trait PartialReport: std::fmt::Debug + Send + Sync + 'static {
+    fn as_any(&self) -> &dyn std::any::Any;
+}
 
 impl Error {
     /// Exit codes, documented in the README.
