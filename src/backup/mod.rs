@@ -18,8 +18,8 @@ use bytes::Bytes;
 use nightdump_archive::Header;
 use time::OffsetDateTime;
 
-pub use oplog::OplogPoint;
 pub use crate::sink::{FinishWrite, SinkWrapper, Stored};
+pub use oplog::OplogPoint;
 pub use pipeline::OplogOutcome;
 
 use crate::error::{Error, Result};

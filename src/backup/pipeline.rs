@@ -15,12 +15,11 @@ use tokio::task::JoinSet;
 
 use super::oplog::{CapturedOplog, OplogCapture, OplogPoint};
 use super::sink::ChunkSink;
-use crate::sink::{FinishWrite, SinkWrapper, Stored};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::sink::{FinishWrite, SinkWrapper, Stored};
 use crate::source::{read_collection, Batch, CollectionPlan, Kind, Source};
 use crate::store::Upload;
-
 
 pub struct DumpSettings {
     pub parallel: usize,
@@ -319,7 +318,9 @@ fn write_archive(
     let sink: Box<dyn FinishWrite> = Box::new(ChunkSink::new(chunk_tx, Arc::clone(&progress)));
     let sink = match settings.wrap_sink {
         Some(wrap) => wrap(sink).map_err(|e| {
-            Error::Internal(format!("the encryption of the archive could not start: {e}"))
+            Error::Internal(format!(
+                "the encryption of the archive could not start: {e}"
+            ))
         })?,
         None => sink,
     };

@@ -22,7 +22,6 @@ pub struct ChunkSink {
     progress: Arc<Progress>,
 }
 
-
 impl ChunkSink {
     pub fn new(tx: mpsc::Sender<Bytes>, progress: Arc<Progress>) -> Self {
         Self {

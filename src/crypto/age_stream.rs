@@ -7,9 +7,9 @@ use age::DecryptError;
 
 use super::envelope::EnvelopeReader;
 use super::keys::{Encrypt, Keys};
-use crate::sink::{FinishWrite, SinkWrapper, Stored};
 use crate::error::{Error, Result};
 use crate::manifest::Encryption;
+use crate::sink::{FinishWrite, SinkWrapper, Stored};
 
 /// Every age file (binary, not armored) starts with this line.
 pub const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";

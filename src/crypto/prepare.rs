@@ -10,9 +10,9 @@ use base64::Engine;
 use super::envelope::EnvelopeWriter;
 use super::keys::{Encrypt, Keys, Unwrapped};
 use super::kms::Kms;
-use crate::sink::{FinishWrite, SinkWrapper, Stored};
 use crate::error::{Error, Result};
 use crate::manifest::Encryption;
+use crate::sink::{FinishWrite, SinkWrapper, Stored};
 
 /// What a backup needs to encrypt its archive.
 pub struct Prepared {

@@ -8,7 +8,6 @@
 use std::io;
 use std::path::PathBuf;
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]

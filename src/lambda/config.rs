@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::backup::MAX_PARALLEL;
-use crate::cli::parse_duration;
 use crate::error::{Error, Result};
-use crate::namespace::{parse_list, NamespacePattern};
+use crate::namespace::NamespacePattern;
 use crate::secret::ConnectionString;
-use crate::store::{Destination, S3Options, Sse};
+use crate::settings;
+use crate::store::{Destination, S3Options};
 
 pub const TO: &str = "NIGHTDUMP_TO";
 pub const SECRET_ARN: &str = "NIGHTDUMP_MONGODB_SECRET_ARN";
@@ -87,13 +86,7 @@ fn get<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
 }
 
 fn flag(env: &HashMap<String, String>, name: &str) -> Result<bool> {
-    match get(env, name) {
-        None | Some("0") | Some("false") => Ok(false),
-        Some("1") | Some("true") => Ok(true),
-        Some(other) => Err(Error::invalid(format!(
-            "{name}='{other}' is not a switch: set it to 1 or 0"
-        ))),
-    }
+    settings::switch(name, get(env, name))
 }
 
 impl LambdaConfig {
@@ -105,25 +98,20 @@ impl LambdaConfig {
         let s3 = parse_s3(env)?;
         let parallel = match get(env, PARALLEL) {
             None => DEFAULT_PARALLEL,
-            Some(v) => parse_parallel(PARALLEL, v)?,
+            Some(v) => settings::parallel(PARALLEL, v)?,
         };
         let include = patterns(env, INCLUDE)?;
         let exclude = patterns(env, EXCLUDE)?;
         let max_age = get(env, MAX_AGE)
-            .map(|v| parse_duration(MAX_AGE, v))
+            .map(|v| settings::duration(MAX_AGE, v))
             .transpose()?;
         let connect_timeout = match get(env, CONNECT_TIMEOUT) {
             None => DEFAULT_CONNECT_TIMEOUT,
-            Some(v) => parse_duration(CONNECT_TIMEOUT, v)?,
+            Some(v) => settings::connect_timeout(CONNECT_TIMEOUT, v)?,
         };
-        if connect_timeout.is_zero() {
-            return Err(Error::invalid(format!(
-                "{CONNECT_TIMEOUT} must be longer than 0s: use e.g. 30s"
-            )));
-        }
         let stale_upload_age = match get(env, STALE_UPLOAD_AGE) {
             None => crate::backup::STALE_UPLOAD_AGE,
-            Some(v) => parse_duration(STALE_UPLOAD_AGE, v)?,
+            Some(v) => settings::duration(STALE_UPLOAD_AGE, v)?,
         };
         let encrypt = match get(env, ENCRYPT) {
             None => None,
@@ -134,7 +122,7 @@ impl LambdaConfig {
         let allow_inconsistent = flag(env, ALLOW_INCONSISTENT)?;
         let allow_empty = flag(env, ALLOW_EMPTY)?;
         let prune = get(env, PRUNE)
-            .map(|spec| crate::prune::cli::parse_policy(PRUNE, spec))
+            .map(|spec| settings::policy(PRUNE, spec))
             .transpose()?;
         Ok(LambdaConfig {
             prune,
@@ -161,7 +149,7 @@ fn parse_destination(env: &HashMap<String, String>) -> Result<Destination> {
             "{TO} is not set: set it to the backup location, s3://BUCKET/PREFIX"
         ))
     })?;
-    to.parse().map_err(|e| Error::invalid(format!("{TO}: {e}")))
+    settings::destination(TO, to)
 }
 
 fn parse_uri_source(env: &HashMap<String, String>) -> Result<UriSource> {
@@ -208,7 +196,7 @@ fn is_secret_arn(arn: &str) -> bool {
 }
 
 fn parse_s3(env: &HashMap<String, String>) -> Result<S3Options> {
-    let sse = parse_sse(get(env, SSE), get(env, KMS_KEY_ID))?;
+    let sse = settings::sse((SSE, get(env, SSE)), (KMS_KEY_ID, get(env, KMS_KEY_ID)))?;
     let object_lock = crate::store::ObjectLock::parse(
         OBJECT_LOCK,
         get(env, OBJECT_LOCK),
@@ -220,50 +208,19 @@ fn parse_s3(env: &HashMap<String, String>) -> Result<S3Options> {
         object_lock,
         force_path_style: flag(env, S3_PATH_STYLE)?,
         sse,
-        storage_class: get(env, STORAGE_CLASS).map(str::to_string),
+        storage_class: get(env, STORAGE_CLASS)
+            .map(|v| settings::storage_class(STORAGE_CLASS, v))
+            .transpose()?,
         ..S3Options::default()
     };
-    if let Some(class) = &s3.storage_class {
-        if !class.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
-            return Err(Error::invalid(format!(
-                "{STORAGE_CLASS} '{class}' is not an S3 storage class: use e.g. STANDARD, STANDARD_IA or GLACIER_IR"
-            )));
-        }
-    }
     s3.validate()
         .map_err(|e| Error::invalid(format!("{SSE}/{KMS_KEY_ID}/{STORAGE_CLASS}: {e}")))?;
     Ok(s3)
 }
 
-fn parse_sse(sse: Option<&str>, key: Option<&str>) -> Result<Sse> {
-    match (sse, key) {
-        (None | Some("none"), None) => Ok(Sse::None),
-        (Some("s3") | Some("AES256"), None) => Ok(Sse::S3),
-        (Some("kms") | Some("aws:kms"), key) | (None, key @ Some(_)) => Ok(Sse::Kms {
-            key_id: key.map(str::to_string),
-        }),
-        (Some(mode @ ("none" | "s3" | "AES256")), Some(_)) => Err(Error::invalid(format!(
-            "{KMS_KEY_ID} is set but {SSE}={mode}: set {SSE}=kms or clear {KMS_KEY_ID}"
-        ))),
-        (Some(other), _) => Err(Error::invalid(format!(
-            "{SSE}='{other}' is not a server-side encryption mode: use none, s3 or kms"
-        ))),
-    }
-}
-
-/// Parses a parallelism given by the environment or an event (`what` names it).
-pub fn parse_parallel(what: &str, value: &str) -> Result<usize> {
-    match value.trim().parse::<usize>() {
-        Ok(n) if (1..=MAX_PARALLEL).contains(&n) => Ok(n),
-        _ => Err(Error::invalid(format!(
-            "{what}='{value}' is not a valid parallelism: use a whole number from 1 to {MAX_PARALLEL}"
-        ))),
-    }
-}
-
 fn patterns(env: &HashMap<String, String>, name: &str) -> Result<Vec<NamespacePattern>> {
     get(env, name)
-        .map(|v| parse_list(v).map_err(|e| Error::invalid(format!("{name}: {e}"))))
+        .map(|v| settings::pattern_list(name, v))
         .transpose()
         .map(Option::unwrap_or_default)
 }
@@ -271,6 +228,7 @@ fn patterns(env: &HashMap<String, String>, name: &str) -> Result<Vec<NamespacePa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Sse;
 
     const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/mongo-AbCdEf";
 

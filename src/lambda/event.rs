@@ -8,8 +8,6 @@ use crate::error::{Error, Result};
 use crate::layout::parse_time;
 use crate::namespace::NamespacePattern;
 
-use super::config::parse_parallel;
-
 /// The payload as Lambda delivers it. Bytes that are not JSON are kept as the parser's
 /// complaint, so they are reported like any other bad event (its error type, a metrics
 /// record, a log line) instead of by the runtime before the handler is reached.
@@ -143,7 +141,7 @@ impl Invocation {
             parallel: manual
                 .parallel
                 .map(|n| {
-                    parse_parallel("event parallel", &n.to_string())
+                    crate::settings::parallel("event parallel", &n.to_string())
                         .map_err(|e| Error::InvalidEvent(e.to_string()))
                 })
                 .transpose()?,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use lambda_runtime::{Diagnostic, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -20,6 +20,7 @@ use crate::source::{ReadPreferenceChoice, SourceOptions};
 use crate::store::Store;
 
 use super::config::{LambdaConfig, UriSource, COMPRESSION_LEVEL};
+pub use super::error::HandlerError;
 use super::event::{Invocation, Payload};
 use super::metrics::{MetricsSink, PruneMetrics, RunMetrics};
 use super::secrets::{connection_string_from_secret, SecretSource};
@@ -39,53 +40,6 @@ pub struct Deps<S, M> {
     pub sdk: aws_config::SdkConfig,
     pub secrets: S,
     pub metrics: M,
-}
-
-/// The error Lambda records: a stable `errorType` and a one-line message without secrets.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct HandlerError {
-    error_type: &'static str,
-    message: String,
-}
-
-impl HandlerError {
-    /// The connection string could not be obtained from Secrets Manager.
-    pub fn secret(message: String) -> Self {
-        HandlerError {
-            error_type: "SecretUnavailable",
-            message,
-        }
-    }
-
-    /// Wraps a library error, scrubbing what `uri` knows of its secrets as a last guard.
-    pub fn from_error(error: &Error, uri: Option<&ConnectionString>) -> Self {
-        let text = error.to_string();
-        let text = uri.map(|u| u.scrub(&text)).unwrap_or(text);
-        HandlerError {
-            error_type: error.error_type(),
-            message: crate::error::one_line(&text, 1000),
-        }
-    }
-
-    pub fn error_type(&self) -> &'static str {
-        self.error_type
-    }
-}
-
-impl From<Error> for HandlerError {
-    fn from(error: Error) -> Self {
-        HandlerError::from_error(&error, None)
-    }
-}
-
-impl From<HandlerError> for Diagnostic {
-    fn from(error: HandlerError) -> Diagnostic {
-        Diagnostic {
-            error_type: error.error_type.to_string(),
-            error_message: error.message,
-        }
-    }
 }
 
 /// What a successful run returns to the caller (and what Lambda logs for it).
@@ -172,7 +126,7 @@ where
             bytes: 0,
             documents: 0,
             backup_id: None,
-            error_type: Some(e.error_type.to_string()),
+            error_type: Some(e.error_type().to_string()),
             already_existed: false,
             prune: None,
         },
@@ -186,7 +140,7 @@ where
         Ok(s) => {
             tracing::info!(backup_id = %s.backup_id, size = s.size, documents = s.documents, "backup complete")
         }
-        Err(e) => tracing::error!(error_type = e.error_type, error = %e, "backup failed"),
+        Err(e) => tracing::error!(error_type = e.error_type(), error = %e, "backup failed"),
     }
     result
 }
@@ -551,7 +505,7 @@ mod tests {
             target: "db:1".into(),
             detail: "auth with pa55word\nsecond line".into(),
         };
-        let d: Diagnostic = HandlerError::from_error(&e, Some(&uri)).into();
+        let d: lambda_runtime::Diagnostic = HandlerError::from_error(&e, Some(&uri)).into();
         assert_eq!(d.error_type, "MongoUnreachable");
         assert!(!d.error_message.contains("pa55word"), "{}", d.error_message);
         assert!(!d.error_message.contains('\n'));

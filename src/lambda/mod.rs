@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod destination;
+pub mod error;
 pub mod event;
 pub mod handler;
 pub mod metrics;

@@ -3,7 +3,6 @@
 //! Only what nightdump wrote is ever touched: directories whose name is a backup id, and in
 //! them only the object names a backup writes. Anything else found there is left and reported.
 
-pub mod cli;
 mod policy;
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::error::StoreError;
 use super::{ObjectInfo, ObjectReader, UploadReceipt};
+use crate::error::StoreError;
 
 const TMP_MARK: &str = ".tmp-";
 const PROBE_PREFIX: &str = ".nightdump-probe-";

@@ -19,9 +19,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use time::OffsetDateTime;
 
+pub use crate::error::StoreError;
 pub use aws::{https_client, load_sdk_config};
 pub use destination::{Destination, DestinationError};
-pub use crate::error::StoreError;
 pub use lock::{LockMode, LockState, ObjectLock, Retention, MAX_RETAIN_FOR};
 pub use options::{
     S3Options, Sse, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_PART_SIZE,

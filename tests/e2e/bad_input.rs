@@ -725,23 +725,23 @@ pub fn env_rows() -> Vec<Row> {
         ),
         env(
             &[("NIGHTDUMP_SSE", Some("aes"))],
-            "NIGHTDUMP_SSE='aes' is not a server-side encryption mode",
+            "unknown NIGHTDUMP_SSE 'aes': use none, s3 or kms",
         ),
         env(
             &[("NIGHTDUMP_SSE", Some("s3"))],
-            "NIGHTDUMP_KMS_KEY_ID is set but NIGHTDUMP_SSE=s3",
+            "NIGHTDUMP_KMS_KEY_ID needs NIGHTDUMP_SSE=kms, not NIGHTDUMP_SSE=s3",
         ),
         env(
             &[("NIGHTDUMP_PARALLEL", Some("0"))],
-            "NIGHTDUMP_PARALLEL='0' is not a valid parallelism",
+            "NIGHTDUMP_PARALLEL must be between 1 and 64, got 0",
         ),
         env(
             &[("NIGHTDUMP_PARALLEL", Some("-4"))],
-            "NIGHTDUMP_PARALLEL='-4' is not a valid parallelism",
+            "NIGHTDUMP_PARALLEL must be between 1 and 64, got -4",
         ),
         env(
             &[("NIGHTDUMP_PARALLEL", Some("four"))],
-            "NIGHTDUMP_PARALLEL='four' is not a valid parallelism",
+            "NIGHTDUMP_PARALLEL 'four' is not a whole number",
         ),
         env(
             &[("NIGHTDUMP_INCLUDE", Some("nodot"))],

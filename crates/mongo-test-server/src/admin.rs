@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use bson::{rawdoc, DateTime, RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp};
 
 use crate::auth;
-use crate::connection::Client;
 use crate::error::CommandError;
-use crate::server::Shared;
+use crate::state::Client;
+use crate::state::Shared;
 
 pub const VERSION: &str = "7.0.14";
 const VERSION_ARRAY: [i32; 4] = [7, 0, 14, 0];

@@ -1,7 +1,6 @@
 //! One client connection: read a message, run its command, write the reply, until the
 //! client leaves, a fault or a malformed message closes it, or the server stops.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bson::{rawdoc, RawBsonRef, RawDocument, RawDocumentBuf};
@@ -9,39 +8,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::admin;
-use crate::auth::{self, Decision, RoleRef, Session};
+use crate::auth::{self, Decision, RoleRef};
 use crate::error::CommandError;
 use crate::faults::{BatchFault, CommandFault};
-use crate::server::{stopping, Shared};
+use crate::state::{stopping, Client, Shared};
 use crate::wire::{self, Message, WireError, MAX_REPLY_DOCUMENT_SIZE};
-
-/// What the server knows about the client behind one connection.
-#[derive(Debug)]
-pub(crate) struct Client {
-    pub id: i32,
-    pub peer: Option<SocketAddr>,
-    pub session: Session,
-    /// In-process commands from the handle: no authentication, no faults.
-    pub internal: bool,
-}
-
-impl Client {
-    pub fn new(id: i32, peer: Option<SocketAddr>) -> Self {
-        Self {
-            id,
-            peer,
-            session: Session::default(),
-            internal: false,
-        }
-    }
-
-    pub fn internal() -> Self {
-        Self {
-            internal: true,
-            ..Self::new(0, None)
-        }
-    }
-}
 
 enum Step {
     Continue,

@@ -19,6 +19,7 @@ pub mod error;
 pub mod faults;
 pub mod seed;
 mod server;
+mod state;
 pub mod tls;
 pub mod wire;
 

@@ -2,21 +2,21 @@
 //! its connections share. Instances are independent; nothing here is global.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use bson::{oid::ObjectId, Document, Timestamp};
+use bson::Document;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::auth::{User, UserError, UserStore};
-use crate::connection::{self, Client};
+use crate::connection;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::CommandError;
 use crate::faults::Faults;
 use crate::seed::{self, Seed};
+use crate::state::{stopping, Client, Counters, Shared};
 use crate::tls::{self, TlsConfig, TlsError};
 
 /// How to start a server.
@@ -69,68 +69,6 @@ pub enum StartError {
     Seed { db: String, source: CommandError },
 }
 
-/// Connection counts for serverStatus.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub current: AtomicU64,
-    pub total_created: AtomicU64,
-}
-
-/// State shared by every connection of one instance.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub engine: Arc<Engine>,
-    pub users: UserStore,
-    pub faults: Faults,
-    /// The address clients dial, as hello reports it in `me`/`hosts`.
-    pub host: String,
-    pub replica_set: Option<String>,
-    pub tls: bool,
-    pub election_id: ObjectId,
-    pub started: Instant,
-    pub counters: Counters,
-    next_connection_id: AtomicI32,
-    next_request_id: AtomicI32,
-    /// Last `$clusterTime` handed out, so replies never go back in time.
-    clock: Mutex<Timestamp>,
-}
-
-impl Shared {
-    pub fn next_connection_id(&self) -> i32 {
-        self.next_connection_id.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    pub fn next_request_id(&self) -> i32 {
-        self.next_request_id.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// The cluster time: the newest oplog entry, or a logical clock advanced from the wall
-    /// clock when nothing has been written since. Never decreases.
-    pub fn cluster_time(&self) -> Timestamp {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-            .unwrap_or(0);
-        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = *clock;
-        if let Some(op) = self.engine.last_optime() {
-            if (op.time, op.increment) > (next.time, next.increment) {
-                next = op;
-            }
-        }
-        // Increment 0: the oplog's first entry of a new second is (now, 1), so a write is
-        // always after every cluster time handed out before it, as on mongod.
-        if now > next.time {
-            next = Timestamp {
-                time: now,
-                increment: 0,
-            };
-        }
-        *clock = next;
-        next
-    }
-}
-
 /// A running server. Dropping it stops the server in the background; [`shutdown`]
 /// stops it and waits.
 ///
@@ -169,23 +107,13 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     });
     apply_seed(&engine, &config.seed).await?;
     let users = users.with_catalog(engine.clone());
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Shared::new(
         engine,
         users,
-        faults: Faults::default(),
-        host: SocketAddr::new(dial_ip, addr.port()).to_string(),
-        replica_set: config.replica_set.clone(),
-        tls: acceptor.is_some(),
-        election_id: ObjectId::new(),
-        started: Instant::now(),
-        counters: Counters::default(),
-        next_connection_id: AtomicI32::new(0),
-        next_request_id: AtomicI32::new(0),
-        clock: Mutex::new(Timestamp {
-            time: 0,
-            increment: 0,
-        }),
-    });
+        SocketAddr::new(dial_ip, addr.port()).to_string(),
+        config.replica_set.clone(),
+        acceptor.is_some(),
+    ));
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, acceptor, shared.clone(), stopped));
     tracing::info!(%addr, replica_set = ?config.replica_set, tls = shared.tls, auth = shared.users.enforced(), "listening");
@@ -279,11 +207,6 @@ async fn connection_task(
             }
         }
     }
-}
-
-/// Resolves once the server is asked to stop (or its handle is gone).
-pub(crate) async fn stopping(stopped: &mut watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// Keeps serverStatus's connection counts.

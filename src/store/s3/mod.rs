@@ -23,9 +23,9 @@ use time::OffsetDateTime;
 
 use super::aws::CONNECT_TIMEOUT;
 use super::background::Background;
-use crate::error::StoreError;
 use super::options::S3Options;
 use super::{ObjectInfo, ObjectReader};
+use crate::error::StoreError;
 
 pub(crate) use upload::S3Upload;
 

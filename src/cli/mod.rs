@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod progress_bar;
+mod prune;
+
 use crate::backup::{self, BackupOptions};
 use crate::catalog::{self, Selector};
 use crate::error::{Error, Result};
@@ -14,6 +17,7 @@ use crate::layout::parse_time;
 use crate::namespace::{NamespaceFilter, NamespacePattern};
 use crate::progress::Progress;
 use crate::secret::ConnectionString;
+use crate::settings;
 use crate::source::SourceOptions;
 use crate::store::{Destination, S3Options, Sse, Store};
 
@@ -61,7 +65,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct StoreArgs {
     /// Use path-style S3 addressing (for S3-compatible endpoints such as MinIO or moto).
-    #[arg(long, env = "NIGHTDUMP_S3_PATH_STYLE")]
+    #[arg(long, env = "NIGHTDUMP_S3_PATH_STYLE", value_parser = switch)]
     pub s3_path_style: bool,
     /// AWS region of the bucket (default: from the AWS configuration).
     #[arg(long, env = "AWS_REGION")]
@@ -135,14 +139,14 @@ pub struct BackupArgs {
     /// Back up a source that cannot be made consistent to one point in time (a standalone
     /// server, a mongos, or --no-oplog) instead of refusing; each collection is then as of
     /// its own read.
-    #[arg(long, env = "NIGHTDUMP_ALLOW_INCONSISTENT")]
+    #[arg(long, env = "NIGHTDUMP_ALLOW_INCONSISTENT", value_parser = switch)]
     pub allow_inconsistent: bool,
     /// Do not capture the oplog on a replica set (needs --allow-inconsistent).
     #[arg(long)]
     pub no_oplog: bool,
     /// Make the backup even when --include/--exclude select no collection (only admin's
     /// users, roles and auth version would be in it); refused otherwise.
-    #[arg(long, env = "NIGHTDUMP_ALLOW_EMPTY")]
+    #[arg(long, env = "NIGHTDUMP_ALLOW_EMPTY", value_parser = switch)]
     pub allow_empty: bool,
     #[command(flatten)]
     pub store: StoreArgs,
@@ -226,7 +230,7 @@ pub struct CatArgs {
     pub raw: bool,
 }
 
-pub use crate::prune::cli::PruneArgs;
+pub use prune::PruneArgs;
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
@@ -368,6 +372,12 @@ impl RestoreArgs {
     }
 }
 
+/// A switch read from its variable takes what the Lambda's do (1, 0, true, false): one rule
+/// for both front ends, from the settings layer.
+fn switch(value: &str) -> std::result::Result<bool, String> {
+    settings::switch("the value", Some(value)).map_err(|e| e.to_string())
+}
+
 /// A count option: a negative or non-numeric value is named as such, rather than being
 /// taken for an unknown option.
 fn whole_number<T: std::str::FromStr>(s: &str) -> std::result::Result<T, String> {
@@ -376,39 +386,22 @@ fn whole_number<T: std::str::FromStr>(s: &str) -> std::result::Result<T, String>
         .map_err(|_| format!("'{s}' is not a whole number: give a positive count, e.g. 4"))
 }
 
-pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
-    humantime::parse_duration(s.trim()).map_err(|_| {
-        Error::invalid(format!(
-            "{what} '{s}' is not a duration: use e.g. 30s, 26h or 7d"
-        ))
-    })
+// Every value is checked by the settings layer, as the Lambda's are: the same verdict for
+// the same value, the error naming the flag.
+fn parse_duration(flag: &str, value: &str) -> Result<Duration> {
+    settings::duration(flag, value)
 }
 
-/// `--connect-timeout`: as the Lambda's NIGHTDUMP_CONNECT_TIMEOUT, zero is refused (it would
-/// fail every run at once, looking like an unreachable server).
-pub fn parse_connect_timeout(s: &str) -> Result<Duration> {
-    let d = parse_duration("--connect-timeout", s)?;
-    if d.is_zero() {
-        return Err(Error::invalid(
-            "--connect-timeout must be longer than 0s: use e.g. 30s",
-        ));
-    }
-    Ok(d)
+fn parse_connect_timeout(value: &str) -> Result<Duration> {
+    settings::connect_timeout("--connect-timeout", value)
 }
 
 fn parse_patterns(flag: &str, values: &[String]) -> Result<Vec<NamespacePattern>> {
-    values
-        .iter()
-        .map(|v| {
-            v.parse()
-                .map_err(|e: String| Error::invalid(format!("{flag}: {e}")))
-        })
-        .collect()
+    settings::patterns(flag, values.iter().map(String::as_str))
 }
 
-fn parse_destination(flag: &str, s: &str) -> Result<Destination> {
-    s.parse()
-        .map_err(|e| Error::invalid(format!("{flag}: {e}")))
+fn parse_destination(flag: &str, value: &str) -> Result<Destination> {
+    settings::destination(flag, value)
 }
 
 fn s3_options(args: &StoreArgs, sse: Sse, storage_class: Option<String>) -> S3Options {
@@ -429,7 +422,15 @@ impl BackupArgs {
         })?;
         let uri = ConnectionString::parse(uri).map_err(Error::Invalid)?;
         let destination = parse_destination("--to", &self.to)?;
-        let sse = parse_sse(self.sse.as_deref(), self.kms_key_id.clone())?;
+        let sse = settings::sse(
+            ("--sse", self.sse.as_deref()),
+            ("--kms-key-id", self.kms_key_id.as_deref()),
+        )?;
+        let storage_class = self
+            .storage_class
+            .as_deref()
+            .map(|c| settings::storage_class("--storage-class", c))
+            .transpose()?;
         let object_lock = crate::store::ObjectLock::parse(
             "--object-lock",
             self.object_lock.as_deref(),
@@ -442,7 +443,7 @@ impl BackupArgs {
                 "--object-lock needs an S3 destination; {destination} is a directory: back up to s3://BUCKET/PREFIX or leave out --object-lock"
             )));
         }
-        let mut s3 = s3_options(&self.store, sse, self.storage_class.clone());
+        let mut s3 = s3_options(&self.store, sse, storage_class);
         s3.object_lock = object_lock;
         let options = BackupOptions {
             source: SourceOptions {
@@ -479,23 +480,6 @@ impl BackupArgs {
             .map_err(|e| Error::invalid(e.to_string()))?;
         let s3 = options.s3.clone();
         Ok((options, destination, s3))
-    }
-}
-
-pub fn parse_sse(sse: Option<&str>, kms_key_id: Option<String>) -> Result<Sse> {
-    let kms_key_id = kms_key_id.filter(|k| !k.trim().is_empty());
-    match (sse.map(str::trim).filter(|s| !s.is_empty()), kms_key_id) {
-        (None, None) => Ok(Sse::None),
-        (None | Some("kms") | Some("aws:kms"), Some(key)) => Ok(Sse::Kms { key_id: Some(key) }),
-        (Some("kms") | Some("aws:kms"), None) => Ok(Sse::Kms { key_id: None }),
-        (Some("s3") | Some("AES256"), None) => Ok(Sse::S3),
-        (Some("none"), None) => Ok(Sse::None),
-        (Some(other), Some(_)) if other != "kms" => Err(Error::invalid(format!(
-            "--kms-key-id needs --sse kms, not --sse {other}"
-        ))),
-        (Some(other), _) => Err(Error::invalid(format!(
-            "unknown --sse '{other}': use none, s3 or kms"
-        ))),
     }
 }
 
@@ -655,7 +639,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Restore(args) => run_restore(args).await,
-        Command::Prune(args) => crate::prune::cli::run(args).await,
+        Command::Prune(args) => prune::run(args).await,
     }
 }
 
@@ -684,7 +668,7 @@ async fn run_restore(args: RestoreArgs) -> Result<()> {
     };
     let progress = Arc::new(Progress::default());
     let show_bar = !args.quiet && !args.json && std::io::stderr().is_terminal();
-    let bar = show_bar.then(|| crate::progress_bar::spawn(Arc::clone(&progress)));
+    let bar = show_bar.then(|| progress_bar::spawn(Arc::clone(&progress)));
     let cancel = options.cancel.clone();
     let signals = tokio::spawn(async move {
         let name = crate::signal::stop_requested().await;
@@ -721,7 +705,7 @@ async fn run_backup(args: BackupArgs) -> Result<()> {
     let store = Store::open(&destination, &s3).await?;
     let progress = Arc::new(Progress::default());
     let show_bar = !args.quiet && !args.json && std::io::stderr().is_terminal();
-    let bar = show_bar.then(|| crate::progress_bar::spawn(Arc::clone(&progress)));
+    let bar = show_bar.then(|| progress_bar::spawn(Arc::clone(&progress)));
     // A signal drops the backup where it stands: its upload is aborted (and waited for), its
     // temporary files go, nothing is marked successful.
     let result = tokio::select! {

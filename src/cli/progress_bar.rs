@@ -11,7 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::cli::human_bytes;
+use super::human_bytes;
 use crate::progress::{NamespaceProgress, NamespaceState, Progress};
 
 pub struct Bar {

@@ -4,9 +4,10 @@ use std::io::Write;
 
 use clap::Args;
 
-use super::{Outcome, Policy, PruneReport, Within};
-use crate::cli::{open_store, parse_duration, FromArgs};
+use super::{open_store, FromArgs};
 use crate::error::{Error, Result};
+use crate::prune::{Outcome, Policy, PruneReport, Within};
+use crate::settings::{count, grace, span};
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
@@ -45,37 +46,6 @@ pub struct PruneArgs {
     pub json: bool,
 }
 
-fn count(s: &str) -> Result<u32, String> {
-    match s.trim().parse::<i64>() {
-        Ok(n) if n >= 1 => u32::try_from(n).map_err(|_| format!("{n} is too large")),
-        Ok(n) => Err(format!(
-            "{n} keeps nothing: give a count of 1 or more, or leave the option out"
-        )),
-        Err(_) => Err(format!(
-            "'{s}' is not a whole number: give a count such as 7"
-        )),
-    }
-}
-
-fn span(s: &str) -> Result<Within, String> {
-    s.parse()
-}
-
-/// The shortest grace period accepted. An incomplete backup younger than the grace period may
-/// still be running (its archive is stored before its manifest), so a shorter one could delete
-/// a backup while it is written; an hour is four times the longest Lambda run.
-pub const MIN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
-
-fn grace(name: &str, value: &str) -> Result<std::time::Duration> {
-    let grace = parse_duration(name, value)?;
-    if grace < MIN_GRACE {
-        return Err(Error::invalid(format!(
-            "{name}: '{value}' is shorter than 1h and could delete a backup still being written: give 1h or more (the default is 24h)"
-        )));
-    }
-    Ok(grace)
-}
-
 impl PruneArgs {
     pub fn policy(&self) -> Result<Policy> {
         let grace = grace("--grace", &self.grace)?;
@@ -98,54 +68,13 @@ impl PruneArgs {
     }
 }
 
-/// Parses a policy written as the options' names without dashes, comma-separated:
-/// `keep-daily=7,keep-weekly=4,keep-monthly=12,keep-within=30d` (and `keep-last`,
-/// `keep-hourly`, `keep-yearly`, `grace`). `name` names the setting in errors.
-pub fn parse_policy(name: &str, spec: &str) -> Result<Policy> {
-    let fail = |detail: String| Error::invalid(format!("{name}: {detail}"));
-    let mut policy = Policy::default();
-    for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (key, value) = item.split_once('=').ok_or_else(|| {
-            fail(format!(
-                "'{item}' is not RULE=VALUE: write e.g. keep-daily=7,keep-weekly=4"
-            ))
-        })?;
-        let (key, value) = (key.trim(), value.trim());
-        let n = || count(value).map_err(|e| fail(format!("{key}: {e}")));
-        match key {
-            "keep-last" => policy.last = n()?,
-            "keep-hourly" => policy.hourly = n()?,
-            "keep-daily" => policy.daily = n()?,
-            "keep-weekly" => policy.weekly = n()?,
-            "keep-monthly" => policy.monthly = n()?,
-            "keep-yearly" => policy.yearly = n()?,
-            "keep-within" => {
-                policy.within = Some(span(value).map_err(|e| fail(format!("{key}: {e}")))?)
-            }
-            "grace" => policy.grace = grace(&format!("{name} grace"), value)?,
-            other => {
-                return Err(fail(format!(
-                    "unknown rule '{other}': use keep-last, keep-hourly, keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-within or grace"
-                )))
-            }
-        }
-    }
-    if !policy.has_rule() {
-        return Err(fail(
-            "no keep rule: give at least one, e.g. keep-daily=7,keep-weekly=4,keep-monthly=12"
-                .into(),
-        ));
-    }
-    Ok(policy)
-}
-
 pub async fn run(args: PruneArgs) -> Result<()> {
     let policy = args.policy()?;
     let store = open_store("--from", &args.from.from, &args.from.store).await?;
-    let mut report = super::run(&store, &policy, args.yes, None).await?;
+    let mut report = crate::prune::run(&store, &policy, args.yes, None).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        crate::cli::write_json(&mut out, &report);
+        super::write_json(&mut out, &report);
     } else {
         write_text(&mut out, &report).ok();
     }
@@ -245,7 +174,7 @@ mod tests {
         let policy = p.policy().unwrap();
         assert_eq!(policy.daily, 7);
         assert_eq!(policy.within.unwrap().to_string(), "30d");
-        assert_eq!(policy.grace, super::super::DEFAULT_GRACE);
+        assert_eq!(policy.grace, crate::prune::DEFAULT_GRACE);
         assert!(p.yes);
         for (args, needle) in [
             (["--keep-daily", "0"], "1 or more"),
@@ -261,7 +190,7 @@ mod tests {
 
     #[test]
     fn a_locked_backup_prints_as_kept_with_its_date() {
-        use super::super::{Kept, Outcome, PruneReport, RemovalResult};
+        use crate::prune::{Kept, Outcome, PruneReport, RemovalResult};
         let id: crate::layout::BackupId = "20261101T030000Z".parse().unwrap();
         let report = PruneReport {
             destination: "s3://b/p".into(),
@@ -307,7 +236,7 @@ mod tests {
 
     #[test]
     fn policy_strings_parse_like_the_options() {
-        let p = super::parse_policy(
+        let p = crate::settings::policy(
             "NIGHTDUMP_PRUNE",
             " keep-daily=7, keep-weekly=4,keep-monthly=12,keep-within=30d,grace=2h ",
         )
@@ -315,9 +244,9 @@ mod tests {
         assert_eq!((p.daily, p.weekly, p.monthly), (7, 4, 12));
         assert_eq!(p.within.unwrap().to_string(), "30d");
         assert_eq!(p.grace.as_secs(), 7200);
-        let p = super::parse_policy("X", "keep-last=3").unwrap();
+        let p = crate::settings::policy("X", "keep-last=3").unwrap();
         assert_eq!(p.last, 3);
-        assert_eq!(p.grace, super::super::DEFAULT_GRACE);
+        assert_eq!(p.grace, crate::prune::DEFAULT_GRACE);
         for (spec, needle) in [
             ("", "no keep rule"),
             ("grace=1h", "no keep rule"),
@@ -328,7 +257,7 @@ mod tests {
             ("keep-within=soon", "keep-within"),
             ("keep-last=1,grace=later", "grace"),
         ] {
-            let e = super::parse_policy("NIGHTDUMP_PRUNE", spec).unwrap_err();
+            let e = crate::settings::policy("NIGHTDUMP_PRUNE", spec).unwrap_err();
             let text = e.to_string();
             assert!(
                 text.contains("NIGHTDUMP_PRUNE") && text.contains(needle),
@@ -352,7 +281,7 @@ mod tests {
             .policy()
             .unwrap_err();
         assert!(e.to_string().contains("shorter than 1h"), "{e}");
-        let e = super::parse_policy("NIGHTDUMP_PRUNE", "keep-last=1,grace=59m").unwrap_err();
+        let e = crate::settings::policy("NIGHTDUMP_PRUNE", "keep-last=1,grace=59m").unwrap_err();
         assert!(e.to_string().contains("NIGHTDUMP_PRUNE grace"), "{e}");
         let p = parse(&["--keep-last", "2", "--grace", "1h"]).unwrap();
         assert_eq!(p.policy().unwrap().grace.as_secs(), 3600);
