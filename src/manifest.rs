@@ -359,6 +359,86 @@ fn truncated(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
+/// Assembles a backup's manifest from what the run knows, part by part; the totals are
+/// always the sums of the namespaces added, never counted apart.
+#[derive(Debug, Clone)]
+pub struct ManifestBuilder {
+    manifest: Manifest,
+}
+
+impl ManifestBuilder {
+    /// A manifest of backup `backup_id`, read from `source`, stored as `archive` in `storage`.
+    pub fn new(backup_id: String, source: Source, archive: Archive, storage: Storage) -> Self {
+        Self {
+            manifest: Manifest {
+                schema_version: SCHEMA_VERSION,
+                backup_id,
+                tool: Tool {
+                    name: "nightdump".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                },
+                source,
+                scheduled_at: None,
+                started_at: String::new(),
+                finished_at: String::new(),
+                duration_seconds: 0.0,
+                archive,
+                storage,
+                point_in_time: None,
+                selection: Selection::default(),
+                namespaces: Vec::new(),
+                totals: Totals {
+                    namespaces: 0,
+                    documents: 0,
+                    bytes: 0,
+                },
+            },
+        }
+    }
+
+    /// When it ran (RFC 3339) and for which schedule time, if any.
+    pub fn times(
+        mut self,
+        scheduled_at: Option<String>,
+        started_at: String,
+        finished_at: String,
+        duration_seconds: f64,
+    ) -> Self {
+        let m = &mut self.manifest;
+        m.scheduled_at = scheduled_at;
+        m.started_at = started_at;
+        m.finished_at = finished_at;
+        m.duration_seconds = duration_seconds;
+        self
+    }
+
+    pub fn point_in_time(mut self, point_in_time: Option<PointInTime>) -> Self {
+        self.manifest.point_in_time = point_in_time;
+        self
+    }
+
+    pub fn selection(mut self, selection: Selection) -> Self {
+        self.manifest.selection = selection;
+        self
+    }
+
+    /// Adds a namespace, in archive order.
+    pub fn namespace(mut self, entry: NamespaceEntry) -> Self {
+        self.manifest.namespaces.push(entry);
+        self
+    }
+
+    pub fn build(mut self) -> Manifest {
+        let n = &self.manifest.namespaces;
+        self.manifest.totals = Totals {
+            namespaces: n.len() as u64,
+            documents: n.iter().map(|n| n.documents).sum(),
+            bytes: n.iter().map(|n| n.bytes).sum(),
+        };
+        self.manifest
+    }
+}
+
 pub fn crc_hex(crc: u64) -> String {
     format!("{crc:016x}")
 }

@@ -24,7 +24,7 @@ pub use pipeline::OplogOutcome;
 
 use crate::error::{Error, Result};
 use crate::layout::{format_time, BackupId, ARCHIVE_NAME, LATEST_KEY};
-use crate::manifest::{self, crc_hex, Manifest, NamespaceEntry, Totals};
+use crate::manifest::{self, crc_hex, Manifest, NamespaceEntry};
 use crate::namespace::NamespaceFilter;
 use crate::progress::Progress;
 use crate::source::{Source, SourceOptions};
@@ -245,72 +245,10 @@ async fn run_new(
     }
 
     let finished = OffsetDateTime::now_utc();
-    let mut namespaces: Vec<NamespaceEntry> = plans
-        .iter()
-        .zip(&dumped.summaries)
-        .map(|(p, s)| NamespaceEntry {
-            db: p.db.clone(),
-            collection: p.collection.clone(),
-            kind: p.kind.as_str().to_string(),
-            documents: s.documents,
-            bytes: s.bytes,
-            crc64: crc_hex(s.crc),
-        })
-        .collect();
-    if let (Some(_), Some(s)) = (&dumped.oplog, dumped.summaries.get(plans.len())) {
-        namespaces.push(NamespaceEntry {
-            db: String::new(),
-            collection: "oplog".into(),
-            kind: "oplog".into(),
-            documents: s.documents,
-            bytes: s.bytes,
-            crc64: crc_hex(s.crc),
-        });
-    }
-    let point_in_time = dumped.oplog.map(|o| manifest::PointInTime {
-        ts: o.end.ts.into(),
-        wall: o.end.wall.and_then(|w| {
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(w.timestamp_millis()) * 1_000_000)
-                .ok()
-                .map(format_time)
-        }),
-        oplog_start: o.start.into(),
-        oplog_entries: o.entries,
-    });
-    let totals = Totals {
-        namespaces: namespaces.len() as u64,
-        documents: namespaces.iter().map(|n| n.documents).sum(),
-        bytes: namespaces.iter().map(|n| n.bytes).sum(),
-    };
-    let is_s3 = matches!(store.destination(), Destination::S3 { .. });
-    let (sse, kms_key_id) = match &options.s3.sse {
-        _ if !is_s3 => ("none".to_string(), None),
-        Sse::None => ("none".to_string(), None),
-        Sse::S3 => ("AES256".to_string(), None),
-        Sse::Kms { key_id } => ("aws:kms".to_string(), key_id.clone()),
-    };
-    let manifest = Manifest {
-        schema_version: manifest::SCHEMA_VERSION,
-        backup_id: id.to_string(),
-        tool: manifest::Tool {
-            name: "nightdump".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-        source: manifest::Source {
-            server_version: source.server_version.clone(),
-            topology: source.topology.name().into(),
-            replica_set: match &source.topology {
-                crate::source::Topology::ReplicaSet(name) => Some(name.clone()),
-                _ => None,
-            },
-            hosts: source.hosts.clone(),
-            seeds: options.source.uri.seeds().to_vec(),
-        },
-        scheduled_at: options.scheduled_at.map(format_time),
-        started_at: format_time(started),
-        finished_at: format_time(finished),
-        duration_seconds: round_ms(clock.elapsed()),
-        archive: manifest::Archive {
+    let mut builder = manifest::ManifestBuilder::new(
+        id.to_string(),
+        manifest_source(&source, options),
+        manifest::Archive {
             key: archive_key,
             format: "mongodump-archive".into(),
             compression: "gzip".into(),
@@ -320,28 +258,59 @@ async fn run_new(
             encryption,
             concurrent_collections: options.parallel as u32,
         },
-        storage: manifest::Storage {
-            backend: if is_s3 { "s3" } else { "file" }.into(),
-            sse,
-            kms_key_id,
-            storage_class: options.s3.storage_class.clone().filter(|_| is_s3),
-            object_lock: retention.map(|r| manifest::ObjectLock {
-                mode: r.mode.to_string(),
-                retain_until: format_time(r.until),
-            }),
-        },
-        point_in_time,
-        selection: manifest::Selection::of(&options.filter),
-        namespaces,
-        totals,
-    };
+        manifest_storage(store, &options.s3, retention.as_ref()),
+    )
+    .times(
+        options.scheduled_at.map(format_time),
+        format_time(started),
+        format_time(finished),
+        round_ms(clock.elapsed()),
+    )
+    .point_in_time(dumped.oplog.map(point_in_time))
+    .selection(manifest::Selection::of(&options.filter));
+    for (p, s) in plans.iter().zip(&dumped.summaries) {
+        builder = builder.namespace(NamespaceEntry {
+            db: p.db.clone(),
+            collection: p.collection.clone(),
+            kind: p.kind.as_str().to_string(),
+            documents: s.documents,
+            bytes: s.bytes,
+            crc64: crc_hex(s.crc),
+        });
+    }
+    if let (Some(_), Some(s)) = (&dumped.oplog, dumped.summaries.get(plans.len())) {
+        builder = builder.namespace(NamespaceEntry {
+            db: String::new(),
+            collection: "oplog".into(),
+            kind: "oplog".into(),
+            documents: s.documents,
+            bytes: s.bytes,
+            crc64: crc_hex(s.crc),
+        });
+    }
+    seal(
+        store,
+        options,
+        id,
+        manifest_key,
+        builder.build(),
+        retention.as_ref(),
+    )
+    .await
+}
+
+/// Writes the manifest, the only mark of success, then moves `latest.json` forward.
+async fn seal(
+    store: &Store,
+    options: &BackupOptions,
+    id: BackupId,
+    manifest_key: &str,
+    manifest: Manifest,
+    retention: Option<&crate::store::Retention>,
+) -> Result<BackupOutcome> {
+    let body = Bytes::from(manifest.to_json());
     match store
-        .put_retained(
-            manifest_key,
-            Bytes::from(manifest.to_json()),
-            true,
-            retention.as_ref(),
-        )
+        .put_retained(manifest_key, body, true, retention)
         .await
     {
         Ok(()) => {}
@@ -363,6 +332,60 @@ async fn run_new(
         already_existed: false,
         latest_warning,
     })
+}
+
+/// What the manifest records of the source: never a credential, only what it is and where.
+fn manifest_source(source: &Source, options: &BackupOptions) -> manifest::Source {
+    manifest::Source {
+        server_version: source.server_version.clone(),
+        topology: source.topology.name().into(),
+        replica_set: match &source.topology {
+            crate::source::Topology::ReplicaSet(name) => Some(name.clone()),
+            _ => None,
+        },
+        hosts: source.hosts.clone(),
+        seeds: options.source.uri.seeds().to_vec(),
+    }
+}
+
+/// How the archive is stored, as the manifest records it (server-side settings only mean
+/// something on S3).
+fn manifest_storage(
+    store: &Store,
+    s3: &S3Options,
+    retention: Option<&crate::store::Retention>,
+) -> manifest::Storage {
+    let is_s3 = matches!(store.destination(), Destination::S3 { .. });
+    let (sse, kms_key_id) = match &s3.sse {
+        _ if !is_s3 => ("none".to_string(), None),
+        Sse::None => ("none".to_string(), None),
+        Sse::S3 => ("AES256".to_string(), None),
+        Sse::Kms { key_id } => ("aws:kms".to_string(), key_id.clone()),
+    };
+    manifest::Storage {
+        backend: if is_s3 { "s3" } else { "file" }.into(),
+        sse,
+        kms_key_id,
+        storage_class: s3.storage_class.clone().filter(|_| is_s3),
+        object_lock: retention.map(|r| manifest::ObjectLock {
+            mode: r.mode.to_string(),
+            retain_until: format_time(r.until),
+        }),
+    }
+}
+
+/// The point in time a captured oplog reaches.
+fn point_in_time(o: OplogOutcome) -> manifest::PointInTime {
+    manifest::PointInTime {
+        ts: o.end.ts.into(),
+        wall: o.end.wall.and_then(|w| {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(w.timestamp_millis()) * 1_000_000)
+                .ok()
+                .map(format_time)
+        }),
+        oplog_start: o.start.into(),
+        oplog_entries: o.entries,
+    }
 }
 
 /// Starts the oplog capture on a replica set; elsewhere refuses, unless told to go on without

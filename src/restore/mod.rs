@@ -387,6 +387,110 @@ async fn restore(
             }))
         }
     };
+    let target = match &options.target {
+        Some(uri) => Some(Target::connect(uri, options.server_selection_timeout).await?),
+        None => None,
+    };
+    let planned = plan_phase(options, &prelude, &source_name, target.as_ref()).await?;
+    Progress::add(
+        &progress.namespaces_total,
+        planned.plans.iter().filter(|p| p.restored()).count() as u64,
+    );
+    let mut run = Run::new(
+        options,
+        source_name,
+        planned.plans,
+        planned.actions,
+        started,
+    );
+    let target = match target {
+        Some(target) if !options.dry_run => target,
+        planning => {
+            let reading = Reading {
+                stream,
+                read_ahead: planned.read_ahead,
+                mute: planned.mute,
+            };
+            return dry_run(options, reading, planning.as_ref(), run, progress, &stop).await;
+        }
+    };
+    progress
+        .parallel
+        .store(options.parallel as u64, Ordering::Relaxed);
+    for (ns, tracked) in
+        run.namespaces
+            .iter_mut()
+            .zip(track(progress, &run.plans, &prelude.entries, &sizes))
+    {
+        ns.tracked = tracked;
+    }
+
+    let routing = match users_phase(
+        options,
+        &target,
+        &prelude.header,
+        &mut stream,
+        planned.read_ahead,
+        &planned.mute,
+        &mut run,
+        progress,
+    )
+    .await
+    {
+        Ok(()) => create_phase(options, &target, &mut run).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = routing {
+        // Dropping the routing sender ends the reader before any document.
+        drop(stream.routing);
+        let _ = join_stream(stream.done).await;
+        return Err(run.fail(None, e));
+    }
+    let target = Arc::new(target);
+    let (summary, failure) = load_phase(
+        options,
+        &target,
+        stream,
+        planned.mute,
+        &mut run,
+        progress,
+        &stop,
+    )
+    .await;
+    if let Some(e) = failure {
+        return Err(run.fail(summary.as_ref(), e));
+    }
+    if let Err(e) = index_phase(options, &target, &mut run).await {
+        return Err(run.fail(summary.as_ref(), e));
+    }
+    run.finish(summary.as_ref());
+    report_phase(run)
+}
+
+/// What the plan phase decides before anything is written: each namespace's plan and action,
+/// and which namespaces the reader reads ahead (users and roles) or skips.
+struct Planned {
+    plans: Vec<NamespacePlan>,
+    actions: Vec<Action>,
+    read_ahead: Vec<Namespace>,
+    mute: Vec<Namespace>,
+}
+
+/// The archive reader, with what it is to read ahead and to skip.
+struct Reading {
+    stream: stream::Stream,
+    read_ahead: Vec<Namespace>,
+    mute: Vec<Namespace>,
+}
+
+/// Plan: which of the archive's namespaces are restored, and how (created, dropped and
+/// created, added to the target's existing collection, merged, replayed).
+async fn plan_phase(
+    options: &RestoreOptions,
+    prelude: &stream::Prelude,
+    source_name: &str,
+    target: Option<&Target>,
+) -> Result<Planned> {
     let mut plans = plan::build(
         &prelude.header,
         &prelude.entries,
@@ -406,12 +510,9 @@ async fn restore(
             p.skip = None;
         }
     }
-    let target = match &options.target {
-        Some(uri) => Some(Target::connect(uri, options.server_selection_timeout).await?),
-        None => None,
-    };
+    // Inspect the target: which collections already exist.
     let mut existing: HashMap<String, HashMap<String, Document>> = HashMap::new();
-    if let Some(target) = &target {
+    if let Some(target) = target {
         for p in plans
             .iter()
             .filter(|p| p.restored() && p.auth.is_none() && p.kind != Kind::Oplog)
@@ -441,106 +542,80 @@ async fn restore(
         .filter(|p| !p.restored() && !read_ahead.contains(&p.data))
         .map(|p| p.data.clone())
         .collect();
-    Progress::add(
-        &progress.namespaces_total,
-        plans.iter().filter(|p| p.restored()).count() as u64,
-    );
+    Ok(Planned {
+        plans,
+        actions,
+        read_ahead,
+        mute,
+    })
+}
 
-    let mut run = Run {
-        report: RestoreReport {
-            source: source_name,
-            target: options.target.as_ref().map(|u| u.redacted().to_string()),
-            dry_run: options.dry_run,
-            namespaces: Vec::new(),
-            totals: Totals::default(),
-            oplog: None,
-            users: Vec::new(),
-            error: None,
-            duration_seconds: 0.0,
-        },
-        prepared: vec![false; plans.len()],
-        indexed: vec![false; plans.len()],
-        indexes: vec![0; plans.len()],
-        counters: (0..plans.len()).map(|_| None).collect(),
-        tracked: vec![None; plans.len()],
-        wrote: false,
-    };
-
-    let target = match target {
-        Some(target) if !options.dry_run => target,
-        planning => {
-            return dry_run(
-                options,
-                stream,
-                &plans,
-                &actions,
-                read_ahead,
-                mute,
-                planning.as_ref(),
-                run,
-                started,
-                progress,
-                &stop,
-            )
-            .await
-        }
-    };
-    progress
-        .parallel
-        .store(options.parallel as u64, Ordering::Relaxed);
-    run.tracked = track(progress, &plans, &prelude.entries, &sizes);
-
-    if read_ahead.is_empty() {
-        drop(stream.read_ahead);
-    } else {
-        let (reply, read) = tokio::sync::oneshot::channel();
-        let request = ReadAhead {
-            namespaces: read_ahead,
-            mute: mute.clone(),
-            reply,
-        };
-        let docs = match stream.read_ahead.send(request) {
-            Ok(()) => read.await.ok(),
-            Err(_) => None,
-        };
-        let Some(docs) = docs else {
-            drop(stream.routing);
-            return Err(join_stream(stream.done).await.err().unwrap_or_else(|| {
-                Error::Internal("the archive reader stopped before the users and roles".into())
-            }));
-        };
-        if let Err(e) = restore_users(
-            &target,
-            &plans,
-            &prelude.header,
-            &docs,
-            options,
-            &mut run,
-            progress,
-        )
-        .await
-        {
-            drop(stream.routing);
-            let _ = join_stream(stream.done).await;
-            return Err(run.fail(&plans, &actions, None, e, started));
-        }
+/// Reads the users, roles and auth-schema version ahead of everything else (`None` when none
+/// are asked for).
+async fn read_ahead(
+    stream: &mut stream::Stream,
+    namespaces: Vec<Namespace>,
+    mute: &[Namespace],
+) -> Result<Option<HashMap<Namespace, Vec<RawDocumentBuf>>>> {
+    // The reader waits for a request or for the sender to go, before anything else.
+    let (placeholder, _) = tokio::sync::oneshot::channel();
+    let sender = std::mem::replace(&mut stream.read_ahead, placeholder);
+    if namespaces.is_empty() {
+        drop(sender);
+        return Ok(None);
     }
+    let (reply, read) = tokio::sync::oneshot::channel();
+    let request = ReadAhead {
+        namespaces,
+        mute: mute.to_vec(),
+        reply,
+    };
+    match sender.send(request) {
+        Ok(()) => match read.await {
+            Ok(docs) => Ok(Some(docs)),
+            Err(_) => Err(Error::Internal(
+                "the archive reader stopped before the users and roles".into(),
+            )),
+        },
+        Err(_) => Err(Error::Internal(
+            "the archive reader stopped before the users and roles".into(),
+        )),
+    }
+}
 
-    // Collections first, in prelude order, so that nothing is inserted into a collection
-    // the server would create implicitly without its options.
-    let mut failure = None;
-    for (i, p) in plans.iter().enumerate() {
-        let tracked = run.tracked[i].clone();
-        let creating = matches!(actions[i], Action::Create | Action::DropAndCreate);
+/// Users: with `--with-users`, the archive's users and roles merged before anything else.
+#[allow(clippy::too_many_arguments)]
+async fn users_phase(
+    options: &RestoreOptions,
+    target: &Target,
+    header: &nightdump_archive::Header,
+    stream: &mut stream::Stream,
+    namespaces: Vec<Namespace>,
+    mute: &[Namespace],
+    run: &mut Run,
+    progress: &Arc<Progress>,
+) -> Result<()> {
+    let Some(docs) = read_ahead(stream, namespaces, mute).await? else {
+        return Ok(());
+    };
+    restore_users(target, header, &docs, options, run, progress).await
+}
+
+/// Create collections: first, in prelude order, so that nothing is inserted into a
+/// collection the server would create implicitly without its options.
+async fn create_phase(options: &RestoreOptions, target: &Target, run: &mut Run) -> Result<()> {
+    for i in 0..run.plans.len() {
+        let (p, action) = (&run.plans[i], run.actions[i]);
+        let tracked = run.namespaces[i].tracked.clone();
+        let creating = matches!(action, Action::Create | Action::DropAndCreate);
         if let Some(t) = tracked.as_ref().filter(|_| creating) {
             t.set_state(NamespaceState::Creating);
         }
-        if let Err(e) = prepare(&target, p, actions[i], options, &mut run.wrote).await {
+        if let Err(e) = prepare(target, p, action, options, &mut run.wrote).await {
             if let Some(t) = &tracked {
                 t.set_state(NamespaceState::Failed);
             }
-            failure = Some(e);
-            break;
+            return Err(e);
         }
         if let Some(t) = tracked.filter(|_| creating) {
             let next = if p.kind == Kind::View {
@@ -550,36 +625,49 @@ async fn restore(
             };
             t.finish(next);
         }
-        run.prepared[i] = true;
+        run.namespaces[i].prepared = true;
     }
-    if let Some(e) = failure {
-        // Dropping the routing sender ends the reader before any document.
-        drop(stream.routing);
-        let _ = join_stream(stream.done).await;
-        return Err(run.fail(&plans, &actions, None, e, started));
-    }
+    Ok(())
+}
 
-    let target = Arc::new(target);
+/// Whether the plan's documents go to an insert worker (not a view, the oplog, users or
+/// roles, or a namespace left out).
+fn inserted(p: &NamespacePlan) -> bool {
+    p.restored() && p.kind != Kind::View && p.kind != Kind::Oplog && p.auth.is_none()
+}
+
+/// Load, then replay the oplog: an insert worker per namespace, the oplog's entries held in
+/// their channel until every collection's documents are in. Returns the reader's summary
+/// and the first failure.
+async fn load_phase(
+    options: &RestoreOptions,
+    target: &Arc<Target>,
+    stream: stream::Stream,
+    mute: Vec<Namespace>,
+    run: &mut Run,
+    progress: &Arc<Progress>,
+    stop: &Arc<AtomicBool>,
+) -> (Option<StreamSummary>, Option<Error>) {
     let conn = Arc::new(target.conn.clone());
     let permits = Arc::new(Semaphore::new(options.parallel));
     // Enough workers for every namespace the archive may interleave, however small
     // --parallel is: a namespace without a reader would stall the whole stream.
     let mut workers = JoinSet::new();
     let mut routes = HashMap::new();
-    for (i, p) in plans.iter().enumerate() {
-        if !p.restored() || p.kind == Kind::View || p.kind == Kind::Oplog || p.auth.is_some() {
+    for (p, ns) in run.plans.iter().zip(run.namespaces.iter_mut()) {
+        if !inserted(p) {
             continue;
         }
         let (tx, rx) = mpsc::channel(2);
         routes.insert(p.data.clone(), tx);
         let counters = Arc::new(Counters::default());
-        run.counters[i] = Some(Arc::clone(&counters));
+        ns.counters = Some(Arc::clone(&counters));
         let indexes_follow = !options.no_indexes
             && p.metadata
                 .as_ref()
                 .is_some_and(|m| !commands::index_specs(&p.target, m).is_empty());
         let worker = insert::Worker {
-            namespace: run.tracked[i].clone(),
+            namespace: ns.tracked.clone(),
             then: if indexes_follow {
                 NamespaceState::Loaded
             } else {
@@ -596,25 +684,24 @@ async fn restore(
         };
         workers.spawn(worker.run(rx));
     }
-    // The oplog's entries wait in their channel (the archive has them last) until every
-    // collection's documents are in.
     let mut replay = None;
-    if let Some(i) = plans
+    if let Some(i) = run
+        .plans
         .iter()
         .position(|p| p.kind == Kind::Oplog && p.restored())
     {
         let (tx, rx) = mpsc::channel(2);
-        routes.insert(plans[i].data.clone(), tx);
+        routes.insert(run.plans[i].data.clone(), tx);
         let counters = Arc::new(Counters::default());
-        run.counters[i] = Some(Arc::clone(&counters));
+        run.namespaces[i].counters = Some(Arc::clone(&counters));
         let (go, wait) = tokio::sync::oneshot::channel();
         let replayer = oplog::Replayer {
             target: Some(Arc::clone(&conn)),
-            stop: Arc::clone(&stop),
-            rules: replay_rules(options, &plans),
+            stop: Arc::clone(stop),
+            rules: replay_rules(options, &run.plans),
             counters,
             progress: Arc::clone(progress),
-            tracked: run.tracked[i].clone(),
+            tracked: run.namespaces[i].tracked.clone(),
         };
         replay = Some((i, go, tokio::spawn(replayer.run(rx, wait))));
     }
@@ -623,6 +710,12 @@ async fn restore(
         // The reader already ended; its error is collected below.
     }
     let mut failure: Option<Error> = None;
+    let fail = |e: Error, failure: &mut Option<Error>| {
+        if failure.is_none() {
+            *failure = Some(e);
+            stop.store(true, Ordering::Relaxed);
+        }
+    };
     while let Some(joined) = workers.join_next().await {
         let outcome = match joined {
             Ok(outcome) => outcome,
@@ -631,10 +724,9 @@ async fn restore(
         };
         if let Err(e) = outcome {
             if failure.is_none() {
-                failure = Some(e);
-                stop.store(true, Ordering::Relaxed);
                 workers.abort_all();
             }
+            fail(e, &mut failure);
         }
     }
     if let Some((i, go, replaying)) = replay {
@@ -645,135 +737,114 @@ async fn restore(
             // for it forever.
             drop(go);
         }
-        // Without the signal (the data failed) the replayer ends at once, closing its channel.
         match replaying.await {
             Ok(Ok(report)) => {
                 run.report.oplog = Some(report);
-                run.indexed[i] = true;
-                if let Some(t) = &run.tracked[i] {
+                run.namespaces[i].indexed = true;
+                if let Some(t) = &run.namespaces[i].tracked {
                     t.finish(NamespaceState::Done);
                 }
             }
-            Ok(Err(e)) => {
-                if failure.is_none() {
-                    failure = Some(e);
-                    stop.store(true, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                if failure.is_none() {
-                    failure = Some(Error::Internal(format!("the oplog replay crashed: {e}")));
-                    stop.store(true, Ordering::Relaxed);
-                }
-            }
+            Ok(Err(e)) => fail(e, &mut failure),
+            Err(e) => fail(
+                Error::Internal(format!("the oplog replay crashed: {e}")),
+                &mut failure,
+            ),
         }
     }
     let summary = match join_stream(stream.done).await {
         Ok(summary) => Some(summary),
         Err(e) => {
-            if failure.is_none() {
-                failure = Some(e);
-            }
+            failure.get_or_insert(e);
             None
         }
     };
     if options.cancel.is_cancelled() {
         failure = Some(interrupted());
     }
-    if let Some(e) = failure {
-        return Err(run.fail(&plans, &actions, summary.as_ref(), e, started));
-    }
+    (summary, failure)
+}
 
-    if !options.no_indexes {
-        for (i, p) in plans.iter().enumerate() {
-            if !p.restored() || p.kind == Kind::View || p.kind == Kind::Oplog || p.auth.is_some() {
-                continue;
-            }
-            let specs = p
-                .metadata
-                .as_ref()
-                .map(|m| commands::index_specs(&p.target, m))
-                .unwrap_or_default();
-            if !specs.is_empty() {
-                let tracked = run.tracked[i].clone();
-                if let Some(t) = &tracked {
-                    t.set_state(NamespaceState::Indexes);
-                }
-                let count = specs.len() as u64;
-                let cmd = commands::create_indexes_command(&p.target, specs, target.version);
-                let what = format!("createIndexes on {}", p.target);
-                if let Err(e) = target.run(&p.target.db, &what, cmd).await {
-                    if let Some(t) = &tracked {
-                        t.set_state(NamespaceState::Failed);
-                    }
-                    return Err(run.fail(&plans, &actions, summary.as_ref(), e, started));
-                }
-                if let Some(t) = &tracked {
-                    t.finish(NamespaceState::Done);
-                }
-                run.indexes[i] = count;
-            }
-            run.indexed[i] = true;
+/// Build indexes: after the data and the replay, as mongorestore does, so a unique index
+/// never sees the in-between states of a fuzzy read.
+async fn index_phase(options: &RestoreOptions, target: &Target, run: &mut Run) -> Result<()> {
+    if options.no_indexes {
+        return Ok(());
+    }
+    for (p, ns) in run.plans.iter().zip(run.namespaces.iter_mut()) {
+        if !inserted(p) {
+            continue;
         }
-    }
-    run.finish(&plans, &actions, summary.as_ref(), started);
-    if run.report.totals.failed > 0 {
-        let first = run
-            .report
-            .namespaces
-            .iter()
-            .find_map(|n| n.first_error.as_ref().map(|e| format!("{}: {e}", n.target)))
+        let specs = p
+            .metadata
+            .as_ref()
+            .map(|m| commands::index_specs(&p.target, m))
             .unwrap_or_default();
-        let summary = format!(
-            "the server refused {} documents (first: {first}); {}",
-            run.report.totals.failed,
-            run.report.headline()
-        );
-        return Err(Error::RestoreFailed {
-            summary,
-            report: Box::new(run.report),
-        });
+        if !specs.is_empty() {
+            if let Some(t) = &ns.tracked {
+                t.set_state(NamespaceState::Indexes);
+            }
+            let count = specs.len() as u64;
+            let cmd = commands::create_indexes_command(&p.target, specs, target.version);
+            let what = format!("createIndexes on {}", p.target);
+            if let Err(e) = target.run(&p.target.db, &what, cmd).await {
+                if let Some(t) = &ns.tracked {
+                    t.set_state(NamespaceState::Failed);
+                }
+                return Err(e);
+            }
+            if let Some(t) = &ns.tracked {
+                t.finish(NamespaceState::Done);
+            }
+            ns.indexes = count;
+        }
+        ns.indexed = true;
     }
-    Ok(run.report)
+    Ok(())
+}
+
+/// Report: the run's report, or, when the server refused documents, the error carrying it.
+fn report_phase(run: Run) -> Result<RestoreReport> {
+    if run.report.totals.failed == 0 {
+        return Ok(run.report);
+    }
+    let first = run
+        .report
+        .namespaces
+        .iter()
+        .find_map(|n| n.first_error.as_ref().map(|e| format!("{}: {e}", n.target)))
+        .unwrap_or_default();
+    let summary = format!(
+        "the server refused {} documents (first: {first}); {}",
+        run.report.totals.failed,
+        run.report.headline()
+    );
+    Err(Error::RestoreFailed {
+        summary,
+        report: Box::new(run.report),
+    })
 }
 
 /// `--dry-run` (or no target): reads and checks the whole archive, plans the users and the
 /// oplog replay as they would run, writes nothing.
-#[allow(clippy::too_many_arguments)]
 async fn dry_run(
     options: &RestoreOptions,
-    stream: stream::Stream,
-    plans: &[NamespacePlan],
-    actions: &[Action],
-    read_ahead: Vec<Namespace>,
-    mute: Vec<Namespace>,
+    mut reading: Reading,
     target: Option<&Target>,
     mut run: Run,
-    started: Instant,
     progress: &Arc<Progress>,
     stop: &Arc<AtomicBool>,
 ) -> Result<RestoreReport> {
-    if read_ahead.is_empty() {
-        drop(stream.read_ahead);
-    } else {
-        let (reply, read) = tokio::sync::oneshot::channel();
-        let request = ReadAhead {
-            namespaces: read_ahead,
-            mute: mute.clone(),
-            reply,
-        };
-        let docs = match stream.read_ahead.send(request) {
-            Ok(()) => read.await.ok(),
-            Err(_) => None,
-        };
-        let Some(docs) = docs else {
-            drop(stream.routing);
-            return Err(join_stream(stream.done).await.err().unwrap_or_else(|| {
-                Error::Internal("the archive reader stopped before the users and roles".into())
-            }));
-        };
+    let ahead = match read_ahead(&mut reading.stream, reading.read_ahead, &reading.mute).await {
+        Ok(docs) => docs,
+        Err(e) => {
+            drop(reading.stream.routing);
+            return Err(join_stream(reading.stream.done).await.err().unwrap_or(e));
+        }
+    };
+    if let Some(docs) = ahead {
         let of = |kind: AuthCollection| {
-            plans
+            run.plans
                 .iter()
                 .find(|p| p.auth == Some(kind) && p.restored())
                 .and_then(|p| docs.get(&p.data))
@@ -790,25 +861,31 @@ async fn dry_run(
     // The replay is planned as it would run, so the dry run lists what it would touch.
     let mut routes = HashMap::new();
     let mut planned = None;
-    if let Some(i) = plans
+    if let Some(i) = run
+        .plans
         .iter()
         .position(|p| p.kind == Kind::Oplog && p.restored())
     {
         let (tx, rx) = mpsc::channel(2);
-        routes.insert(plans[i].data.clone(), tx);
+        routes.insert(run.plans[i].data.clone(), tx);
         let (go, wait) = tokio::sync::oneshot::channel();
         let _ = go.send(());
         let replayer = oplog::Replayer {
             target: None,
             stop: Arc::clone(stop),
-            rules: replay_rules(options, plans),
+            rules: replay_rules(options, &run.plans),
             counters: Arc::new(Counters::default()),
             progress: Arc::clone(progress),
             tracked: None,
         };
         planned = Some(tokio::spawn(replayer.run(rx, wait)));
     }
-    if stream.routing.send(Some(Routing { mute, routes })).is_err() {
+    let stream = reading.stream;
+    let routing = Routing {
+        mute: reading.mute,
+        routes,
+    };
+    if stream.routing.send(Some(routing)).is_err() {
         return Err(join_stream(stream.done).await.err().unwrap_or_else(|| {
             Error::Internal("the archive reader stopped before reading documents".into())
         }));
@@ -822,7 +899,7 @@ async fn dry_run(
         );
     }
     let summary = summary?;
-    run.finish(plans, actions, Some(&summary), started);
+    run.finish(Some(&summary));
     Ok(run.report)
 }
 
@@ -915,13 +992,13 @@ fn may_have_written<T>(result: &Result<T>) -> bool {
 /// merges the archive's users and roles, recording them in the report like any namespace.
 async fn restore_users(
     target: &Target,
-    plans: &[NamespacePlan],
     header: &nightdump_archive::Header,
     docs: &HashMap<Namespace, Vec<RawDocumentBuf>>,
     options: &RestoreOptions,
     run: &mut Run,
     progress: &Arc<Progress>,
 ) -> Result<()> {
+    let plans = &run.plans;
     let find = |kind: AuthCollection| {
         plans
             .iter()
@@ -937,19 +1014,21 @@ async fn restore_users(
         let connected = users::connected_users(target).await?;
         users::check_connected(&changes, &connected, options.allow_dropping_connected_user)?;
     }
+    let (users_docs, roles_docs) = (of(users), of(roles));
     run.report.users = changes;
     run.wrote = true;
-    let merged = users::merge(target, of(users), of(roles), options.drop).await?;
+    let merged = users::merge(target, users_docs, roles_docs, options.drop).await?;
     for (i, m) in [(users, merged.0), (roles, merged.1)] {
         let Some(i) = i else { continue };
         let counters = Counters::default();
         counters.inserted.store(m.restored, Ordering::Relaxed);
         counters.skipped.store(m.kept, Ordering::Relaxed);
         counters.ended.store(true, Ordering::Relaxed);
-        run.counters[i] = Some(Arc::new(counters));
-        run.prepared[i] = true;
-        run.indexed[i] = true;
-        if let Some(t) = &run.tracked[i] {
+        let ns = &mut run.namespaces[i];
+        ns.counters = Some(Arc::new(counters));
+        ns.prepared = true;
+        ns.indexed = true;
+        if let Some(t) = &ns.tracked {
             t.add(m.restored + m.kept, 0);
             t.finish(NamespaceState::Done);
         }
@@ -959,32 +1038,69 @@ async fn restore_users(
     Ok(())
 }
 
+/// Where one namespace of the plan got to.
+#[derive(Default)]
+struct NamespaceRun {
+    /// Its collection was created (or kept, or dropped and created).
+    prepared: bool,
+    /// Its indexes were built (or it needs none).
+    indexed: bool,
+    indexes: u64,
+    /// Its insert worker's (or the replay's, or the user merge's) counts.
+    counters: Option<Arc<Counters>>,
+    /// What the progress display follows.
+    tracked: Option<Arc<NamespaceProgress>>,
+}
+
 /// What one restore accumulates for its report.
 struct Run {
     report: RestoreReport,
-    prepared: Vec<bool>,
-    indexed: Vec<bool>,
-    indexes: Vec<u64>,
-    counters: Vec<Option<Arc<Counters>>>,
-    /// What the progress display follows, per plan.
-    tracked: Vec<Option<Arc<NamespaceProgress>>>,
+    plans: Vec<NamespacePlan>,
+    actions: Vec<Action>,
+    /// One per plan, in plan order.
+    namespaces: Vec<NamespaceRun>,
     wrote: bool,
+    started: Instant,
 }
 
 impl Run {
-    fn finish(
-        &mut self,
-        plans: &[NamespacePlan],
-        actions: &[Action],
-        summary: Option<&StreamSummary>,
+    fn new(
+        options: &RestoreOptions,
+        source: String,
+        plans: Vec<NamespacePlan>,
+        actions: Vec<Action>,
         started: Instant,
-    ) {
+    ) -> Self {
+        let namespaces = plans.iter().map(|_| NamespaceRun::default()).collect();
+        Run {
+            report: RestoreReport {
+                source,
+                target: options.target.as_ref().map(|u| u.redacted().to_string()),
+                dry_run: options.dry_run,
+                namespaces: Vec::new(),
+                totals: Totals::default(),
+                oplog: None,
+                users: Vec::new(),
+                error: None,
+                duration_seconds: 0.0,
+            },
+            plans,
+            actions,
+            namespaces,
+            wrote: false,
+            started,
+        }
+    }
+
+    fn finish(&mut self, summary: Option<&StreamSummary>) {
         let dry_run = self.report.dry_run;
-        self.report.namespaces = plans
+        self.report.namespaces = self
+            .plans
             .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let counters = self.counters[i].as_deref();
+            .zip(&self.actions)
+            .zip(&self.namespaces)
+            .map(|((p, &action), ns)| {
+                let counters = ns.counters.as_deref();
                 let get = |f: fn(&Counters) -> u64| counters.map(f).unwrap_or(0);
                 let inserted = get(|c| Counters::get(&c.inserted));
                 let skipped = get(|c| Counters::get(&c.skipped));
@@ -994,13 +1110,13 @@ impl Run {
                     Some(c) => c.ended.load(Ordering::Relaxed),
                     None => seen.is_some(),
                 };
-                let status = if actions[i] == Action::Skip {
+                let status = if action == Action::Skip {
                     Status::Skipped
                 } else if dry_run {
                     Status::Planned
-                } else if self.prepared[i] && ended && (self.indexed[i] || p.kind == Kind::View) {
+                } else if ns.prepared && ended && (ns.indexed || p.kind == Kind::View) {
                     Status::Complete
-                } else if (self.prepared[i] && actions[i] != Action::UseExisting)
+                } else if (ns.prepared && action != Action::UseExisting)
                     || inserted + skipped + failed > 0
                 {
                     Status::Partial
@@ -1011,63 +1127,55 @@ impl Run {
                     source: p.source.to_string(),
                     target: p.target.to_string(),
                     kind: p.kind,
-                    action: actions[i],
+                    action,
                     skip_reason: p.skip,
                     status,
                     archive_documents: seen.map(|s| s.documents),
                     inserted,
                     skipped,
                     failed,
-                    indexes_created: self.indexes[i],
+                    indexes_created: ns.indexes,
                     first_error: counters.and_then(Counters::first_error),
                 }
             })
             .collect();
         self.report.compute_totals();
-        self.report.duration_seconds = started.elapsed().as_secs_f64();
+        self.report.duration_seconds = self.started.elapsed().as_secs_f64();
     }
 
     /// The error to return: as it is when nothing was written, otherwise wrapped with the
     /// report of what was and was not restored.
-    fn fail(
-        mut self,
-        plans: &[NamespacePlan],
-        actions: &[Action],
-        summary: Option<&StreamSummary>,
-        cause: Error,
-        started: Instant,
-    ) -> Error {
+    fn fail(mut self, summary: Option<&StreamSummary>, cause: Error) -> Error {
         let cause = cause.in_restore();
         if !self.wrote {
             return cause;
         }
-        self.finish(plans, actions, summary, started);
+        self.finish(summary);
         self.report.error = Some(cause.to_string());
         // Damage found in the archive: what was restored from the namespace it was found in
         // may be the damaged bytes, so no advice may keep it ("already present" on a rerun).
         let damaged = match &cause {
-            Error::ArchiveAt { ns, .. } => plans
+            Error::ArchiveAt { ns, .. } => self
+                .plans
                 .iter()
                 .position(|p| p.data.to_string() == *ns || p.source.to_string() == *ns),
             _ => None,
         };
-        if let Some(i) = damaged {
-            let row = &mut self.report.namespaces[i];
-            row.status = Status::Damaged;
-            let target = row.target.clone();
-            let summary = format!(
-                "restore stopped: {cause}; so far {}. The archive is damaged: documents restored into {target} may hold the damaged bytes: drop {target} on the target and restore from an intact backup (`nightdump verify` checks one); do not run this archive again, it would keep them as already present",
+        let summary = match damaged {
+            Some(i) => {
+                let row = &mut self.report.namespaces[i];
+                row.status = Status::Damaged;
+                let target = row.target.clone();
+                format!(
+                    "restore stopped: {cause}; so far {}. The archive is damaged: documents restored into {target} may hold the damaged bytes: drop {target} on the target and restore from an intact backup (`nightdump verify` checks one); do not run this archive again, it would keep them as already present",
+                    self.report.headline()
+                )
+            }
+            None => format!(
+                "restore stopped: {cause}; so far {}. Fix the cause and run it again: documents already restored are skipped",
                 self.report.headline()
-            );
-            return Error::RestoreFailed {
-                summary,
-                report: Box::new(self.report),
-            };
-        }
-        let summary = format!(
-            "restore stopped: {cause}; so far {}. Fix the cause and run it again: documents already restored are skipped",
-            self.report.headline()
-        );
+            ),
+        };
         Error::RestoreFailed {
             summary,
             report: Box::new(self.report),
