@@ -48,7 +48,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "backup {}: {} namespaces, {} documents, {} bytes stored",
         m.backup_id, m.totals.namespaces, m.totals.documents, m.archive.size
     );
-    let report = nightdump::verify::verify(&store, &Selector::Id(m.backup_id.parse()?)).await?;
+    let report =
+        nightdump::verify::verify(&store, &Selector::Id(m.backup_id.parse()?), None).await?;
     println!("verified: sha256 {}", report.sha256);
     Ok(())
 }

@@ -18,13 +18,9 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::verify::HashingReader;
 
-pub async fn cat(store: &Store, selector: &Selector, out: impl AsyncWrite + Unpin) -> Result<()> {
-    cat_with_keys(store, selector, None, false, out).await
-}
-
 /// Writes the archive of `selector` to `out`: decrypted with `keys` when it is encrypted,
 /// unless `raw`.
-pub async fn cat_with_keys(
+pub async fn cat(
     store: &Store,
     selector: &Selector,
     keys: Option<&Keys>,

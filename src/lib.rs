@@ -14,7 +14,7 @@
 //! let destination = nightdump::settings::destination("destination", "s3://my-backups/prod")?;
 //! let store = nightdump::Store::open(&destination, &options.s3).await?;
 //! let outcome = nightdump::backup::run(&options, &store, &Arc::default()).await?;
-//! nightdump::verify::verify(&store, &nightdump::Selector::Id(outcome.manifest.backup_id.parse()?))
+//! nightdump::verify::verify(&store, &nightdump::Selector::Id(outcome.manifest.backup_id.parse()?), None)
 //!     .await?;
 //! # Ok(())
 //! # }
@@ -27,6 +27,7 @@
 //! [`verify`], [`cat`], [`restore`], [`prune`]; and the front ends [`cli`] and [`lambda`].
 //! `scripts/check-module-cycles` keeps the graph free of cycles.
 
+pub mod backoff;
 pub mod backup;
 pub mod cat;
 pub mod catalog;

@@ -26,12 +26,10 @@ pub struct VerifyReport {
     pub bytes: u64,
 }
 
-pub async fn verify(store: &Store, selector: &Selector) -> Result<VerifyReport> {
-    verify_with_keys(store, selector, None).await
-}
-
-/// As [`verify`], decrypting with `keys` when the manifest says the archive is encrypted.
-pub async fn verify_with_keys(
+/// Verifies the backup `selector` names, decrypting with `keys` when the manifest says the
+/// archive is encrypted (`None` for a plain one, or a KMS one read with the usual AWS
+/// credentials).
+pub async fn verify(
     store: &Store,
     selector: &Selector,
     keys: Option<&Keys>,
@@ -52,7 +50,7 @@ pub async fn verify_with_keys(
     let handle = tokio::runtime::Handle::current();
     let check = tokio::task::spawn_blocking(move || {
         let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
-        check_stream_with_keys(&id, &manifest, keys.as_ref(), bridge)
+        check_stream(&id, &manifest, keys.as_ref(), bridge)
     });
     check
         .await
@@ -107,14 +105,9 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// The whole check over any byte stream holding a stored archive.
-pub fn check_stream(id: &str, manifest: &Manifest, stored: impl Read) -> Result<VerifyReport> {
-    check_stream_with_keys(id, manifest, None, stored)
-}
-
 /// The whole check, decrypting first when the manifest says the archive is encrypted: the
 /// hash covers the stored (encrypted) bytes, the archive checks the plaintext.
-pub fn check_stream_with_keys(
+pub fn check_stream(
     id: &str,
     manifest: &Manifest,
     keys: Option<&Keys>,

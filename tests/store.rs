@@ -98,7 +98,13 @@ mod cases {
 
     pub async fn streamed_roundtrip(store: &Store) {
         let total = 20 * 1024 * 1024 + 12_345;
-        let mut up = store.start_upload("2024/dump.archive.gz").await.unwrap();
+        let mut up = store
+            .start_upload(
+                "2024/dump.archive.gz",
+                nightdump::store::PutOptions::default(),
+            )
+            .await
+            .unwrap();
         let sent = stream_into(&mut up, total, 7).await;
         assert_eq!(up.bytes_written(), total as u64);
         assert!(
@@ -106,7 +112,7 @@ mod cases {
             "nothing may be visible before finish"
         );
         assert!(store.list("").await.unwrap().is_empty());
-        let receipt = up.finish(false).await.unwrap();
+        let receipt = up.finish().await.unwrap();
         assert_eq!(receipt.size, total as u64);
         assert_eq!(receipt.key, "2024/dump.archive.gz");
         let (read, got) = read_all_hash(store, "2024/dump.archive.gz").await;
@@ -121,7 +127,11 @@ mod cases {
     pub async fn small_put_get(store: &Store) {
         assert_eq!(store.get("manifest.json").await.unwrap(), None);
         store
-            .put("manifest.json", Bytes::from_static(b"{\"v\":1}"), false)
+            .put(
+                "manifest.json",
+                Bytes::from_static(b"{\"v\":1}"),
+                nightdump::store::PutOptions::default(),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -130,7 +140,11 @@ mod cases {
         );
         // Replacing is allowed without if_absent.
         store
-            .put("manifest.json", Bytes::from_static(b"{\"v\":2}"), false)
+            .put(
+                "manifest.json",
+                Bytes::from_static(b"{\"v\":2}"),
+                nightdump::store::PutOptions::default(),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -138,14 +152,24 @@ mod cases {
             Some(&b"{\"v\":2}"[..])
         );
         // An empty object is an object.
-        store.put("empty", Bytes::new(), false).await.unwrap();
+        store
+            .put(
+                "empty",
+                Bytes::new(),
+                nightdump::store::PutOptions::default(),
+            )
+            .await
+            .unwrap();
         assert_eq!(store.get("empty").await.unwrap().as_deref(), Some(&b""[..]));
         assert_eq!(store.head("empty").await.unwrap().unwrap().size, 0);
         // A small streamed upload (less than a part) behaves the same.
-        let mut up = store.start_upload("small/latest.json").await.unwrap();
+        let mut up = store
+            .start_upload("small/latest.json", nightdump::store::PutOptions::default())
+            .await
+            .unwrap();
         up.write(Bytes::from_static(b"abc")).await.unwrap();
         up.write(Bytes::from_static(b"def")).await.unwrap();
-        let r = up.finish(false).await.unwrap();
+        let r = up.finish().await.unwrap();
         assert_eq!((r.size, r.parts), (6, 0));
         assert_eq!(
             store.get("small/latest.json").await.unwrap().as_deref(),
@@ -156,11 +180,19 @@ mod cases {
 
     pub async fn if_absent_refusal(store: &Store) {
         store
-            .put("once", Bytes::from_static(b"first"), true)
+            .put(
+                "once",
+                Bytes::from_static(b"first"),
+                nightdump::store::PutOptions::create(),
+            )
             .await
             .unwrap();
         let err = store
-            .put("once", Bytes::from_static(b"second"), true)
+            .put(
+                "once",
+                Bytes::from_static(b"second"),
+                nightdump::store::PutOptions::create(),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -175,9 +207,12 @@ mod cases {
         );
 
         // A multipart upload refused at completion leaves the original and no upload behind.
-        let mut up = store.start_upload("once").await.unwrap();
+        let mut up = store
+            .start_upload("once", nightdump::store::PutOptions::create())
+            .await
+            .unwrap();
         stream_into(&mut up, PART + PART / 2, 3).await;
-        let err = up.finish(true).await.unwrap_err();
+        let err = up.finish().await.unwrap_err();
         assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
         assert_eq!(
             store.get("once").await.unwrap().as_deref(),
@@ -186,10 +221,13 @@ mod cases {
         assert!(store.list_incomplete_uploads("").await.unwrap().is_empty());
 
         // A small streamed upload too.
-        let mut up = store.start_upload("once").await.unwrap();
+        let mut up = store
+            .start_upload("once", nightdump::store::PutOptions::create())
+            .await
+            .unwrap();
         up.write(Bytes::from_static(b"x")).await.unwrap();
         assert!(matches!(
-            up.finish(true).await,
+            up.finish().await,
             Err(StoreError::AlreadyExists { .. })
         ));
         assert_eq!(
@@ -210,7 +248,11 @@ mod cases {
         ];
         for (i, k) in keys.iter().enumerate() {
             store
-                .put(k, Bytes::from(vec![b'z'; i + 1]), false)
+                .put(
+                    k,
+                    Bytes::from(vec![b'z'; i + 1]),
+                    nightdump::store::PutOptions::default(),
+                )
                 .await
                 .unwrap();
         }
@@ -263,7 +305,9 @@ mod cases {
         for bad in ["", "/abs", "../escape", "a//b"] {
             assert!(
                 matches!(
-                    store.put(bad, Bytes::new(), false).await,
+                    store
+                        .put(bad, Bytes::new(), nightdump::store::PutOptions::default())
+                        .await,
                     Err(StoreError::InvalidKey { .. })
                 ),
                 "{bad:?}"
@@ -272,7 +316,13 @@ mod cases {
     }
 
     pub async fn abort_leaves_nothing(store: &Store) {
-        let mut up = store.start_upload("run/dump.archive.gz").await.unwrap();
+        let mut up = store
+            .start_upload(
+                "run/dump.archive.gz",
+                nightdump::store::PutOptions::default(),
+            )
+            .await
+            .unwrap();
         stream_into(&mut up, 2 * PART + 17, 11).await;
         assert!(
             !store.list_incomplete_uploads("").await.unwrap().is_empty(),
@@ -283,13 +333,19 @@ mod cases {
         assert!(store.list("").await.unwrap().is_empty());
         assert!(store.list_incomplete_uploads("").await.unwrap().is_empty());
         // Aborting before anything was written is fine too.
-        let up = store.start_upload("run/other").await.unwrap();
+        let up = store
+            .start_upload("run/other", nightdump::store::PutOptions::default())
+            .await
+            .unwrap();
         up.abort().await.unwrap();
         assert!(store.list_incomplete_uploads("").await.unwrap().is_empty());
     }
 
     pub async fn drop_aborts(store: &Store) {
-        let mut up = store.start_upload("run/dropped.gz").await.unwrap();
+        let mut up = store
+            .start_upload("run/dropped.gz", nightdump::store::PutOptions::default())
+            .await
+            .unwrap();
         stream_into(&mut up, PART + 1, 5).await;
         drop(up);
         store.settle().await;
@@ -372,7 +428,11 @@ async fn s3_keys_live_under_the_prefix() {
     let moto = Moto::shared();
     let (store, bucket) = s3_store("prefix", s3_opts(&moto.endpoint())).await;
     store
-        .put("a/b.json", Bytes::from_static(b"1"), false)
+        .put(
+            "a/b.json",
+            Bytes::from_static(b"1"),
+            nightdump::store::PutOptions::default(),
+        )
         .await
         .unwrap();
     let client = moto.s3_client().await;
@@ -408,11 +468,18 @@ async fn s3_sse_kms_is_recorded_on_the_object() {
         ..s3_opts(&moto.endpoint())
     };
     let (store, _) = s3_store("kms", opts).await;
-    let mut up = store.start_upload("dump.archive.gz").await.unwrap();
+    let mut up = store
+        .start_upload("dump.archive.gz", nightdump::store::PutOptions::default())
+        .await
+        .unwrap();
     stream_into(&mut up, PART + 100, 1).await;
-    assert_eq!(up.finish(false).await.unwrap().parts, 2);
+    assert_eq!(up.finish().await.unwrap().parts, 2);
     store
-        .put("manifest.json", Bytes::from_static(b"{}"), true)
+        .put(
+            "manifest.json",
+            Bytes::from_static(b"{}"),
+            nightdump::store::PutOptions::create(),
+        )
         .await
         .unwrap();
     for k in ["dump.archive.gz", "manifest.json"] {
@@ -435,11 +502,18 @@ async fn s3_sse_s3_and_storage_class() {
         ..s3_opts(&moto.endpoint())
     };
     let (store, _) = s3_store("class", opts).await;
-    let mut up = store.start_upload("big").await.unwrap();
+    let mut up = store
+        .start_upload("big", nightdump::store::PutOptions::default())
+        .await
+        .unwrap();
     stream_into(&mut up, PART * 2, 2).await;
-    up.finish(false).await.unwrap();
+    up.finish().await.unwrap();
     store
-        .put("small", Bytes::from_static(b"s"), false)
+        .put(
+            "small",
+            Bytes::from_static(b"s"),
+            nightdump::store::PutOptions::default(),
+        )
         .await
         .unwrap();
     for k in ["big", "small"] {
@@ -548,7 +622,11 @@ async fn s3_slowdown_and_500_are_retried_and_logged() {
     let (store, proxy, bucket) = s3_behind_proxy("slowdown", 3).await;
     proxy.fail_next(2, Fault::SlowDown);
     store
-        .put("manifest.json", Bytes::from_static(b"{}"), false)
+        .put(
+            "manifest.json",
+            Bytes::from_static(b"{}"),
+            nightdump::store::PutOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(proxy.faults_served(), 2);
@@ -558,12 +636,15 @@ async fn s3_slowdown_and_500_are_retried_and_logged() {
     );
 
     // Mid-stream: a part request fails once and is sent again.
-    let mut up = store.start_upload("dump.archive.gz").await.unwrap();
+    let mut up = store
+        .start_upload("dump.archive.gz", nightdump::store::PutOptions::default())
+        .await
+        .unwrap();
     let mut expected = Sha256::new();
     stream_hashed(&mut up, PART + 10, 9, &mut expected).await;
     proxy.fail_next(1, Fault::InternalError);
     stream_hashed(&mut up, PART, 10, &mut expected).await;
-    let receipt = up.finish(false).await.unwrap();
+    let receipt = up.finish().await.unwrap();
     assert_eq!(proxy.faults_served(), 3);
     assert_eq!(receipt.size, (2 * PART + 10) as u64);
     assert_eq!(receipt.parts, 3);
@@ -591,7 +672,11 @@ async fn s3_persistent_slowdown_is_a_retryable_error() {
     let (store, proxy, _) = s3_behind_proxy("slowdown-forever", 2).await;
     proxy.fail_next(2, Fault::SlowDown);
     let err = store
-        .put("x", Bytes::from_static(b"x"), false)
+        .put(
+            "x",
+            Bytes::from_static(b"x"),
+            nightdump::store::PutOptions::default(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -605,7 +690,10 @@ async fn s3_persistent_slowdown_is_a_retryable_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_stopped_mid_upload_fails_write_and_abort_cleans_up_once_back() {
     let (store, proxy, _) = s3_behind_proxy("stopped-write", 2).await;
-    let mut up = store.start_upload("dump.archive.gz").await.unwrap();
+    let mut up = store
+        .start_upload("dump.archive.gz", nightdump::store::PutOptions::default())
+        .await
+        .unwrap();
     // Three parts with a window of two: the last write waited for a part to land.
     stream_into(&mut up, 3 * PART, 4).await;
     assert!(!store.list_incomplete_uploads("").await.unwrap().is_empty());
@@ -643,10 +731,13 @@ async fn s3_stopped_mid_upload_fails_write_and_abort_cleans_up_once_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_stopped_at_finish_fails_and_leftover_is_aborted_once_back() {
     let (store, proxy, _) = s3_behind_proxy("stopped-finish", 2).await;
-    let mut up = store.start_upload("dump.archive.gz").await.unwrap();
+    let mut up = store
+        .start_upload("dump.archive.gz", nightdump::store::PutOptions::default())
+        .await
+        .unwrap();
     stream_into(&mut up, PART + PART / 2, 6).await;
     proxy.stop();
-    let err = up.finish(false).await.unwrap_err();
+    let err = up.finish().await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
     proxy.resume();
     assert!(store.head("dump.archive.gz").await.unwrap().is_none());
@@ -669,14 +760,22 @@ async fn s3_stopped_at_finish_fails_and_leftover_is_aborted_once_back() {
 async fn s3_cut_connections_are_retried() {
     let (store, proxy, _) = s3_behind_proxy("cut", 3).await;
     store
-        .put("a", Bytes::from_static(b"1"), false)
+        .put(
+            "a",
+            Bytes::from_static(b"1"),
+            nightdump::store::PutOptions::default(),
+        )
         .await
         .unwrap();
     let before = proxy.connections();
     // Pooled connections die under the client; the next requests reconnect.
     proxy.cut_all();
     store
-        .put("b", Bytes::from_static(b"2"), false)
+        .put(
+            "b",
+            Bytes::from_static(b"2"),
+            nightdump::store::PutOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(store.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
@@ -687,7 +786,10 @@ async fn s3_cut_connections_are_retried() {
 async fn s3_upload_waits_when_its_window_of_parts_is_full() {
     // Window of 2: at most 2 parts in flight plus the one being filled are held in memory.
     let (store, proxy, _) = s3_behind_proxy("window", 3).await;
-    let mut up = store.start_upload("dump.archive.gz").await.unwrap();
+    let mut up = store
+        .start_upload("dump.archive.gz", nightdump::store::PutOptions::default())
+        .await
+        .unwrap();
     let mut expected = Sha256::new();
     proxy.hold_part_uploads(true);
     stream_hashed(&mut up, 2 * PART, 12, &mut expected).await;
@@ -706,7 +808,7 @@ async fn s3_upload_waits_when_its_window_of_parts_is_full() {
         proxy.hold_part_uploads(false);
         write.await.unwrap();
     }
-    let receipt = up.finish(false).await.unwrap();
+    let receipt = up.finish().await.unwrap();
     assert_eq!(receipt.parts, 3);
     let (_, got) = read_all_hash(&store, "dump.archive.gz").await;
     assert_eq!(got, expected.finalize().to_vec());
@@ -715,9 +817,12 @@ async fn s3_upload_waits_when_its_window_of_parts_is_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_download_broken_mid_body_resumes_where_it_stopped() {
     let (store, proxy, _) = s3_behind_proxy("resume", 3).await;
-    let mut up = store.start_upload("dump.archive.gz").await.unwrap();
+    let mut up = store
+        .start_upload("dump.archive.gz", nightdump::store::PutOptions::default())
+        .await
+        .unwrap();
     let sent = stream_into(&mut up, 2 * PART + 333, 8).await;
-    up.finish(false).await.unwrap();
+    up.finish().await.unwrap();
 
     // The first mebibyte of the download passes, then its connection dies.
     proxy.cut_response_after(1024 * 1024);
@@ -737,18 +842,24 @@ async fn s3_download_broken_mid_body_resumes_where_it_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_download_of_a_replaced_object_fails_instead_of_splicing() {
     let (store, proxy, _) = s3_behind_proxy("replaced", 3).await;
-    let mut up = store.start_upload("obj").await.unwrap();
+    let mut up = store
+        .start_upload("obj", nightdump::store::PutOptions::default())
+        .await
+        .unwrap();
     stream_into(&mut up, PART + 1, 1).await;
-    up.finish(false).await.unwrap();
+    up.finish().await.unwrap();
     // Small enough to pass at once, whether or not the reader reads.
     proxy.cut_response_after(16 * 1024);
     let mut reader = store.open_read("obj").await.unwrap().unwrap();
     let mut buf = vec![0u8; 1024];
     assert!(reader.read(&mut buf).await.unwrap() > 0);
     // Replaced before the reader runs into the end of its broken response.
-    let mut up = store.start_upload("obj").await.unwrap();
+    let mut up = store
+        .start_upload("obj", nightdump::store::PutOptions::default())
+        .await
+        .unwrap();
     stream_into(&mut up, PART + 1, 2).await;
-    up.finish(false).await.unwrap();
+    up.finish().await.unwrap();
     let mut sink = Vec::new();
     let err = reader.read_to_end(&mut sink).await.unwrap_err();
     assert!(err.to_string().contains("replaced"), "{err}");
@@ -781,7 +892,11 @@ async fn local_missing_directory_and_file_in_the_way() {
     // Inside a good store, a file where a key needs a directory.
     let store = open_local(dir.path()).await.unwrap();
     let err = store
-        .put("file/x.json", Bytes::from_static(b"1"), false)
+        .put(
+            "file/x.json",
+            Bytes::from_static(b"1"),
+            nightdump::store::PutOptions::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotADirectory { .. }), "{err:?}");
@@ -834,7 +949,13 @@ async fn local_disk_full_is_reported_and_leaves_no_temp_file() {
         return;
     };
     let store = open_local(dir.path()).await.unwrap();
-    let mut up = store.start_upload("run/dump.archive.gz").await.unwrap();
+    let mut up = store
+        .start_upload(
+            "run/dump.archive.gz",
+            nightdump::store::PutOptions::default(),
+        )
+        .await
+        .unwrap();
     let mut err = None;
     for _ in 0..8 {
         if let Err(e) = up.write(Bytes::from(vec![7u8; 512 * 1024])).await {
@@ -845,7 +966,7 @@ async fn local_disk_full_is_reported_and_leaves_no_temp_file() {
     let err = match err {
         Some(e) => e,
         // A file system may take the data and only fail at fsync.
-        None => up.finish(false).await.unwrap_err(),
+        None => up.finish().await.unwrap_err(),
     };
     assert!(matches!(err, StoreError::DiskFull { .. }), "{err:?}");
     assert!(
@@ -859,7 +980,7 @@ async fn local_disk_full_is_reported_and_leaves_no_temp_file() {
         .put(
             "manifest.json",
             Bytes::from(vec![1u8; 2 * 1024 * 1024]),
-            false,
+            nightdump::store::PutOptions::default(),
         )
         .await
         .unwrap_err();
@@ -870,7 +991,10 @@ async fn local_disk_full_is_reported_and_leaves_no_temp_file() {
 #[tokio::test]
 async fn local_leftover_temp_files_are_listed_and_removable() {
     let (store, dir) = local_store().await;
-    let up = store.start_upload("a/dump.gz").await.unwrap();
+    let up = store
+        .start_upload("a/dump.gz", nightdump::store::PutOptions::default())
+        .await
+        .unwrap();
     // Simulate a crash: the process dies without dropping the upload.
     std::mem::forget(up);
     let left = store.list_incomplete_uploads("").await.unwrap();

@@ -28,7 +28,7 @@ use crate::manifest::{self, crc_hex, Manifest, NamespaceEntry};
 use crate::namespace::NamespaceFilter;
 use crate::progress::Progress;
 use crate::source::{Source, SourceOptions};
-use crate::store::{Destination, S3Options, Sse, Store, StoreError};
+use crate::store::{Destination, PutOptions, S3Options, Sse, Store, StoreError};
 
 /// Everything a backup needs, validated before any connection is made.
 #[derive(Debug, Clone)]
@@ -101,6 +101,52 @@ pub struct BackupOutcome {
     pub already_existed: bool,
     /// Set when the backup succeeded but `latest.json` could not be updated.
     pub latest_warning: Option<String>,
+}
+
+/// What a backup run reports, the same for every front end: the CLI's `--json` and the
+/// Lambda's response.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BackupSummary {
+    pub backup_id: String,
+    pub already_existed: bool,
+    pub destination: String,
+    /// The archive's key, relative to the destination.
+    pub archive: String,
+    /// Stored bytes, and their SHA-256.
+    pub size: u64,
+    pub sha256: String,
+    pub namespaces: u64,
+    pub documents: u64,
+    /// Uncompressed BSON bytes of the documents.
+    pub bytes: u64,
+    pub scheduled_at: Option<String>,
+    pub duration_seconds: f64,
+    pub latest_warning: Option<String>,
+    /// The point in time a replica set's backup is consistent to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<manifest::PointInTime>,
+}
+
+impl BackupOutcome {
+    /// The run's report for `destination`.
+    pub fn summary(&self, destination: &Destination) -> BackupSummary {
+        let m = &self.manifest;
+        BackupSummary {
+            backup_id: m.backup_id.clone(),
+            already_existed: self.already_existed,
+            destination: destination.to_string(),
+            archive: m.archive.key.clone(),
+            size: m.archive.size,
+            sha256: m.archive.sha256.clone(),
+            namespaces: m.totals.namespaces,
+            documents: m.totals.documents,
+            bytes: m.totals.bytes,
+            scheduled_at: m.scheduled_at.clone(),
+            duration_seconds: m.duration_seconds,
+            latest_warning: self.latest_warning.clone(),
+            point_in_time: m.point_in_time.clone(),
+        }
+    }
 }
 
 pub async fn run(
@@ -202,7 +248,7 @@ async fn run_new(
     // One retention for every object of the backup, counted from its start.
     let retention = options.s3.object_lock.map(|l| l.retention_from(started));
     let mut upload = store
-        .start_upload_retained(&archive_key, retention.as_ref())
+        .start_upload(&archive_key, PutOptions::create().retained(retention))
         .await?;
     let settings = pipeline::DumpSettings {
         parallel: options.parallel,
@@ -227,7 +273,7 @@ async fn run_new(
     };
     // Two runs of the same schedule time (a duplicate trigger) both get this far; only the
     // first archive is kept, so a manifest always describes the bytes next to it.
-    let receipt = match upload.finish(true).await {
+    let receipt = match upload.finish().await {
         Ok(receipt) => receipt,
         Err(StoreError::AlreadyExists { .. }) => {
             return completed_elsewhere(store, &id, manifest_key, options).await;
@@ -310,7 +356,11 @@ async fn seal(
 ) -> Result<BackupOutcome> {
     let body = Bytes::from(manifest.to_json());
     match store
-        .put_retained(manifest_key, body, true, retention)
+        .put(
+            manifest_key,
+            body,
+            PutOptions::create().retained(retention.copied()),
+        )
         .await
     {
         Ok(()) => {}
@@ -463,7 +513,7 @@ async fn completed_elsewhere(
     options: &BackupOptions,
 ) -> Result<BackupOutcome> {
     let waited = Instant::now();
-    let mut pause = Duration::from_millis(50);
+    let mut round = 0;
     loop {
         if let Some(bytes) = store.get(manifest_key).await? {
             let manifest = Manifest::parse(&bytes).map_err(|detail| Error::Integrity {
@@ -487,8 +537,8 @@ async fn completed_elsewhere(
                 ),
             });
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+        crate::backoff::OTHER_RUNS_MANIFEST.wait(round).await;
+        round += 1;
     }
 }
 

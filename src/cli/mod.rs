@@ -602,7 +602,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let selector = parse_selector(&args.backup)?;
             let keys = args.identity.load()?;
             let store = open_store("--from", &args.from.from, &args.from.store).await?;
-            let report = crate::verify::verify_with_keys(&store, &selector, keys.as_ref()).await?;
+            let report = crate::verify::verify(&store, &selector, keys.as_ref()).await?;
             let mut out = std::io::stdout().lock();
             if args.json {
                 write_json(&mut out, &report);
@@ -629,7 +629,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let keys = args.identity.load()?;
             let store = open_store("--from", &args.from.from, &args.from.store).await?;
-            crate::cat::cat_with_keys(
+            crate::cat::cat(
                 &store,
                 &selector,
                 keys.as_ref(),
@@ -724,19 +724,7 @@ async fn run_backup(args: BackupArgs) -> Result<()> {
     let m = &outcome.manifest;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let summary = serde_json::json!({
-            "backup_id": m.backup_id,
-            "already_existed": outcome.already_existed,
-            "destination": destination.to_string(),
-            "archive": m.archive.key,
-            "size": m.archive.size,
-            "sha256": m.archive.sha256,
-            "namespaces": m.totals.namespaces,
-            "documents": m.totals.documents,
-            "bytes": m.totals.bytes,
-            "duration_seconds": m.duration_seconds,
-            "latest_warning": outcome.latest_warning,
-        });
+        let summary = serde_json::to_string(&outcome.summary(&destination)).unwrap_or_default();
         writeln!(out, "{summary}").ok();
     } else if !args.quiet {
         if outcome.already_existed {

@@ -45,19 +45,20 @@ pub struct Deps<S, M> {
 /// What a successful run returns to the caller (and what Lambda logs for it).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
-    pub backup_id: String,
-    pub already_existed: bool,
-    pub destination: String,
-    pub archive: String,
-    pub size: u64,
-    pub documents: u64,
-    pub namespaces: u64,
-    pub scheduled_at: Option<String>,
-    pub duration_seconds: f64,
-    pub latest_warning: Option<String>,
+    /// The backup's report, the same as the CLI's `backup --json`.
+    #[serde(flatten)]
+    pub backup: crate::backup::BackupSummary,
     /// The prune after the backup, when `NIGHTDUMP_PRUNE` sets a policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneSummary>,
+}
+
+impl std::ops::Deref for Summary {
+    type Target = crate::backup::BackupSummary;
+
+    fn deref(&self) -> &Self::Target {
+        &self.backup
+    }
 }
 
 /// The whole invocation of a JSON payload; see [`handle_payload`].
@@ -326,18 +327,8 @@ fn backup_options(
 }
 
 fn summary(config: &LambdaConfig, outcome: &BackupOutcome) -> Summary {
-    let m = &outcome.manifest;
     Summary {
-        backup_id: m.backup_id.clone(),
-        already_existed: outcome.already_existed,
-        destination: config.destination.to_string(),
-        archive: m.archive.key.clone(),
-        size: m.archive.size,
-        documents: m.totals.documents,
-        namespaces: m.totals.namespaces,
-        scheduled_at: m.scheduled_at.clone(),
-        duration_seconds: m.duration_seconds,
-        latest_warning: outcome.latest_warning.clone(),
+        backup: outcome.summary(&config.destination),
         prune: None,
     }
 }

@@ -177,7 +177,7 @@ async fn open_input(
             // A dry run is a check before the real thing: it always proves the stored bytes
             // are the manifest's (size and SHA-256), whatever --no-verify-first says.
             if verify_first || dry_run {
-                crate::verify::verify_with_keys(store, &Selector::Id(id), keys.as_ref()).await?;
+                crate::verify::verify(store, &Selector::Id(id), keys.as_ref()).await?;
             }
             let reader = store
                 .open_read(&manifest.archive.key)

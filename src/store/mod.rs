@@ -33,6 +33,44 @@ use background::Background;
 use local::{LocalStore, LocalUpload};
 use s3::{S3Store, S3Upload};
 
+/// Whether a write may replace an object that is already there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace whatever is at the key.
+    #[default]
+    Overwrite,
+    /// Fail with [`StoreError::AlreadyExists`] rather than replace an object (S3's
+    /// `If-None-Match: *`, a hard link locally): the first of two writers wins.
+    Create,
+}
+
+/// How an object is written (by [`Store::put`] or an [`Upload`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    pub mode: PutMode,
+    /// S3 Object Lock retention the object is created with (S3 only).
+    pub retention: Option<Retention>,
+}
+
+impl PutOptions {
+    /// Create only: never replace an existing object.
+    pub fn create() -> Self {
+        Self {
+            mode: PutMode::Create,
+            retention: None,
+        }
+    }
+
+    /// With Object Lock retention, when there is one.
+    pub fn retained(self, retention: Option<Retention>) -> Self {
+        Self { retention, ..self }
+    }
+
+    fn if_absent(&self) -> bool {
+        self.mode == PutMode::Create
+    }
+}
+
 /// What a destination knows about one stored object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -158,52 +196,20 @@ impl Store {
     }
 
     /// Key-relative streaming upload (keys are relative to the destination's root/prefix,
-    /// "/"-separated). Nothing is visible at `key` until [`Upload::finish`] succeeds.
-    pub async fn start_upload(&self, key: &str) -> Result<Upload, StoreError> {
+    /// "/"-separated), written as `options` say. Nothing is visible at `key` until
+    /// [`Upload::finish`] succeeds.
+    pub async fn start_upload(&self, key: &str, options: PutOptions) -> Result<Upload, StoreError> {
         key::validate(key)?;
-        let inner = match &self.backend {
-            Backend::Local(l) => UploadInner::Local(l.start_upload(key).await?),
-            Backend::S3(s) => UploadInner::S3(s.start_upload(key)),
+        let inner = match (&self.backend, options.retention) {
+            (Backend::Local(_), Some(_)) => return Err(self.lock_needs_s3()),
+            (Backend::Local(l), None) => UploadInner::Local(l.start_upload(key).await?),
+            (Backend::S3(s), None) => UploadInner::S3(s.start_upload(key)),
+            (Backend::S3(s), Some(r)) => UploadInner::S3(s.start_upload_retained(key, r)),
         };
-        Ok(Upload { inner })
-    }
-
-    /// As [`Store::start_upload`], the object created with Object Lock `retention` (S3 only).
-    pub async fn start_upload_retained(
-        &self,
-        key: &str,
-        retention: Option<&Retention>,
-    ) -> Result<Upload, StoreError> {
-        let Some(retention) = retention else {
-            return self.start_upload(key).await;
-        };
-        key::validate(key)?;
-        let inner = match &self.backend {
-            Backend::Local(_) => return Err(self.lock_needs_s3()),
-            Backend::S3(s) => UploadInner::S3(s.start_upload_retained(key, *retention)),
-        };
-        Ok(Upload { inner })
-    }
-
-    /// As [`Store::put`], the object created with Object Lock `retention` (S3 only).
-    pub async fn put_retained(
-        &self,
-        key: &str,
-        bytes: Bytes,
-        if_absent: bool,
-        retention: Option<&Retention>,
-    ) -> Result<(), StoreError> {
-        let Some(retention) = retention else {
-            return self.put(key, bytes, if_absent).await;
-        };
-        key::validate(key)?;
-        match &self.backend {
-            Backend::Local(_) => Err(self.lock_needs_s3()),
-            Backend::S3(s) => s
-                .put_retained(key, bytes, if_absent, retention)
-                .await
-                .map(|_| ()),
-        }
+        Ok(Upload {
+            inner,
+            mode: options.mode,
+        })
     }
 
     /// The Object Lock retention of an object's current version; `None` when it has none,
@@ -228,13 +234,23 @@ impl Store {
         }
     }
 
-    /// Small object written atomically (single PUT / temp file + rename); with `if_absent`,
-    /// fails with [`StoreError::AlreadyExists`] instead of replacing.
-    pub async fn put(&self, key: &str, bytes: Bytes, if_absent: bool) -> Result<(), StoreError> {
+    /// Small object written atomically (single PUT / temp file + rename), as `options` say:
+    /// [`PutMode::Create`] fails with [`StoreError::AlreadyExists`] instead of replacing.
+    pub async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        options: PutOptions,
+    ) -> Result<(), StoreError> {
         key::validate(key)?;
-        match &self.backend {
-            Backend::Local(l) => l.put(key, bytes, if_absent).await,
-            Backend::S3(s) => s.put(key, bytes, if_absent).await.map(|_| ()),
+        let if_absent = options.if_absent();
+        match (&self.backend, options.retention) {
+            (Backend::Local(_), Some(_)) => Err(self.lock_needs_s3()),
+            (Backend::Local(l), None) => l.put(key, bytes, if_absent).await,
+            (Backend::S3(s), None) => s.put(key, bytes, if_absent).await.map(|_| ()),
+            (Backend::S3(s), Some(r)) => {
+                s.put_retained(key, bytes, if_absent, &r).await.map(|_| ())
+            }
         }
     }
 
@@ -350,6 +366,7 @@ fn refuse_lock(dest: &Destination, s3: &S3Options) -> Result<(), StoreError> {
 /// [`Store::settle`]) and logs a warning.
 pub struct Upload {
     inner: UploadInner,
+    mode: PutMode,
 }
 
 enum UploadInner {
@@ -394,10 +411,12 @@ impl Upload {
     }
 
     /// Completes the upload: CompleteMultipartUpload (a single PutObject if smaller than one
-    /// part); locally fsync, rename into place, fsync the directory. With `if_absent`, fails
-    /// with [`StoreError::AlreadyExists`] rather than replace an existing object. On error
-    /// nothing is visible at the key and the partial upload is aborted (best effort).
-    pub async fn finish(self, if_absent: bool) -> Result<UploadReceipt, StoreError> {
+    /// part); locally fsync, rename into place, fsync the directory. Started with
+    /// [`PutMode::Create`], fails with [`StoreError::AlreadyExists`] rather than replace an
+    /// existing object. On error nothing is visible at the key and the partial upload is
+    /// aborted (best effort).
+    pub async fn finish(self) -> Result<UploadReceipt, StoreError> {
+        let if_absent = self.mode == PutMode::Create;
         match self.inner {
             UploadInner::Local(u) => u.finish(if_absent).await,
             UploadInner::S3(u) => u.finish(if_absent).await,

@@ -98,7 +98,7 @@ async fn backup_to_a_directory_holds_every_document_index_and_option() {
     }
     assert!(kinds.contains("view") && kinds.contains("timeseries") && kinds.contains("collection"));
 
-    let report = nightdump::verify::verify(&store, &Selector::Latest)
+    let report = nightdump::verify::verify(&store, &Selector::Latest, None)
         .await
         .unwrap();
     assert_eq!(report.backup_id, m.backup_id);
@@ -119,7 +119,7 @@ async fn verify_catches_a_single_flipped_byte() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
-    let err = nightdump::verify::verify(&store, &Selector::Latest)
+    let err = nightdump::verify::verify(&store, &Selector::Latest, None)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Integrity { .. }), "{err}");

@@ -171,7 +171,9 @@ async fn duplicate_delivery_makes_one_backup_from(dest: Dest, replica_set: bool)
 
     let store = dest.open().await;
     assert_eq!(manifests(&store).await, ["20261120T030000Z/manifest.json"]);
-    let report = verify::verify(&store, &Selector::Latest).await.unwrap();
+    let report = verify::verify(&store, &Selector::Latest, None)
+        .await
+        .unwrap();
     assert_eq!(report.sha256, summaries[0]["sha256"].as_str().unwrap());
     assert_eq!(latest_id(&store).await.as_deref(), Some("20261120T030000Z"));
     assert_eq!(dest.unfinished_uploads().await, Vec::<String>::new());
@@ -224,7 +226,9 @@ async fn many_duplicates_keep_one_consistent_backup_from(dest: Dest, replica_set
     assert!(outcomes.iter().all(|o| &o.manifest.archive.sha256 == sha));
     let store = dest.open().await;
     assert_eq!(manifests(&store).await, ["20261121T030000Z/manifest.json"]);
-    let report = verify::verify(&store, &Selector::Latest).await.unwrap();
+    let report = verify::verify(&store, &Selector::Latest, None)
+        .await
+        .unwrap();
     assert_eq!(&report.sha256, sha);
     assert_eq!(dest.unfinished_uploads().await, Vec::<String>::new());
     server.shutdown().await;
@@ -383,7 +387,9 @@ async fn prune_leaves_a_running_backup_alone_from(dest: Dest, replica_set: bool)
 
     let outcome = backup_task.await.unwrap().unwrap();
     assert_eq!(outcome.manifest.backup_id, "20261003T030000Z");
-    let report = verify::verify(&store, &Selector::Latest).await.unwrap();
+    let report = verify::verify(&store, &Selector::Latest, None)
+        .await
+        .unwrap();
     assert_eq!(report.backup_id, "20261003T030000Z");
     server.shutdown().await;
 }
@@ -433,7 +439,9 @@ async fn prune_removes_only_old_incomplete_backups() {
     assert_eq!(removed, ["20261001T030000Z"], "{report:?}");
     assert!(!old.join("dump.archive.gz").exists());
     assert!(young.join("dump.archive.gz").exists());
-    verify::verify(&store, &Selector::Latest).await.unwrap();
+    verify::verify(&store, &Selector::Latest, None)
+        .await
+        .unwrap();
     server.shutdown().await;
 }
 
@@ -504,7 +512,9 @@ async fn killed_run_leaves_nothing_complete_from(dest: Dest, replica_set: bool) 
     assert!(listing
         .iter()
         .all(|l| l.id != killed || l.status == "incomplete"));
-    let report = verify::verify(&store, &Selector::Latest).await.unwrap();
+    let report = verify::verify(&store, &Selector::Latest, None)
+        .await
+        .unwrap();
     assert_eq!(report.backup_id, "20260901T030000Z");
     assert!(!dest.unfinished_uploads().await.is_empty());
 
@@ -516,10 +526,16 @@ async fn killed_run_leaves_nothing_complete_from(dest: Dest, replica_set: bool) 
     assert_eq!(next.code, Some(0), "{}", next.all_output());
     assert_eq!(dest.unfinished_uploads().await, Vec::<String>::new());
     assert_eq!(latest_id(&store).await.as_deref(), Some("20260903T030000Z"));
-    verify::verify(&store, &Selector::Id("20260901T030000Z".parse().unwrap()))
+    verify::verify(
+        &store,
+        &Selector::Id("20260901T030000Z".parse().unwrap()),
+        None,
+    )
+    .await
+    .unwrap();
+    verify::verify(&store, &Selector::Latest, None)
         .await
         .unwrap();
-    verify::verify(&store, &Selector::Latest).await.unwrap();
     server.shutdown().await;
 }
 
@@ -545,7 +561,10 @@ async fn a_young_unfinished_upload_is_left_alone() {
     let dest = Dest::dir();
     let store = dest.open().await;
     let mut upload = store
-        .start_upload("20260801T030000Z/dump.archive.gz")
+        .start_upload(
+            "20260801T030000Z/dump.archive.gz",
+            nightdump::store::PutOptions::default(),
+        )
         .await
         .unwrap();
     upload
@@ -581,7 +600,9 @@ async fn two_thousand_collections_back_up_and_verify() {
         .collect();
     assert_eq!(many.len(), 2000);
     assert!(many.iter().all(|n| n.documents == 3));
-    let report = verify::verify(&store, &Selector::Latest).await.unwrap();
+    let report = verify::verify(&store, &Selector::Latest, None)
+        .await
+        .unwrap();
     assert_eq!(report.namespaces, m.totals.namespaces);
     assert!(
         took < Duration::from_secs(60),

@@ -162,7 +162,7 @@ async fn an_age_encrypted_backup_round_trips_with_its_identity() {
     assert_eq!(stored.len() as u64, m.archive.size);
     assert_eq!(hex::encode(sha2::Sha256::digest(&stored)), m.archive.sha256);
 
-    let report = nightdump::verify::verify_with_keys(&e.store, &Selector::Latest, Some(&e.keys))
+    let report = nightdump::verify::verify(&e.store, &Selector::Latest, Some(&e.keys))
         .await
         .unwrap();
     assert_eq!(report.documents, m.totals.documents);
@@ -170,7 +170,7 @@ async fn an_age_encrypted_backup_round_trips_with_its_identity() {
 
     // cat decrypts to the gzip archive mongorestore reads; --raw gives the stored bytes.
     let mut plain = Vec::new();
-    nightdump::cat::cat_with_keys(
+    nightdump::cat::cat(
         &e.store,
         &Selector::Latest,
         Some(&e.keys),
@@ -183,7 +183,7 @@ async fn an_age_encrypted_backup_round_trips_with_its_identity() {
     let docs: usize = contents.docs.values().map(Vec::len).sum();
     assert_eq!(docs as u64, m.totals.documents);
     let mut raw = Vec::new();
-    nightdump::cat::cat_with_keys(&e.store, &Selector::Latest, None, true, &mut raw)
+    nightdump::cat::cat(&e.store, &Selector::Latest, None, true, &mut raw)
         .await
         .unwrap();
     assert_eq!(raw, stored);
@@ -197,7 +197,7 @@ async fn a_missing_or_wrong_identity_is_a_clear_error_and_restores_nothing() {
     let other = Keys::from_identity(age::x25519::Identity::generate());
     let recipient = &e.keys.recipients()[0];
 
-    let missing = nightdump::verify::verify(&e.store, &Selector::Latest)
+    let missing = nightdump::verify::verify(&e.store, &Selector::Latest, None)
         .await
         .unwrap_err();
     let text = missing.to_string();
@@ -206,7 +206,7 @@ async fn a_missing_or_wrong_identity_is_a_clear_error_and_restores_nothing() {
         "{text}"
     );
     assert!(!text.contains('\n'), "{text}");
-    let wrong = nightdump::verify::verify_with_keys(&e.store, &Selector::Latest, Some(&other))
+    let wrong = nightdump::verify::verify(&e.store, &Selector::Latest, Some(&other))
         .await
         .unwrap_err();
     assert!(
@@ -214,7 +214,7 @@ async fn a_missing_or_wrong_identity_is_a_clear_error_and_restores_nothing() {
         "{wrong}"
     );
     let mut out = Vec::new();
-    let err = nightdump::cat::cat_with_keys(&e.store, &Selector::Latest, None, false, &mut out)
+    let err = nightdump::cat::cat(&e.store, &Selector::Latest, None, false, &mut out)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("--identity"), "{err}");
@@ -254,7 +254,7 @@ async fn a_flipped_byte_is_caught_before_anything_is_restored() {
     let e = encrypted_backup().await;
     let damaged = flip(&stored_path(&e), |len| len / 2);
 
-    let err = nightdump::verify::verify_with_keys(&e.store, &Selector::Latest, Some(&e.keys))
+    let err = nightdump::verify::verify(&e.store, &Selector::Latest, Some(&e.keys))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Integrity { .. }), "{err}");
@@ -377,7 +377,7 @@ async fn the_reference_age_tool_decrypts_a_backup() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut ours = Vec::new();
-    nightdump::cat::cat_with_keys(&store, &Selector::Latest, Some(&keys), false, &mut ours)
+    nightdump::cat::cat(&store, &Selector::Latest, Some(&keys), false, &mut ours)
         .await
         .unwrap();
     assert_eq!(out.stdout, ours);
@@ -507,17 +507,16 @@ mod kms {
         async fn all_fail(&self, needle: &str) {
             let keys = self.keys();
             let this = Selector::Id(self.manifest.backup_id.parse().unwrap());
-            let err = nightdump::verify::verify_with_keys(&self.store, &this, Some(&keys))
+            let err = nightdump::verify::verify(&self.store, &this, Some(&keys))
                 .await
                 .unwrap_err();
             let text = err.to_string();
             assert!(text.contains(needle), "verify: {text}");
             assert!(!text.contains('\n'), "{text}");
             let mut out = Vec::new();
-            let err =
-                nightdump::cat::cat_with_keys(&self.store, &this, Some(&keys), false, &mut out)
-                    .await
-                    .unwrap_err();
+            let err = nightdump::cat::cat(&self.store, &this, Some(&keys), false, &mut out)
+                .await
+                .unwrap_err();
             assert!(err.to_string().contains(needle), "cat: {err}");
             let target = fresh_target().await;
             let err = restore::run(
@@ -589,13 +588,13 @@ mod kms {
         assert_eq!(hex::encode(sha2::Sha256::digest(&stored)), m.archive.sha256);
 
         let keys = b.keys();
-        let report = nightdump::verify::verify_with_keys(&b.store, &Selector::Latest, Some(&keys))
+        let report = nightdump::verify::verify(&b.store, &Selector::Latest, Some(&keys))
             .await
             .unwrap();
         assert_eq!(report.documents, m.totals.documents);
 
         let mut plain = Vec::new();
-        nightdump::cat::cat_with_keys(&b.store, &Selector::Latest, Some(&keys), false, &mut plain)
+        nightdump::cat::cat(&b.store, &Selector::Latest, Some(&keys), false, &mut plain)
             .await
             .unwrap();
         assert_eq!(&plain[..2], &[0x1f, 0x8b]);
@@ -757,7 +756,7 @@ mod kms {
 
         // The intact manifest back: the backup reads again.
         b.put_manifest(&b.manifest).await;
-        nightdump::verify::verify_with_keys(&b.store, &Selector::Latest, Some(&b.keys()))
+        nightdump::verify::verify(&b.store, &Selector::Latest, Some(&b.keys()))
             .await
             .unwrap();
     }
@@ -781,7 +780,7 @@ mod kms {
             b.all_fail("truncated").await;
         }
         b.put(&key, original).await;
-        nightdump::verify::verify_with_keys(&b.store, &Selector::Latest, Some(&b.keys()))
+        nightdump::verify::verify(&b.store, &Selector::Latest, Some(&b.keys()))
             .await
             .unwrap();
     }

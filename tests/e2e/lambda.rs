@@ -518,13 +518,10 @@ async fn a_kms_envelope_key_encrypts_the_functions_backups() {
         .await
         .unwrap();
     let keys = nightdump::crypto::Keys::from_kms(nightdump::crypto::Kms::from_sdk_config(&aws.sdk));
-    let report = nightdump::verify::verify_with_keys(
-        &store,
-        &nightdump::catalog::Selector::Latest,
-        Some(&keys),
-    )
-    .await
-    .unwrap();
+    let report =
+        nightdump::verify::verify(&store, &nightdump::catalog::Selector::Latest, Some(&keys))
+            .await
+            .unwrap();
     assert_eq!(report.documents, summary.documents);
 }
 
@@ -586,14 +583,18 @@ async fn a_future_dated_backup_never_makes_later_runs_delete_themselves() {
         .object(&bucket, &format!("{PREFIX}/{}", template.archive.key))
         .await;
     store
-        .put(&planted.archive.key, bytes::Bytes::from(archive), false)
+        .put(
+            &planted.archive.key,
+            bytes::Bytes::from(archive),
+            nightdump::store::PutOptions::default(),
+        )
         .await
         .unwrap();
     store
         .put(
             &future.manifest_key(),
             bytes::Bytes::from(planted.to_json()),
-            false,
+            nightdump::store::PutOptions::default(),
         )
         .await
         .unwrap();
@@ -602,7 +603,7 @@ async fn a_future_dated_backup_never_makes_later_runs_delete_themselves() {
         let summary = handle(event(payload, Duration::from_secs(600)), &d)
             .await
             .unwrap();
-        let prune = summary.prune.expect("the run pruned");
+        let prune = summary.prune.clone().expect("the run pruned");
         assert!(prune.removed.is_empty(), "{prune:?}");
         assert!(aws
             .keys(&bucket)
@@ -617,7 +618,7 @@ async fn a_future_dated_backup_never_makes_later_runs_delete_themselves() {
     let summary = handle(event(json!({}), Duration::from_secs(600)), &d)
         .await
         .unwrap();
-    let prune = summary.prune.expect("the run pruned");
+    let prune = summary.prune.clone().expect("the run pruned");
     assert!(!prune.removed.contains(&summary.backup_id), "{prune:?}");
     assert!(aws
         .keys(&bucket)

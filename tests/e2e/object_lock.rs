@@ -174,14 +174,17 @@ async fn a_large_locked_upload_goes_multipart_with_retention() {
     let store = open(moto, &bucket, Some(LOCK)).await.unwrap();
     let wanted = LOCK.retention_from(time::OffsetDateTime::now_utc());
     let mut upload = store
-        .start_upload_retained("big/object", Some(&wanted))
+        .start_upload(
+            "big/object",
+            nightdump::store::PutOptions::create().retained(Some(wanted)),
+        )
         .await
         .unwrap();
     let chunk: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
     for _ in 0..11 {
         upload.write(Bytes::from(chunk.clone())).await.unwrap();
     }
-    let receipt = upload.finish(true).await.unwrap();
+    let receipt = upload.finish().await.unwrap();
     assert_eq!(receipt.parts, 3);
     assert_eq!(
         retention_of(&store, "big/object").await,
@@ -211,7 +214,11 @@ async fn a_bucket_without_object_lock_or_a_directory_is_refused_before_the_dump(
     // Without the setting the same bucket opens, and retention reads as none.
     let store = open(moto, &plain, None).await.unwrap();
     store
-        .put("x/manifest.json", Bytes::from_static(b"{}"), false)
+        .put(
+            "x/manifest.json",
+            Bytes::from_static(b"{}"),
+            nightdump::store::PutOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(store.retention("x/manifest.json").await.unwrap(), None);
@@ -286,7 +293,7 @@ async fn a_bucket_with_default_retention_takes_every_backup() {
         "several parts"
     );
     assert_eq!(outcome.latest_warning, None);
-    nightdump::verify::verify(&store, &nightdump::catalog::Selector::Latest)
+    nightdump::verify::verify(&store, &nightdump::catalog::Selector::Latest, None)
         .await
         .unwrap();
     assert!(bucket::unfinished_uploads(&moto.s3_client().await, &bucket)

@@ -69,7 +69,11 @@ async fn seed(store: &Store, uri: &str) -> Vec<String> {
         FOREIGN_ELSEWHERE.to_string(),
     ] {
         store
-            .put(&key, Bytes::from_static(b"x"), false)
+            .put(
+                &key,
+                Bytes::from_static(b"x"),
+                nightdump::store::PutOptions::default(),
+            )
             .await
             .unwrap();
     }
@@ -87,11 +91,19 @@ pub async fn put_minimal_backup(
     m.archive.key = id.archive_key("dump.archive.gz");
     m.archive.size = 2;
     store
-        .put(&m.archive.key, Bytes::from_static(b"gz"), false)
+        .put(
+            &m.archive.key,
+            Bytes::from_static(b"gz"),
+            nightdump::store::PutOptions::default(),
+        )
         .await
         .unwrap();
     store
-        .put(&id.manifest_key(), Bytes::from(m.to_json()), false)
+        .put(
+            &id.manifest_key(),
+            Bytes::from(m.to_json()),
+            nightdump::store::PutOptions::default(),
+        )
         .await
         .unwrap();
 }
@@ -165,7 +177,7 @@ async fn prune_and_check(store: &Store, seeded: &[String], old_incomplete_remove
     assert!(after.contains(FOREIGN_ELSEWHERE));
     assert!(after.contains("latest.json"));
 
-    let report = nightdump::verify::verify(store, &Selector::Latest)
+    let report = nightdump::verify::verify(store, &Selector::Latest, None)
         .await
         .unwrap();
     assert_eq!(report.backup_id, KEPT[0]);
@@ -216,7 +228,7 @@ async fn a_policy_without_rules_is_refused_before_anything_is_read() {
         .put(
             "20261125T030000Z/manifest.json",
             Bytes::from_static(b"{}"),
-            false,
+            nightdump::store::PutOptions::default(),
         )
         .await
         .unwrap();

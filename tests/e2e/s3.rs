@@ -87,7 +87,7 @@ async fn backup_to_s3_with_sse_kms_is_complete_and_verifiable() {
     let contents = read_archive(&body);
     let archived: u64 = contents.docs.values().map(|d| d.len() as u64).sum();
     assert_eq!(archived, m.totals.documents);
-    let report = nightdump::verify::verify(&store, &Selector::Latest)
+    let report = nightdump::verify::verify(&store, &Selector::Latest, None)
         .await
         .unwrap();
     assert_eq!(report.sha256, m.archive.sha256);

@@ -34,19 +34,6 @@ const DELETE_BATCH: usize = 1000;
 /// Read-decide-write rounds before a conditional replace gives up on a contended object.
 const UPDATE_ATTEMPTS: u32 = 20;
 
-/// The pause before conditional-replace round `attempt`: growing, capped at a second, and
-/// jittered so writers that lost together do not collide again.
-fn update_backoff(attempt: u32) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let base = Duration::from_millis(20).saturating_mul(1 << attempt.min(6));
-    let base = base.min(Duration::from_secs(1));
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(attempt);
-    // Between half and all of `base`.
-    let fraction = 0.5 + (h.finish() % 1000) as f64 / 2000.0;
-    base.mul_f64(fraction)
-}
-
 #[derive(Clone)]
 pub(crate) struct S3Store {
     inner: Arc<Inner>,
@@ -334,7 +321,7 @@ impl S3Store {
         let full = self.full_key(key);
         for attempt in 0..UPDATE_ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(update_backoff(attempt)).await;
+                crate::backoff::CONDITIONAL_UPDATE.wait(attempt - 1).await;
             }
             let (current, etag) = match self.get_object(&full).await? {
                 None => (None, None),
@@ -642,7 +629,6 @@ impl S3Store {
         full_key: &str,
         upload_id: &str,
     ) -> Result<(), StoreError> {
-        let mut delay = Duration::from_millis(250);
         let mut rounds = 0;
         loop {
             rounds += 1;
@@ -669,8 +655,7 @@ impl S3Store {
                         return Err(err);
                     }
                     tracing::warn!(key = full_key, error = %err, "abort of multipart upload failed; trying again");
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
+                    crate::backoff::ABORT_UPLOAD.wait(rounds - 1).await;
                 }
             }
         }

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -60,7 +59,7 @@ impl ResumingReader {
         let key = self.full_key.clone();
         let etag = self.etag.clone();
         let pos = self.pos;
-        let delay = Duration::from_millis(200) * 2u32.pow(self.failures.saturating_sub(1));
+        let delay = crate::backoff::RESUME_READ.delay(self.failures.saturating_sub(1));
         Box::pin(async move {
             tokio::time::sleep(delay).await;
             let inner = &store.inner;
