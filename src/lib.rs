@@ -1,7 +1,7 @@
 //! nightdump: nightly, mongodump-compatible MongoDB backups, streamed to a directory or S3.
 //!
-//! The library is the product; the `nightdump` binary (the command line in [`cli`], the AWS
-//! Lambda function in [`lambda`]) is a thin client of it, and both read their settings
+//! The library is the product; the `nightdump` binary (the command line, in the binary's own
+//! `cli` module, and the AWS Lambda function in [`lambda`]) is a thin client of it, and both read their settings
 //! through [`settings`]. The archive format itself lives in the pure `nightdump-archive`
 //! crate.
 //!
@@ -24,14 +24,14 @@
 //! [`layout`] (ids and keys), [`namespace`], [`progress`], [`sink`], [`signal`]; then
 //! [`store`] (directory and S3), [`manifest`], [`source`] (reading MongoDB), [`crypto`],
 //! [`settings`]; then the commands: [`backup`], [`catalog`] (list, status, `latest`),
-//! [`verify`], [`cat`], [`restore`], [`prune`]; and the front ends [`cli`] and [`lambda`].
+//! [`verify`], [`cat`], [`restore`], [`prune`]; and the Lambda front end, [`lambda`]. The
+//! command line (clap, tables, JSON on stdout, progress bars) lives with the binary.
 //! `scripts/check-module-cycles` keeps the graph free of cycles.
 
 pub mod backoff;
 pub mod backup;
 pub mod cat;
 pub mod catalog;
-pub mod cli;
 pub mod crypto;
 pub mod error;
 pub mod lambda;

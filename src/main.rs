@@ -3,8 +3,10 @@
 
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::Parser;
-use nightdump::cli::{Cli, LogFormat};
+use cli::{Cli, LogFormat};
 
 fn init_logging(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
@@ -133,7 +135,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(nightdump::cli::run(cli)) {
+    match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

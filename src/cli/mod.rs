@@ -10,16 +10,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod progress_bar;
 mod prune;
 
-use crate::backup::{self, BackupOptions};
-use crate::catalog::{self, Selector};
-use crate::error::{Error, Result};
-use crate::layout::parse_time;
-use crate::namespace::{NamespaceFilter, NamespacePattern};
-use crate::progress::Progress;
-use crate::secret::ConnectionString;
-use crate::settings;
-use crate::source::SourceOptions;
-use crate::store::{Destination, S3Options, Sse, Store};
+use nightdump::backup::{self, BackupOptions};
+use nightdump::catalog::{self, Selector};
+use nightdump::error::{Error, Result};
+use nightdump::layout::parse_time;
+use nightdump::namespace::{NamespaceFilter, NamespacePattern};
+use nightdump::progress::Progress;
+use nightdump::secret::ConnectionString;
+use nightdump::settings;
+use nightdump::source::SourceOptions;
+use nightdump::store::{Destination, S3Options, Sse, Store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -195,10 +195,10 @@ pub struct IdentityArgs {
 }
 
 impl IdentityArgs {
-    pub fn load(&self) -> Result<Option<crate::crypto::Keys>> {
+    pub fn load(&self) -> Result<Option<nightdump::crypto::Keys>> {
         self.identity
             .as_deref()
-            .map(crate::crypto::Keys::from_file)
+            .map(nightdump::crypto::Keys::from_file)
             .transpose()
     }
 }
@@ -312,7 +312,7 @@ pub struct RestoreArgs {
 
 impl RestoreArgs {
     /// Every check that needs no network.
-    pub fn to_options(&self) -> Result<crate::restore::RestoreOptions> {
+    pub fn to_options(&self) -> Result<nightdump::restore::RestoreOptions> {
         let target = self
             .uri
             .as_deref()
@@ -335,7 +335,7 @@ impl RestoreArgs {
                 self.backup.chars().take(40).collect::<String>()
             )));
         }
-        let mut options = crate::restore::RestoreOptions::new(target);
+        let mut options = nightdump::restore::RestoreOptions::new(target);
         options.server_selection_timeout = parse_connect_timeout(&self.connect_timeout)?;
         options.filter = NamespaceFilter {
             include: parse_patterns("--include", &self.include)?,
@@ -363,7 +363,7 @@ impl RestoreArgs {
             .oplog_limit
             .as_deref()
             .map(|l| {
-                crate::restore::parse_oplog_limit(l)
+                nightdump::restore::parse_oplog_limit(l)
                     .map_err(|e| Error::invalid(format!("--oplog-limit: {e}")))
             })
             .transpose()?;
@@ -431,7 +431,7 @@ impl BackupArgs {
             .as_deref()
             .map(|c| settings::storage_class("--storage-class", c))
             .transpose()?;
-        let object_lock = crate::store::ObjectLock::parse(
+        let object_lock = nightdump::store::ObjectLock::parse(
             "--object-lock",
             self.object_lock.as_deref(),
             "--retain-for",
@@ -467,7 +467,7 @@ impl BackupArgs {
             compression_level: self.compression_level,
             deadline: None,
             s3,
-            encrypt: crate::crypto::Encrypt::parse_all("--encrypt", &self.encrypt)?,
+            encrypt: nightdump::crypto::Encrypt::parse_all("--encrypt", &self.encrypt)?,
             stale_upload_age: parse_duration("--stale-upload-age", &self.stale_upload_age)?,
             oplog: !self.no_oplog,
             allow_inconsistent: self.allow_inconsistent,
@@ -486,7 +486,7 @@ impl BackupArgs {
 /// Where `--from` and `--to` point when not given.
 const DEFAULT_DESTINATION: &str = "./backups";
 
-pub(crate) async fn open_store(dest_flag: &str, dest: &str, args: &StoreArgs) -> Result<Store> {
+pub async fn open_store(dest_flag: &str, dest: &str, args: &StoreArgs) -> Result<Store> {
     let destination = parse_destination(dest_flag, dest)?;
     let s3 = s3_options(args, Sse::None, None);
     Ok(Store::open(&destination, &s3).await?)
@@ -602,7 +602,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let selector = parse_selector(&args.backup)?;
             let keys = args.identity.load()?;
             let store = open_store("--from", &args.from.from, &args.from.store).await?;
-            let report = crate::verify::verify(&store, &selector, keys.as_ref()).await?;
+            let report = nightdump::verify::verify(&store, &selector, keys.as_ref()).await?;
             let mut out = std::io::stdout().lock();
             if args.json {
                 write_json(&mut out, &report);
@@ -629,7 +629,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let keys = args.identity.load()?;
             let store = open_store("--from", &args.from.from, &args.from.store).await?;
-            crate::cat::cat(
+            nightdump::cat::cat(
                 &store,
                 &selector,
                 keys.as_ref(),
@@ -644,7 +644,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn run_restore(args: RestoreArgs) -> Result<()> {
-    use crate::restore::{self, Input};
+    use nightdump::restore::{self, Input};
     let options = args.to_options()?;
     let store;
     let input = match args.archive.as_deref() {
@@ -671,7 +671,7 @@ async fn run_restore(args: RestoreArgs) -> Result<()> {
     let bar = show_bar.then(|| progress_bar::spawn(Arc::clone(&progress)));
     let cancel = options.cancel.clone();
     let signals = tokio::spawn(async move {
-        let name = crate::signal::stop_requested().await;
+        let name = nightdump::signal::stop_requested().await;
         tracing::warn!(
             signal = name,
             "stopping the restore at the next batch boundary"
@@ -710,7 +710,7 @@ async fn run_backup(args: BackupArgs) -> Result<()> {
     // temporary files go, nothing is marked successful.
     let result = tokio::select! {
         result = backup::run(&options, &store, &progress) => result,
-        name = crate::signal::stop_requested() => {
+        name = nightdump::signal::stop_requested() => {
             store.settle().await;
             Err(Error::Interrupted(format!(
                 "stopped by {name}: the backup's upload was aborted and nothing was marked successful; run it again"
@@ -770,7 +770,7 @@ async fn run_backup(args: BackupArgs) -> Result<()> {
 }
 
 /// A command's result as pretty JSON on stdout (logs never go there).
-pub(crate) fn write_json(out: &mut impl Write, value: &impl serde::Serialize) {
+pub fn write_json(out: &mut impl Write, value: &impl serde::Serialize) {
     writeln!(
         out,
         "{}",

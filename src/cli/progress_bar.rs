@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::human_bytes;
-use crate::progress::{NamespaceProgress, NamespaceState, Progress};
+use nightdump::progress::{NamespaceProgress, NamespaceState, Progress};
 
 pub struct Bar {
     stop: oneshot::Sender<()>,
@@ -178,7 +178,7 @@ impl Lines {
 
 /// What one namespace's line says.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Line {
+pub struct Line {
     pub state: NamespaceState,
     pub documents: u64,
     pub documents_total: Option<u64>,
@@ -206,7 +206,7 @@ fn of_total(n: u64, total: Option<u64>, show: impl Fn(u64) -> String) -> String 
     }
 }
 
-pub(crate) fn describe(l: &Line) -> String {
+pub fn describe(l: &Line) -> String {
     let docs = of_total(l.documents, l.documents_total, |n| n.to_string());
     match l.state {
         NamespaceState::Queued => "queued".into(),
@@ -234,7 +234,7 @@ pub(crate) fn describe(l: &Line) -> String {
 
 /// The summary line: how many namespaces are in each state beyond those with a bar.
 #[derive(Debug, Default, PartialEq)]
-pub(crate) struct Counts {
+pub struct Counts {
     pub done: usize,
     pub failed: usize,
     pub active: usize,

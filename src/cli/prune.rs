@@ -5,9 +5,9 @@ use std::io::Write;
 use clap::Args;
 
 use super::{open_store, FromArgs};
-use crate::error::{Error, Result};
-use crate::prune::{Outcome, Policy, PruneReport, Within};
-use crate::settings::{count, grace, span};
+use nightdump::error::{Error, Result};
+use nightdump::prune::{Outcome, Policy, PruneReport, Within};
+use nightdump::settings::{count, grace, span};
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
@@ -71,7 +71,7 @@ impl PruneArgs {
 pub async fn run(args: PruneArgs) -> Result<()> {
     let policy = args.policy()?;
     let store = open_store("--from", &args.from.from, &args.from.store).await?;
-    let mut report = crate::prune::run(&store, &policy, args.yes, None).await?;
+    let mut report = nightdump::prune::run(&store, &policy, args.yes, None).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         super::write_json(&mut out, &report);
@@ -174,7 +174,7 @@ mod tests {
         let policy = p.policy().unwrap();
         assert_eq!(policy.daily, 7);
         assert_eq!(policy.within.unwrap().to_string(), "30d");
-        assert_eq!(policy.grace, crate::prune::DEFAULT_GRACE);
+        assert_eq!(policy.grace, nightdump::prune::DEFAULT_GRACE);
         assert!(p.yes);
         for (args, needle) in [
             (["--keep-daily", "0"], "1 or more"),
@@ -190,8 +190,8 @@ mod tests {
 
     #[test]
     fn a_locked_backup_prints_as_kept_with_its_date() {
-        use crate::prune::{Kept, Outcome, PruneReport, RemovalResult};
-        let id: crate::layout::BackupId = "20261101T030000Z".parse().unwrap();
+        use nightdump::prune::{Kept, Outcome, PruneReport, RemovalResult};
+        let id: nightdump::layout::BackupId = "20261101T030000Z".parse().unwrap();
         let report = PruneReport {
             destination: "s3://b/p".into(),
             applied: true,
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn policy_strings_parse_like_the_options() {
-        let p = crate::settings::policy(
+        let p = nightdump::settings::policy(
             "NIGHTDUMP_PRUNE",
             " keep-daily=7, keep-weekly=4,keep-monthly=12,keep-within=30d,grace=2h ",
         )
@@ -244,9 +244,9 @@ mod tests {
         assert_eq!((p.daily, p.weekly, p.monthly), (7, 4, 12));
         assert_eq!(p.within.unwrap().to_string(), "30d");
         assert_eq!(p.grace.as_secs(), 7200);
-        let p = crate::settings::policy("X", "keep-last=3").unwrap();
+        let p = nightdump::settings::policy("X", "keep-last=3").unwrap();
         assert_eq!(p.last, 3);
-        assert_eq!(p.grace, crate::prune::DEFAULT_GRACE);
+        assert_eq!(p.grace, nightdump::prune::DEFAULT_GRACE);
         for (spec, needle) in [
             ("", "no keep rule"),
             ("grace=1h", "no keep rule"),
@@ -257,7 +257,7 @@ mod tests {
             ("keep-within=soon", "keep-within"),
             ("keep-last=1,grace=later", "grace"),
         ] {
-            let e = crate::settings::policy("NIGHTDUMP_PRUNE", spec).unwrap_err();
+            let e = nightdump::settings::policy("NIGHTDUMP_PRUNE", spec).unwrap_err();
             let text = e.to_string();
             assert!(
                 text.contains("NIGHTDUMP_PRUNE") && text.contains(needle),
@@ -281,7 +281,8 @@ mod tests {
             .policy()
             .unwrap_err();
         assert!(e.to_string().contains("shorter than 1h"), "{e}");
-        let e = crate::settings::policy("NIGHTDUMP_PRUNE", "keep-last=1,grace=59m").unwrap_err();
+        let e =
+            nightdump::settings::policy("NIGHTDUMP_PRUNE", "keep-last=1,grace=59m").unwrap_err();
         assert!(e.to_string().contains("NIGHTDUMP_PRUNE grace"), "{e}");
         let p = parse(&["--keep-last", "2", "--grace", "1h"]).unwrap();
         assert_eq!(p.policy().unwrap().grace.as_secs(), 3600);
