@@ -216,7 +216,7 @@ pub struct NamespaceEntry {
     pub collection: String,
     /// `collection`, `view`, `timeseries` or `oplog`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: crate::namespace::NamespaceKind,
     pub documents: u64,
     /// Uncompressed BSON bytes of the documents.
     pub bytes: u64,
@@ -492,7 +492,7 @@ mod tests {
             namespaces: vec![NamespaceEntry {
                 db: "test".into(),
                 collection: "c".into(),
-                kind: "collection".into(),
+                kind: crate::namespace::NamespaceKind::Collection,
                 documents: 1,
                 bytes: 14,
                 crc64: crc_hex(0xF3EA_6143_6A44_59FE),

@@ -4,6 +4,43 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// What a namespace of a backup holds: one type for discovery, the manifest (its `type`)
+/// and restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NamespaceKind {
+    Collection,
+    View,
+    /// A time-series collection (its documents are in `system.buckets.<name>`).
+    Timeseries,
+    /// The oplog captured during a point-in-time backup (`db ""`, collection `oplog`).
+    Oplog,
+}
+
+impl NamespaceKind {
+    /// The name mongodump's prelude and the manifest use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NamespaceKind::Collection => "collection",
+            NamespaceKind::View => "view",
+            NamespaceKind::Timeseries => "timeseries",
+            NamespaceKind::Oplog => "oplog",
+        }
+    }
+}
+
+impl fmt::Display for NamespaceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for NamespaceKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One `db.collection` pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespacePattern {

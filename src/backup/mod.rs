@@ -318,7 +318,7 @@ async fn run_new(
         builder = builder.namespace(NamespaceEntry {
             db: p.db.clone(),
             collection: p.collection.clone(),
-            kind: p.kind.as_str().to_string(),
+            kind: p.kind,
             documents: s.documents,
             bytes: s.bytes,
             crc64: crc_hex(s.crc),
@@ -328,7 +328,7 @@ async fn run_new(
         builder = builder.namespace(NamespaceEntry {
             db: String::new(),
             collection: "oplog".into(),
-            kind: "oplog".into(),
+            kind: crate::namespace::NamespaceKind::Oplog,
             documents: s.documents,
             bytes: s.bytes,
             crc64: crc_hex(s.crc),

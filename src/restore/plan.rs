@@ -10,14 +10,7 @@ use super::rename::{rename, Rename};
 use crate::error::{Error, Result};
 use crate::namespace::NamespaceFilter;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Collection,
-    View,
-    Timeseries,
-    Oplog,
-}
+pub use crate::namespace::NamespaceKind as Kind;
 
 /// Why a namespace of the archive is not restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -10,22 +10,7 @@ use super::Source;
 use crate::error::Result;
 use crate::namespace::NamespaceFilter;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Collection,
-    View,
-    Timeseries,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Collection => "collection",
-            Kind::View => "view",
-            Kind::Timeseries => "timeseries",
-        }
-    }
-}
+pub use crate::namespace::NamespaceKind as Kind;
 
 /// One namespace to dump.
 #[derive(Debug, Clone)]

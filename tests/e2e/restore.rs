@@ -114,7 +114,7 @@ fn user_namespaces(m: &nightdump::manifest::Manifest) -> Vec<(String, String, St
     m.namespaces
         .iter()
         .filter(|n| n.db != "admin" && n.kind != "oplog")
-        .map(|n| (n.db.clone(), n.collection.clone(), n.kind.clone()))
+        .map(|n| (n.db.clone(), n.collection.clone(), n.kind.to_string()))
         .collect()
 }
 
