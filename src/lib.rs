@@ -28,7 +28,7 @@
 //! command line (clap, tables, JSON on stdout, progress bars) lives with the binary.
 //! `scripts/check-module-cycles` keeps the graph free of cycles.
 
-pub mod backoff;
+mod backoff;
 pub mod backup;
 pub mod cat;
 pub mod catalog;
@@ -44,7 +44,7 @@ pub mod restore;
 pub mod secret;
 pub mod settings;
 pub mod signal;
-pub mod sink;
+mod sink;
 pub mod source;
 pub mod store;
 pub mod verify;
