@@ -684,27 +684,14 @@ async fn load_phase(
         };
         workers.spawn(worker.run(rx));
     }
-    let mut replay = None;
-    if let Some(i) = run
-        .plans
-        .iter()
-        .position(|p| p.kind == Kind::Oplog && p.restored())
-    {
-        let (tx, rx) = mpsc::channel(2);
-        routes.insert(run.plans[i].data.clone(), tx);
-        let counters = Arc::new(Counters::default());
-        run.namespaces[i].counters = Some(Arc::clone(&counters));
-        let (go, wait) = tokio::sync::oneshot::channel();
-        let replayer = oplog::Replayer {
-            target: Some(Arc::clone(&conn)),
-            stop: Arc::clone(stop),
-            rules: replay_rules(options, &run.plans),
-            counters,
-            progress: Arc::clone(progress),
-            tracked: run.namespaces[i].tracked.clone(),
-        };
-        replay = Some((i, go, tokio::spawn(replayer.run(rx, wait))));
-    }
+    let replay = spawn_replayer(
+        options,
+        run,
+        Some(Arc::clone(&conn)),
+        &mut routes,
+        progress,
+        stop,
+    );
     run.wrote = true;
     if stream.routing.send(Some(Routing { mute, routes })).is_err() {
         // The reader already ended; its error is collected below.
@@ -763,6 +750,46 @@ async fn load_phase(
         failure = Some(interrupted());
     }
     (summary, failure)
+}
+
+/// Routes the archive's oplog (when it has one to replay) to a replayer applying it through
+/// `target`, or only planning it when there is none (a dry run). The replayer waits for the
+/// returned signal: the plan's index, the signal and the task.
+fn spawn_replayer(
+    options: &RestoreOptions,
+    run: &mut Run,
+    target: Option<Arc<crate::source::Source>>,
+    routes: &mut HashMap<Namespace, mpsc::Sender<stream::Chunk>>,
+    progress: &Arc<Progress>,
+    stop: &Arc<AtomicBool>,
+) -> Option<(
+    usize,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<OplogReport>>,
+)> {
+    let i = run
+        .plans
+        .iter()
+        .position(|p| p.kind == Kind::Oplog && p.restored())?;
+    let (tx, rx) = mpsc::channel(2);
+    routes.insert(run.plans[i].data.clone(), tx);
+    let counters = Arc::new(Counters::default());
+    let tracked = if target.is_some() {
+        run.namespaces[i].counters = Some(Arc::clone(&counters));
+        run.namespaces[i].tracked.clone()
+    } else {
+        None
+    };
+    let (go, wait) = tokio::sync::oneshot::channel();
+    let replayer = oplog::Replayer {
+        target,
+        stop: Arc::clone(stop),
+        rules: replay_rules(options, &run.plans),
+        counters,
+        progress: Arc::clone(progress),
+        tracked,
+    };
+    Some((i, go, tokio::spawn(replayer.run(rx, wait))))
 }
 
 /// Build indexes: after the data and the replay, as mongorestore does, so a unique index
@@ -860,26 +887,12 @@ async fn dry_run(
     }
     // The replay is planned as it would run, so the dry run lists what it would touch.
     let mut routes = HashMap::new();
-    let mut planned = None;
-    if let Some(i) = run
-        .plans
-        .iter()
-        .position(|p| p.kind == Kind::Oplog && p.restored())
-    {
-        let (tx, rx) = mpsc::channel(2);
-        routes.insert(run.plans[i].data.clone(), tx);
-        let (go, wait) = tokio::sync::oneshot::channel();
-        let _ = go.send(());
-        let replayer = oplog::Replayer {
-            target: None,
-            stop: Arc::clone(stop),
-            rules: replay_rules(options, &run.plans),
-            counters: Arc::new(Counters::default()),
-            progress: Arc::clone(progress),
-            tracked: None,
-        };
-        planned = Some(tokio::spawn(replayer.run(rx, wait)));
-    }
+    let planned = spawn_replayer(options, &mut run, None, &mut routes, progress, stop).map(
+        |(_, go, task)| {
+            let _ = go.send(());
+            task
+        },
+    );
     let stream = reading.stream;
     let routing = Routing {
         mute: reading.mute,

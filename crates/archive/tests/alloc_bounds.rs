@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{fixture, fixtures_present};
 use std::alloc::System;
 use std::io::Read;
 
@@ -22,42 +25,6 @@ fn grown(region: &Region<'_, System>) -> usize {
 
 const MAGIC: [u8; 4] = [0x6D, 0xE2, 0x99, 0x81];
 const TWO_GIB: u32 = 0x8000_0000;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = fixtures_dir().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-/// Where the reference archives written by real mongodump releases are: `NIGHTDUMP_FIXTURES`,
-/// or `shared/fixtures/mongodump` beside the repository.
-fn fixtures_dir() -> std::path::PathBuf {
-    std::env::var_os("NIGHTDUMP_FIXTURES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/fixtures/mongodump")
-        })
-}
-
-/// Whether the reference fixtures are there. When they are not, a test that needs them says
-/// so in one line and passes without running, unless `NIGHTDUMP_REQUIRE_FIXTURES=1` (CI),
-/// which makes their absence a failure.
-fn fixtures_present(test: &str) -> bool {
-    let dir = fixtures_dir();
-    if dir.is_dir() {
-        return true;
-    }
-    if std::env::var_os("NIGHTDUMP_REQUIRE_FIXTURES").is_some_and(|v| v == "1") {
-        panic!(
-            "{test}: the reference mongodump fixtures are required (NIGHTDUMP_REQUIRE_FIXTURES=1) but {} does not exist: set NIGHTDUMP_FIXTURES",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED {test}: no reference mongodump fixtures at {} (set NIGHTDUMP_FIXTURES)",
-        dir.display()
-    );
-    false
-}
 
 /// Offset of the first document of the first data segment in a real archive.
 fn first_document_offset(archive: &[u8]) -> usize {
