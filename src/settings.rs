@@ -202,6 +202,43 @@ pub fn policy(name: &str, spec: &str) -> Result<Policy> {
     Ok(policy)
 }
 
+/// `FROM=TO` namespace renames (`shop.*=shop_copy.*`), each refused on its own.
+pub fn renames<'a>(
+    name: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<crate::restore::Rename>> {
+    values
+        .into_iter()
+        .map(|r| {
+            r.parse()
+                .map_err(|e: String| Error::invalid(format!("{name}: {e}")))
+        })
+        .collect()
+}
+
+/// An oplog time: `SECONDS[:INCREMENT]` (mongorestore's `--oplogLimit`) or RFC 3339.
+pub fn oplog_time(name: &str, value: &str) -> Result<bson::Timestamp> {
+    crate::restore::parse_oplog_limit(value).map_err(|e| Error::invalid(format!("{name}: {e}")))
+}
+
+/// Which backup: an id or `latest`.
+pub fn backup_selector(value: &str) -> Result<crate::catalog::Selector> {
+    value.parse().map_err(Error::Invalid)
+}
+
+/// The newest backup finished at or before an RFC 3339 time.
+pub fn backup_at(name: &str, value: &str) -> Result<crate::catalog::Selector> {
+    crate::catalog::parse_at(value).map_err(|e| Error::invalid(format!("{name}: {e}")))
+}
+
+/// A schedule time (RFC 3339), refused when it is in the future beyond the clock skew.
+pub fn schedule_time(name: &str, value: &str) -> Result<time::OffsetDateTime> {
+    let t = crate::layout::parse_time(value).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
+    crate::layout::check_not_future(name, t, time::OffsetDateTime::now_utc())
+        .map_err(Error::Invalid)?;
+    Ok(t)
+}
+
 /// An on/off setting given as text (`1`/`true`, `0`/`false`, or empty for off).
 pub fn switch(name: &str, value: Option<&str>) -> Result<bool> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {

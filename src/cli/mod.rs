@@ -13,7 +13,6 @@ mod prune;
 use nightdump::backup::{self, BackupOptions};
 use nightdump::catalog::{self, Selector};
 use nightdump::error::{Error, Result};
-use nightdump::layout::parse_time;
 use nightdump::namespace::{NamespaceFilter, NamespacePattern};
 use nightdump::progress::Progress;
 use nightdump::secret::ConnectionString;
@@ -341,14 +340,7 @@ impl RestoreArgs {
             include: parse_patterns("--include", &self.include)?,
             exclude: parse_patterns("--exclude", &self.exclude)?,
         };
-        options.renames = self
-            .rename
-            .iter()
-            .map(|r| {
-                r.parse()
-                    .map_err(|e: String| Error::invalid(format!("--rename: {e}")))
-            })
-            .collect::<Result<_>>()?;
+        options.renames = settings::renames("--rename", self.rename.iter().map(String::as_str))?;
         options.drop = self.drop;
         options.no_indexes = self.no_indexes;
         options.dry_run = self.dry_run;
@@ -362,10 +354,7 @@ impl RestoreArgs {
         options.oplog_limit = self
             .oplog_limit
             .as_deref()
-            .map(|l| {
-                nightdump::restore::parse_oplog_limit(l)
-                    .map_err(|e| Error::invalid(format!("--oplog-limit: {e}")))
-            })
+            .map(|l| settings::oplog_time("--oplog-limit", l))
             .transpose()?;
         options.validate()?;
         Ok(options)
@@ -462,7 +451,7 @@ impl BackupArgs {
             scheduled_at: self
                 .scheduled_at
                 .as_deref()
-                .map(|s| parse_time(s).map_err(|e| Error::invalid(format!("--scheduled-at: {e}"))))
+                .map(|s| settings::schedule_time("--scheduled-at", s))
                 .transpose()?,
             compression_level: self.compression_level,
             deadline: None,
@@ -493,7 +482,7 @@ pub async fn open_store(dest_flag: &str, dest: &str, args: &StoreArgs) -> Result
 }
 
 fn parse_selector(s: &str) -> Result<Selector> {
-    s.parse().map_err(Error::Invalid)
+    settings::backup_selector(s)
 }
 
 /// Runs one parsed command. Returns the process exit code.
@@ -652,9 +641,7 @@ async fn run_restore(args: RestoreArgs) -> Result<()> {
         Some(path) => Input::File(path.into()),
         None => {
             let selector = match args.at.as_deref() {
-                Some(at) => {
-                    catalog::parse_at(at).map_err(|e| Error::invalid(format!("--at: {e}")))?
-                }
+                Some(at) => settings::backup_at("--at", at)?,
                 None => parse_selector(&args.backup)?,
             };
             let from = args.from.as_deref().unwrap_or(DEFAULT_DESTINATION);
