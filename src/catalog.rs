@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::error::{Error, Result};
 use crate::layout::{parse_time, BackupId, LATEST_KEY};
 use crate::manifest::{Latest, Manifest};
-use crate::store::{ObjectInfo, Store};
+use crate::store::{ObjectInfo, Store, StoreError};
 
 /// Which backup a command means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +80,37 @@ impl Listing {
         self.manifest
             .as_ref()
             .and_then(|m| parse_time(&m.finished_at).ok())
+    }
+}
+
+/// Aborts the unfinished uploads inside backup directories (only those are nightdump's) that
+/// were started more than `older_than` ago: a run killed outright (SIGKILL, out of memory, a
+/// Lambda timeout) never aborts its own, and a younger one may be a run in progress. Tries
+/// every one; returns how many were aborted, or the first failure.
+pub async fn abort_abandoned_uploads(
+    store: &Store,
+    older_than: std::time::Duration,
+) -> Result<usize, StoreError> {
+    let mut aborted = 0;
+    let mut failure = None;
+    for key in store.list_incomplete_uploads("").await? {
+        let in_backup = key
+            .split_once('/')
+            .is_some_and(|(dir, _)| dir.parse::<BackupId>().is_ok());
+        if !in_backup {
+            continue;
+        }
+        match store.abort_incomplete_uploads(&key, older_than).await {
+            Ok(n) => aborted += n,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "could not abort an abandoned unfinished upload");
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(aborted),
     }
 }
 

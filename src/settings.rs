@@ -13,8 +13,7 @@ use crate::namespace::NamespacePattern;
 use crate::prune::{Policy, Within};
 use crate::store::{Destination, Sse};
 
-/// Collections read (or insert commands in flight) at once, at most.
-pub const MAX_PARALLEL: usize = 64;
+pub use crate::backup::MAX_PARALLEL;
 
 /// The shortest grace period accepted. An incomplete backup younger than the grace period may
 /// still be running (its archive is stored before its manifest), so a shorter one could delete

@@ -594,32 +594,13 @@ async fn discard_unsealed_archive(store: &Store, manifest: &Manifest, manifest_k
 /// own. Best effort: a bucket lifecycle rule that aborts incomplete multipart uploads is the
 /// backstop.
 async fn abort_stale_uploads(store: &Store, age: Duration) {
-    let keys = match store.list_incomplete_uploads("").await {
-        Ok(keys) => keys,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not list unfinished uploads");
-            return;
-        }
-    };
-    let mut aborted = 0;
-    for key in keys {
-        // Only uploads inside backup directories are nightdump's.
-        let in_backup = key
-            .split_once('/')
-            .is_some_and(|(dir, _)| dir.parse::<BackupId>().is_ok());
-        if !in_backup {
-            continue;
-        }
-        match store.abort_incomplete_uploads(&key, age).await {
-            Ok(n) => aborted += n,
-            Err(e) => tracing::warn!(key, error = %e, "could not abort a stale unfinished upload"),
-        }
-    }
-    if aborted > 0 {
-        tracing::info!(
+    match crate::catalog::abort_abandoned_uploads(store, age).await {
+        Ok(0) => {}
+        Ok(aborted) => tracing::info!(
             aborted,
             "aborted unfinished uploads of runs that were killed"
-        );
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not abort every stale unfinished upload"),
     }
 }
 

@@ -186,7 +186,7 @@ pub async fn run(
     }
     report.keep.sort_by_key(|b| std::cmp::Reverse(b.id));
     if apply {
-        match abort_abandoned_uploads(store, policy.grace).await {
+        match crate::catalog::abort_abandoned_uploads(store, policy.grace).await {
             Ok(n) => report.aborted_uploads = n,
             Err(e) => {
                 report.error.get_or_insert(e);
@@ -194,25 +194,6 @@ pub async fn run(
         }
     }
     Ok(report)
-}
-
-/// Aborts the unfinished uploads in backup directories that are older than `grace`: a run
-/// killed outright (SIGKILL, a timeout) leaves one; a younger one may be a run in progress.
-/// A directory left empty by it goes too.
-async fn abort_abandoned_uploads(
-    store: &Store,
-    grace: std::time::Duration,
-) -> Result<usize, StoreError> {
-    let mut aborted = 0;
-    for key in store.list_incomplete_uploads("").await? {
-        let in_backup = key
-            .split_once('/')
-            .is_some_and(|(dir, _)| dir.parse::<BackupId>().is_ok());
-        if in_backup {
-            aborted += store.abort_incomplete_uploads(&key, grace).await?;
-        }
-    }
-    Ok(aborted)
 }
 
 /// What keeps a backup's objects from being deleted, if anything does at `now`: a legal hold
