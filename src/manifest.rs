@@ -249,6 +249,19 @@ pub struct Latest {
     /// Set when the backup was filtered; such a backup never replaces a full one here.
     #[serde(default, skip_serializing_if = "Selection::is_full")]
     pub selection: Selection,
+    /// The restorable window of the oplog chain, kept up to date by `nightdump oplog`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitr: Option<LatestPitr>,
+}
+
+/// The point-in-time window as `latest.json` carries it for the admin portal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatestPitr {
+    /// The earliest and latest instant a restore can reach (RFC 3339).
+    pub earliest: String,
+    pub latest: String,
+    /// The latest instant as an oplog time.
+    pub latest_ts: OplogTimestamp,
 }
 
 impl Latest {
@@ -305,6 +318,7 @@ impl Manifest {
             namespaces: self.totals.namespaces,
             duration_seconds: self.duration_seconds,
             selection: self.selection.clone(),
+            pitr: None,
         }
     }
 

@@ -8,7 +8,7 @@
 
 mod oplog;
 mod pipeline;
-mod sink;
+pub(crate) mod sink;
 pub mod spill;
 
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 
 pub use crate::sink::{FinishWrite, SinkWrapper, Stored};
 pub use oplog::OplogPoint;
+pub(crate) use oplog::selected as select_oplog_entry;
 pub use pipeline::OplogOutcome;
 
 use crate::error::{Error, Result};
@@ -400,7 +401,7 @@ fn manifest_source(source: &Source, options: &BackupOptions) -> manifest::Source
 
 /// How the archive is stored, as the manifest records it (server-side settings only mean
 /// something on S3).
-fn manifest_storage(
+pub(crate) fn manifest_storage(
     store: &Store,
     s3: &S3Options,
     retention: Option<&crate::store::Retention>,
@@ -622,7 +623,18 @@ async fn update_latest(
         .update(LATEST_KEY, move |current| {
             let current =
                 current.and_then(|bytes| serde_json::from_slice::<manifest::Latest>(bytes).ok());
-            ours.supersedes(current.as_ref()).then(|| body.clone())
+            if !ours.supersedes(current.as_ref()) {
+                return None;
+            }
+            // The oplog chain's window is the captures' to move: it is carried over.
+            match current.and_then(|c| c.pitr) {
+                None => Some(body.clone()),
+                Some(pitr) => {
+                    let mut merged = ours.clone();
+                    merged.pitr = Some(pitr);
+                    serde_json::to_vec_pretty(&merged).ok().map(Bytes::from)
+                }
+            }
         })
         .await
         .map(|_| ())

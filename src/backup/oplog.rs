@@ -297,7 +297,7 @@ const COLLECTION_COMMANDS: &[&str] = &[
 /// The entry as a filtered backup keeps it: whole when it writes only to selected
 /// namespaces, a transaction (`applyOps`) with only its selected operations, `None` when
 /// nothing of it is selected.
-fn selected<'a>(
+pub(crate) fn selected<'a>(
     entry: &'a bson::RawDocument,
     filter: &NamespaceFilter,
 ) -> Result<Option<std::borrow::Cow<'a, [u8]>>> {

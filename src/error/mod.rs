@@ -36,6 +36,10 @@ pub enum Error {
     #[error("the oplog rolled over during the backup ({0}), so it cannot be made consistent; nothing was marked successful: enlarge the oplog (replSetResizeOplog) or back up at a quieter time")]
     OplogRolledOver(String),
 
+    /// An oplog capture cannot continue the chain: the entries after its end are gone.
+    #[error("{0}")]
+    OplogGap(String),
+
     /// Authenticated, but the user's roles do not allow a command (Unauthorized, 13).
     #[error("the user lacks the privilege to {privilege} on {db}: grant it the {grant} role")]
     MongoPermission {
@@ -86,6 +90,13 @@ pub enum Error {
     #[error("integrity check failed for backup {id}: {detail}")]
     Integrity { id: String, detail: String },
 
+    #[error("integrity check failed for oplog slice {slice}: {detail}")]
+    SliceIntegrity { slice: String, detail: String },
+
+    /// The backups and oplog slices do not reach the instant asked for.
+    #[error("{0}")]
+    NotRestorable(String),
+
     #[error("the last successful backup ({id}) is {age} old, older than the allowed {max_age}")]
     Stale {
         id: String,
@@ -126,10 +137,15 @@ impl Error {
             | Error::MongoAuth { .. }
             | Error::MongoPermission { .. }
             | Error::Mongo { .. }
-            | Error::OplogRolledOver(_) => 3,
+            | Error::OplogRolledOver(_)
+            | Error::OplogGap(_) => 3,
             Error::Store(_) | Error::Kms(_) => 4,
             Error::BackupNotFound { .. } | Error::NoBackups { .. } => 5,
-            Error::Integrity { .. } | Error::Archive(_) | Error::ArchiveAt { .. } => 6,
+            Error::Integrity { .. }
+            | Error::SliceIntegrity { .. }
+            | Error::NotRestorable(_)
+            | Error::Archive(_)
+            | Error::ArchiveAt { .. } => 6,
             Error::Stale { .. } => 7,
             Error::Deadline(_) | Error::Interrupted(_) => 8,
             Error::RestoreFailed { .. } => 9,
@@ -148,12 +164,14 @@ impl Error {
             Error::MongoPermission { .. } => "MongoPermissionDenied",
             Error::Mongo { .. } => "MongoCommandFailed",
             Error::OplogRolledOver(_) => "OplogRolledOver",
+            Error::OplogGap(_) => "OplogGap",
             Error::Store(_) => "StorageFailed",
             Error::Archive(_) | Error::ArchiveAt { .. } => "ArchiveInvalid",
             Error::RestoreFailed { .. } => "RestoreFailed",
             Error::BackupNotFound { .. } => "BackupNotFound",
             Error::NoBackups { .. } => "NoBackups",
-            Error::Integrity { .. } => "IntegrityCheckFailed",
+            Error::Integrity { .. } | Error::SliceIntegrity { .. } => "IntegrityCheckFailed",
+            Error::NotRestorable(_) => "NotRestorable",
             Error::Stale { .. } => "BackupStale",
             Error::Deadline(_) => "DeadlineReached",
             Error::Interrupted(_) => "Interrupted",

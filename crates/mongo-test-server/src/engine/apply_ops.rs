@@ -30,12 +30,28 @@ impl Engine {
         };
         let bypass = get_bool(cmd, "bypassDocumentValidation");
         let mut results = Vec::new();
-        for op in &ops {
-            let Bson::Document(op) = op else {
-                return Err(errors::failed_to_parse("applyOps entries must be objects"));
-            };
-            self.apply_one(op, bypass)?;
-            results.push(Bson::Boolean(true));
+        let mut apply = || {
+            for op in &ops {
+                let Bson::Document(op) = op else {
+                    return Err(errors::failed_to_parse("applyOps entries must be objects"));
+                };
+                self.apply_one(op, bypass)?;
+                results.push(Bson::Boolean(true));
+            }
+            Ok(())
+        };
+        // Only CRUD operations: mongod applies them atomically and logs one applyOps entry,
+        // the shape a committed transaction has in the oplog. With a command among them each
+        // operation is logged as itself.
+        let crud = ops.iter().all(|op| {
+            op.as_document()
+                .and_then(|d| d.get_str("op").ok())
+                .is_some_and(|k| matches!(k, "i" | "u" | "d"))
+        });
+        if crud && !ops.is_empty() {
+            self.log_as_one(apply)?;
+        } else {
+            apply()?;
         }
         Ok(raw(
             &doc! {"applied": results.len() as i32, "results": results, "ok": 1.0},

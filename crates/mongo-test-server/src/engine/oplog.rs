@@ -1,6 +1,7 @@
 //! `local.oplog.rs` in replica-set mode: the entry shapes of mongod 7.0, a clock that hands
 //! out strictly increasing timestamps, and the `$v: 2` update diffs.
 
+use std::cell::RefCell;
 use std::sync::{Mutex, OnceLock};
 
 use bson::{doc, Bson, DateTime, Document, RawDocument, RawDocumentBuf, Timestamp};
@@ -96,6 +97,30 @@ impl OpEntry {
         }
     }
 
+    /// The entry as one operation of an `applyOps` entry: no `ts`, `t`, `v` or `wall` of
+    /// its own (the enclosing entry has them), as mongod writes a transaction's operations.
+    fn into_operation(self) -> Document {
+        let mut d = doc! { "op": self.op, "ns": self.ns };
+        if let Some(ui) = self.ui {
+            d.insert("ui", uuid_binary(&ui));
+        }
+        match self.o {
+            Payload::Raw(r) => {
+                d.insert(
+                    "o",
+                    Document::try_from(r.as_ref()).unwrap_or_default(),
+                );
+            }
+            Payload::Doc(o) => {
+                d.insert("o", o);
+            }
+        }
+        if let Some(o2) = self.o2 {
+            d.insert("o2", o2);
+        }
+        d
+    }
+
     /// Writes to `local` are never replicated.
     fn replicated(&self) -> bool {
         !(self.ns.starts_with("local.") || self.ns == "local.$cmd")
@@ -161,13 +186,48 @@ impl Oplog {
     }
 }
 
+thread_local! {
+    /// The operations of an atomic `applyOps` being applied on this thread, gathered into
+    /// one entry instead of being logged one by one.
+    static GROUPED: RefCell<Option<Vec<OpEntry>>> = const { RefCell::new(None) };
+}
+
 impl Engine {
+    /// Runs `apply` with its oplog entries gathered, then logs them as one `applyOps`
+    /// entry on `admin.$cmd`: how mongod records an atomic applyOps of CRUD operations, and
+    /// (with `lsid`/`txnNumber` added) a committed multi-document transaction.
+    pub(super) fn log_as_one<T>(&self, apply: impl FnOnce() -> T) -> T {
+        GROUPED.with(|g| *g.borrow_mut() = Some(Vec::new()));
+        let result = apply();
+        let gathered = GROUPED.with(|g| g.borrow_mut().take()).unwrap_or_default();
+        let ops: Vec<Bson> = gathered
+            .into_iter()
+            .filter(OpEntry::replicated)
+            .map(|e| Bson::Document(e.into_operation()))
+            .collect();
+        if !ops.is_empty() {
+            self.log_ops(vec![OpEntry::command(
+                "admin",
+                None,
+                doc! { "applyOps": ops },
+                None,
+            )]);
+        }
+        result
+    }
+
     /// Appends entries to the oplog (replica-set mode only); timestamps are taken under the
     /// oplog's write lock so natural order and `ts` order agree.
-    pub(super) fn log_ops(&self, entries: Vec<OpEntry>) {
+    pub(super) fn log_ops(&self, mut entries: Vec<OpEntry>) {
         if !self.oplog.enabled() {
             return;
         }
+        let entries = match GROUPED.with(|g| {
+            g.borrow_mut().as_mut().map(|group| group.extend(entries.drain(..)))
+        }) {
+            Some(()) => return,
+            None => entries,
+        };
         let Some(coll) = self.oplog.collection() else {
             return;
         };

@@ -1149,3 +1149,56 @@ async fn merging_users_keeps_existing_ones_unless_drop_replaces_them() {
     let err = fail(&e, "app", merge(false, "")).await;
     assert_eq!(err.code, 13, "{err}");
 }
+
+#[tokio::test]
+async fn an_atomic_apply_ops_is_one_oplog_entry_like_a_transaction() {
+    let e = replica();
+    run(&e, "db", doc! {"insert": "c", "documents": [{"_id": 1, "v": 1}]}).await;
+    run(
+        &e,
+        "admin",
+        doc! {"applyOps": [
+            {"op": "i", "ns": "db.c", "o": {"_id": 2, "v": 2}},
+            {"op": "u", "ns": "db.c", "o": {"$v": 2, "diff": {"u": {"v": 10}}}, "o2": {"_id": 1}},
+            {"op": "d", "ns": "db.c", "o": {"_id": 2}},
+        ]},
+    )
+    .await;
+    let r = run(
+        &e,
+        "local",
+        doc! {"find": "oplog.rs", "filter": {"ns": "admin.$cmd"}},
+    )
+    .await;
+    let entries = batch(&r);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let ops = entries[0]
+        .get_document("o")
+        .unwrap()
+        .get_array("applyOps")
+        .unwrap();
+    let kinds: Vec<&str> = ops
+        .iter()
+        .map(|o| o.as_document().unwrap().get_str("op").unwrap())
+        .collect();
+    assert_eq!(kinds, ["i", "u", "d"]);
+    assert!(ops
+        .iter()
+        .all(|o| !o.as_document().unwrap().contains_key("ts")));
+    let left = batch(&run(&e, "db", doc! {"find": "c"}).await);
+    assert_eq!(left, [doc! {"_id": 1, "v": 10}]);
+    // A command among the operations: each is logged as itself.
+    run(
+        &e,
+        "admin",
+        doc! {"applyOps": [{"op": "c", "ns": "db.$cmd", "o": {"create": "d"}}]},
+    )
+    .await;
+    let r = run(
+        &e,
+        "local",
+        doc! {"find": "oplog.rs", "filter": {"ns": "db.$cmd"}},
+    )
+    .await;
+    assert_eq!(batch(&r).len(), 2, "the first collection's create and d's");
+}

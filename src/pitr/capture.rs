@@ -1,0 +1,626 @@
+//! `nightdump oplog`: stores, as one slice, every oplog entry written since the end of the
+//! chain (or the newest backup's point in time, when there is no chain yet) up to the newest
+//! majority-committed entry, then exits. A short run: meant for a schedule every few minutes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bson::{doc, Document, RawDocumentBuf, Timestamp};
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use futures_util::StreamExt;
+use mongodb::error::ErrorKind;
+use mongodb::options::ReadConcern;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use crate::backup::sink::ChunkSink;
+use crate::chain::{self, key, Chain, Continues, EntriesObject, Link, LinkKind, LinkManifest};
+use crate::error::{Error, Result};
+use crate::layout::format_time;
+use crate::manifest::{Encryption, OplogTimestamp};
+use crate::progress::Progress;
+use crate::sink::{FinishWrite, Stored};
+use crate::source::{Source, SourceOptions, Topology};
+use crate::store::{Destination, PutOptions, S3Options, Store, StoreError};
+
+/// CappedPositionLost: the cursor's next entry was overwritten.
+const CAPPED_POSITION_LOST: i32 = 136;
+/// Entries handed to the compressor at once.
+const BATCH_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    pub source: SourceOptions,
+    /// The S3 settings the store was opened with (SSE, storage class, Object Lock).
+    pub s3: S3Options,
+    pub encrypt: Option<crate::crypto::Encrypt>,
+    pub compression_level: u32,
+    /// When the run must have given up (Lambda's deadline less a margin).
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+/// How a capture ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaptureStatus {
+    /// This run stored the slice.
+    Stored,
+    /// Another run stored the slice for the same range first; this run's was discarded.
+    StoredByAnotherRun,
+    /// No entry was written since the end of the chain.
+    UpToDate,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureOutcome {
+    pub status: CaptureStatus,
+    /// The link stored (by this run or the winner), when there is one.
+    pub link: Option<Link>,
+    /// Where the chain ended before this run.
+    pub after: Timestamp,
+    pub window: Option<chain::Window>,
+    /// Set when the slice was stored but `latest.json` could not be updated.
+    pub latest_warning: Option<String>,
+}
+
+/// What a capture reports, the same for every front end.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CaptureSummary {
+    pub status: CaptureStatus,
+    pub destination: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
+    pub after: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+    pub entries: u64,
+    pub bytes: u64,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<chain::Window>,
+    pub latest_warning: Option<String>,
+}
+
+impl CaptureOutcome {
+    pub fn summary(&self, destination: &Destination) -> CaptureSummary {
+        let m = self.link.as_ref().map(|l| &l.manifest);
+        CaptureSummary {
+            status: self.status.clone(),
+            destination: destination.to_string(),
+            slice: self.link.as_ref().map(|l| l.dir.clone()),
+            after: chain::describe(self.after),
+            last: m.map(|m| chain::describe(m.last())),
+            entries: m.map_or(0, |m| m.entries),
+            bytes: m.map_or(0, |m| m.bytes),
+            size: m.and_then(|m| m.object.as_ref()).map_or(0, |o| o.size),
+            window: self.window.clone(),
+            latest_warning: self.latest_warning.clone(),
+        }
+    }
+}
+
+/// Complete backups with a point in time: where chains can start.
+pub fn bases(listings: &[crate::catalog::Listing]) -> Vec<chain::Base> {
+    listings
+        .iter()
+        .filter_map(|l| {
+            let m = l.manifest.as_ref()?;
+            let pit = m.point_in_time.as_ref()?;
+            Some(chain::Base {
+                id: l.backup_id,
+                point_in_time: pit.ts.to_bson(),
+                replica_set: m.source.replica_set.clone(),
+            })
+        })
+        .collect()
+}
+
+pub async fn run(options: &CaptureOptions, store: &Store) -> Result<CaptureOutcome> {
+    if !(1..=9).contains(&options.compression_level) {
+        return Err(Error::invalid(format!(
+            "--compression-level must be between 1 and 9, got {}",
+            options.compression_level
+        )));
+    }
+    let work = capture(options, store);
+    let result = match options.deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Deadline(
+                "the oplog capture was not finished in time; its upload was aborted and the next capture covers the same range: capture more often, or raise the function's timeout".into(),
+            )),
+        },
+        None => work.await,
+    };
+    if result.is_err() {
+        store.settle().await;
+    }
+    result
+}
+
+async fn capture(options: &CaptureOptions, store: &Store) -> Result<CaptureOutcome> {
+    let started = OffsetDateTime::now_utc();
+    let clock = Instant::now();
+    let chain = chain::read(store).await?;
+    let listings = crate::catalog::list(store).await?;
+    let bases = bases(&listings);
+    let (after, continues, expected_set) = start_point(&chain, &bases, store)?;
+    let source = Source::connect(&options.source).await?;
+    let set = match &source.topology {
+        Topology::ReplicaSet(name) => name.clone(),
+        other => {
+            return Err(Error::invalid(format!(
+                "{} is {}, which has no oplog to capture: point --uri at the replica set",
+                source.target(),
+                match other {
+                    Topology::Sharded => "a sharded cluster (mongos)",
+                    _ => "a standalone server",
+                }
+            )))
+        }
+    };
+    if let Some(expected) = expected_set.filter(|e| *e != set) {
+        return Err(Error::invalid(format!(
+            "{} is replica set '{set}', but the chain at {} continues replica set '{expected}': capture from the deployment the backups are of, or use another destination",
+            source.target(),
+            store.destination()
+        )));
+    }
+    let end = newest_committed(&source).await?;
+    if key(end) <= key(after) {
+        tracing::info!(after = %chain::describe(after), "no oplog entry since the end of the chain");
+        return Ok(CaptureOutcome {
+            status: CaptureStatus::UpToDate,
+            link: None,
+            after,
+            window: chain.window(&bases, OffsetDateTime::now_utc()),
+            latest_warning: None,
+        });
+    }
+    let dir = chain::link_dir(after);
+    let retention = options.s3.object_lock.map(|l| l.retention_from(started));
+    let prepared = match &options.encrypt {
+        Some(e) => Some(e.prepare(&dir).await?),
+        None => None,
+    };
+    let (suffix, wrap, encryption) = match prepared {
+        Some(p) => {
+            let suffix = p
+                .archive_name
+                .strip_prefix(crate::layout::ARCHIVE_NAME)
+                .unwrap_or("")
+                .to_string();
+            (suffix, Some(p.wrap), p.encryption)
+        }
+        None => (String::new(), None, Encryption::none()),
+    };
+    let tag = crate::layout::BackupId::unscheduled(started).to_string();
+    let object_key = format!("{dir}/{tag}.{}{suffix}", chain::ENTRIES_SUFFIX);
+    let mut cursor = source
+        .client
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs")
+        .find(doc! { "ts": { "$gte": after, "$lte": end } })
+        .await
+        .map_err(|e| classify(&source, &e))?;
+    let first = match cursor.next().await {
+        Some(Ok(doc)) => entry_ts(&source, &doc)?,
+        Some(Err(e)) => return Err(classify(&source, &e)),
+        None => end,
+    };
+    if key(first) != key(after) {
+        return Err(record_gap(store, &dir, after, first, continues, &set, &source, started).await);
+    }
+    let mut upload = store
+        .start_upload(&object_key, PutOptions::create().retained(retention))
+        .await?;
+    let streamed = stream(
+        &source,
+        cursor,
+        wrap,
+        options.compression_level,
+        &mut upload,
+    )
+    .await;
+    let streamed = match streamed {
+        Ok(s) => s,
+        Err(e) => {
+            if let Err(abort) = upload.abort().await {
+                tracing::error!(key = object_key, error = %abort, "could not abort the unfinished upload; a bucket lifecycle rule that aborts incomplete multipart uploads will remove it");
+            }
+            return Err(e);
+        }
+    };
+    let receipt = upload.finish().await?;
+    if receipt.size != streamed.stored.size {
+        return Err(Error::Integrity {
+            id: dir,
+            detail: format!(
+                "the destination stored {} bytes but {} were written",
+                receipt.size, streamed.stored.size
+            ),
+        });
+    }
+    let Some(last) = streamed.last else {
+        // Only the entry at `after` was there: nothing new after all.
+        discard(store, &object_key).await;
+        return Ok(CaptureOutcome {
+            status: CaptureStatus::UpToDate,
+            link: None,
+            after,
+            window: chain.window(&bases, OffsetDateTime::now_utc()),
+            latest_warning: None,
+        });
+    };
+    let manifest = LinkManifest {
+        schema_version: chain::SCHEMA_VERSION,
+        kind: LinkKind::Slice,
+        after: after.into(),
+        last: OplogTimestamp::from(last.0),
+        last_wall: last.1,
+        continues,
+        entries: streamed.entries,
+        bytes: streamed.bytes,
+        object: Some(EntriesObject {
+            key: object_key.clone(),
+            size: streamed.stored.size,
+            sha256: hex::encode(streamed.stored.sha256),
+            encryption,
+        }),
+        storage: Some(crate::backup::manifest_storage(
+            store,
+            &options.s3,
+            retention.as_ref(),
+        )),
+        source: chain::LinkSource {
+            replica_set: set,
+            hosts: source.hosts.clone(),
+        },
+        started_at: format_time(started),
+        finished_at: format_time(OffsetDateTime::now_utc()),
+        duration_seconds: (clock.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    };
+    seal(store, &dir, manifest, &object_key, retention, chain, &bases, after).await
+}
+
+/// Where the next slice starts: the end of the chain, or the newest backup's point in time
+/// when there is no chain yet.
+fn start_point(
+    chain: &Chain,
+    bases: &[chain::Base],
+    store: &Store,
+) -> Result<(Timestamp, Continues, Option<String>)> {
+    if let Some(last) = chain.last() {
+        return Ok((
+            last.manifest.last(),
+            Continues::Link(last.dir.clone()),
+            Some(last.manifest.source.replica_set.clone()),
+        ));
+    }
+    let base = bases
+        .iter()
+        .max_by_key(|b| key(b.point_in_time))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "no backup with a point in time at {} to continue from: run `nightdump backup` of the replica set to this destination first; captures continue from its point in time",
+                store.destination()
+            ))
+        })?;
+    Ok((
+        base.point_in_time,
+        Continues::Backup(base.id.to_string()),
+        base.replica_set.clone(),
+    ))
+}
+
+/// The newest entry every member that counts has: the end of this slice.
+async fn newest_committed(source: &Source) -> Result<Timestamp> {
+    let entry = source
+        .client
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find_one(doc! {})
+        .sort(doc! { "$natural": -1 })
+        .read_concern(ReadConcern::majority())
+        .await
+        .map_err(|e| source.error("find on local.oplog.rs", &e))?
+        .ok_or_else(|| Error::Mongo {
+            target: source.target().to_string(),
+            command: "find on local.oplog.rs".into(),
+            detail: "the oplog is empty: is this member initialised (rs.initiate())?".into(),
+        })?;
+    entry.get_timestamp("ts").map_err(|_| Error::Mongo {
+        target: source.target().to_string(),
+        command: "find on local.oplog.rs".into(),
+        detail: "the newest oplog entry has no ts timestamp".into(),
+    })
+}
+
+fn entry_ts(source: &Source, entry: &RawDocumentBuf) -> Result<Timestamp> {
+    entry.get_timestamp("ts").map_err(|_| Error::Mongo {
+        target: source.target().to_string(),
+        command: "find on local.oplog.rs".into(),
+        detail: "an oplog entry has no ts timestamp".into(),
+    })
+}
+
+fn classify(source: &Source, e: &mongodb::error::Error) -> Error {
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) if c.code == CAPPED_POSITION_LOST => Error::OplogGap(format!(
+            "the oplog rolled over while this capture read it ({}); nothing was stored: capture more often or enlarge the oplog (replSetResizeOplog); the next capture records the gap if the entries are gone",
+            crate::error::one_line(&c.message, 160)
+        )),
+        _ => source.error("find on local.oplog.rs", e),
+    }
+}
+
+/// The oplog no longer holds the entry the chain ends at: records the gap, so that status and
+/// restore know the window is broken, and returns the capture's error.
+#[allow(clippy::too_many_arguments)]
+async fn record_gap(
+    store: &Store,
+    dir: &str,
+    after: Timestamp,
+    oldest: Timestamp,
+    continues: Continues,
+    set: &str,
+    source: &Source,
+    started: OffsetDateTime,
+) -> Error {
+    let manifest = LinkManifest {
+        schema_version: chain::SCHEMA_VERSION,
+        kind: LinkKind::Gap,
+        after: after.into(),
+        last: oldest.into(),
+        last_wall: None,
+        continues,
+        entries: 0,
+        bytes: 0,
+        object: None,
+        storage: None,
+        source: chain::LinkSource {
+            replica_set: set.to_string(),
+            hosts: source.hosts.clone(),
+        },
+        started_at: format_time(started),
+        finished_at: format_time(OffsetDateTime::now_utc()),
+        duration_seconds: 0.0,
+    };
+    let recorded = match store
+        .put(
+            &format!("{dir}/{}", chain::LINK_MANIFEST),
+            Bytes::from(manifest.to_json()),
+            PutOptions::create(),
+        )
+        .await
+    {
+        Ok(()) | Err(StoreError::AlreadyExists { .. }) => "the gap is recorded".to_string(),
+        Err(e) => format!("the gap could not be recorded ({e})"),
+    };
+    Error::OplogGap(format!(
+        "the oplog no longer holds the entries after {} (its oldest entry is {}): what was written between {} and {} cannot be restored to any instant, and nothing after {} is restorable until the next backup starts a new chain; {recorded}: enlarge the oplog (replSetResizeOplog) or capture more often",
+        chain::describe(after),
+        chain::describe(oldest),
+        chain::instant(after),
+        chain::instant(oldest),
+        chain::instant(after),
+    ))
+}
+
+struct Streamed {
+    stored: Stored,
+    entries: u64,
+    bytes: u64,
+    /// The last entry's `ts` and wall clock.
+    last: Option<(Timestamp, Option<String>)>,
+}
+
+/// Streams the cursor's entries (the one at `after` already taken) through gzip and the
+/// encryption into the upload: the driver's batches, one compressed chunk and the upload's
+/// parts in flight, whatever the range holds.
+async fn stream(
+    source: &Source,
+    mut cursor: mongodb::Cursor<RawDocumentBuf>,
+    wrap: Option<crate::sink::SinkWrapper>,
+    level: u32,
+    upload: &mut crate::store::Upload,
+) -> Result<Streamed> {
+    let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<u8>>(2);
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(4);
+    let progress = Arc::new(Progress::default());
+    let writer = tokio::task::spawn_blocking(move || -> Result<Stored> {
+        let sink: Box<dyn FinishWrite> = Box::new(ChunkSink::new(chunk_tx, progress));
+        let sink = match wrap {
+            Some(wrap) => wrap(sink).map_err(|e| {
+                Error::Internal(format!("the encryption of the slice could not start: {e}"))
+            })?,
+            None => sink,
+        };
+        let mut gz = GzEncoder::new(sink, Compression::new(level));
+        while let Some(batch) = batch_rx.blocking_recv() {
+            std::io::Write::write_all(&mut gz, &batch).map_err(stream_error)?;
+        }
+        let sink = gz.finish().map_err(stream_error)?;
+        sink.finish_stream().map_err(stream_error)
+    });
+    let reading = async {
+        let batch_tx = batch_tx;
+        let (mut entries, mut bytes, mut last) = (0u64, 0u64, None);
+        let mut batch = Vec::with_capacity(BATCH_BYTES);
+        while let Some(next) = cursor.next().await {
+            let entry = next.map_err(|e| classify(source, &e))?;
+            let ts = entry_ts(source, &entry)?;
+            let wall = match entry.get("wall") {
+                Ok(Some(bson::RawBsonRef::DateTime(d))) => {
+                    OffsetDateTime::from_unix_timestamp_nanos(
+                        i128::from(d.timestamp_millis()) * 1_000_000,
+                    )
+                    .ok()
+                    .map(format_time)
+                }
+                _ => None,
+            };
+            batch.extend_from_slice(entry.as_bytes());
+            entries += 1;
+            bytes += entry.as_bytes().len() as u64;
+            last = Some((ts, wall));
+            if batch.len() >= BATCH_BYTES {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_BYTES));
+                batch_tx
+                    .send(full)
+                    .await
+                    .map_err(|_| Error::Interrupted("the slice's compressor stopped".into()))?;
+            }
+        }
+        if !batch.is_empty() {
+            batch_tx
+                .send(batch)
+                .await
+                .map_err(|_| Error::Interrupted("the slice's compressor stopped".into()))?;
+        }
+        Ok::<_, Error>((entries, bytes, last))
+    };
+    let uploading = async {
+        let mut chunk_rx = chunk_rx;
+        while let Some(chunk) = chunk_rx.recv().await {
+            upload.write(chunk).await?;
+        }
+        Ok::<(), Error>(())
+    };
+    let writing = async {
+        writer
+            .await
+            .map_err(|e| Error::Internal(format!("the slice's compressor crashed: {e}")))?
+    };
+    let (read, uploaded, written) = tokio::join!(reading, uploading, writing);
+    // The first real cause wins over the "stopped" errors it causes in the other stages.
+    match (read, uploaded, written) {
+        (Ok((entries, bytes, last)), Ok(()), Ok(stored)) => Ok(Streamed {
+            stored,
+            entries,
+            bytes,
+            last,
+        }),
+        (Err(e), _, _) if !matches!(e, Error::Interrupted(_)) => Err(e),
+        (_, Err(e), _) => Err(e),
+        (_, _, Err(e)) => Err(e),
+        (Err(e), _, _) => Err(e),
+    }
+}
+
+fn stream_error(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Error::Interrupted("the upload stopped".into())
+    } else {
+        Error::Internal(format!("writing the slice failed: {e}"))
+    }
+}
+
+async fn discard(store: &Store, key: &str) {
+    if let Err(e) = store.delete(&[key.to_string()]).await {
+        tracing::warn!(key, error = %e, "could not remove an unneeded entries object; prune removes it after its grace period");
+    }
+}
+
+/// Writes the link's manifest, the only mark of success; a run that loses the race for it
+/// removes its own entries and reports the winner's slice.
+#[allow(clippy::too_many_arguments)]
+async fn seal(
+    store: &Store,
+    dir: &str,
+    manifest: LinkManifest,
+    object_key: &str,
+    retention: Option<crate::store::Retention>,
+    mut chain: Chain,
+    bases: &[chain::Base],
+    after: Timestamp,
+) -> Result<CaptureOutcome> {
+    let manifest_key = format!("{dir}/{}", chain::LINK_MANIFEST);
+    let written = store
+        .put(
+            &manifest_key,
+            Bytes::from(manifest.to_json()),
+            PutOptions::create().retained(retention),
+        )
+        .await;
+    let (status, link) = match written {
+        Ok(()) => (
+            CaptureStatus::Stored,
+            Link {
+                dir: dir.to_string(),
+                manifest,
+            },
+        ),
+        Err(StoreError::AlreadyExists { .. }) => {
+            discard(store, object_key).await;
+            let winner = store
+                .get(&manifest_key)
+                .await?
+                .ok_or_else(|| Error::Internal(format!("{manifest_key} vanished after it was written")))?;
+            let winner = LinkManifest::parse(&winner).map_err(|detail| Error::Integrity {
+                id: dir.to_string(),
+                detail,
+            })?;
+            tracing::info!(slice = dir, "another capture stored this range first; its slice is kept");
+            (
+                CaptureStatus::StoredByAnotherRun,
+                Link {
+                    dir: dir.to_string(),
+                    manifest: winner,
+                },
+            )
+        }
+        Err(e) => {
+            discard(store, object_key).await;
+            return Err(e.into());
+        }
+    };
+    tracing::info!(slice = dir, entries = link.manifest.entries, last = %chain::describe(link.manifest.last()), "oplog slice stored");
+    if !chain.links.iter().any(|l| l.dir == link.dir) {
+        chain.links.push(link.clone());
+        chain.links.sort_by_key(|l| key(l.manifest.after()));
+    }
+    let window = chain.window(bases, OffsetDateTime::now_utc());
+    let latest_warning = match &window {
+        Some(w) => update_latest(store, w).await.err(),
+        None => None,
+    };
+    if let Some(w) = &latest_warning {
+        tracing::warn!(warning = %w, "latest.json was not updated");
+    }
+    Ok(CaptureOutcome {
+        status,
+        link: Some(link),
+        after,
+        window,
+        latest_warning,
+    })
+}
+
+/// Records the window's end in `latest.json` for the admin portal, never moving it back.
+async fn update_latest(store: &Store, window: &chain::Window) -> Result<(), String> {
+    let pitr = crate::manifest::LatestPitr {
+        earliest: window.earliest.clone(),
+        latest: window.latest.clone(),
+        latest_ts: window.latest_ts,
+    };
+    store
+        .update(crate::layout::LATEST_KEY, move |current| {
+            let mut current: crate::manifest::Latest =
+                serde_json::from_slice(current?).ok()?;
+            let newer = current
+                .pitr
+                .as_ref()
+                .is_none_or(|p| key(p.latest_ts.to_bson()) < key(pitr.latest_ts.to_bson()));
+            if !newer {
+                return None;
+            }
+            current.pitr = Some(pitr.clone());
+            serde_json::to_vec_pretty(&current).ok().map(Bytes::from)
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
