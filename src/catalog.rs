@@ -51,6 +51,9 @@ pub struct Listing {
     pub selection: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// The instants this backup and the oplog slices after it can restore to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<crate::chain::BackupWindow>,
     pub size: Option<u64>,
     pub namespaces: Option<u64>,
     pub documents: Option<u64>,
@@ -138,6 +141,17 @@ pub async fn list(store: &Store) -> Result<Vec<Listing>> {
         .await
 }
 
+/// [`list`], with each point-in-time backup's window through the oplog chain.
+pub async fn list_with_windows(store: &Store) -> Result<Vec<Listing>> {
+    let mut listings = list(store).await?;
+    let chain = crate::chain::read(store).await?;
+    let windows = chain.windows(&chain_bases(&listings));
+    for l in &mut listings {
+        l.window = windows.iter().find(|w| w.backup_id == l.id).cloned();
+    }
+    Ok(listings)
+}
+
 /// Applies the definition of complete to one backup directory.
 async fn examine(store: &Store, id: BackupId, objects: Vec<ObjectInfo>) -> Result<Listing> {
     let manifest_key = id.manifest_key();
@@ -164,6 +178,7 @@ async fn examine(store: &Store, id: BackupId, objects: Vec<ObjectInfo>) -> Resul
         problem,
         selection: manifest.as_ref().map(|m| m.selection.describe()),
         finished_at: manifest.as_ref().map(|m| m.finished_at.clone()),
+        window: None,
         size: manifest.as_ref().map(|m| m.archive.size),
         namespaces: manifest.as_ref().map(|m| m.totals.namespaces),
         documents: manifest.as_ref().map(|m| m.totals.documents),
@@ -203,6 +218,22 @@ pub fn pick_latest(listings: &[Listing], not_after: Option<OffsetDateTime>) -> O
             .max_by_key(|l| (l.finished(), l.backup_id))
     };
     newest(true).or_else(|| newest(false))
+}
+
+/// Complete backups with a point in time: where oplog chains can start.
+pub fn chain_bases(listings: &[Listing]) -> Vec<crate::chain::Base> {
+    listings
+        .iter()
+        .filter_map(|l| {
+            let m = l.manifest.as_ref()?;
+            let pit = m.point_in_time.as_ref()?;
+            Some(crate::chain::Base {
+                id: l.backup_id,
+                point_in_time: pit.ts.to_bson(),
+                replica_set: m.source.replica_set.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Finds the backup a selector names and reads its manifest.
@@ -274,12 +305,17 @@ pub struct Status {
     /// Set when `latest.json` names a backup that is not complete here (deleted, damaged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// The point-in-time window the oplog chain gives, when there is a backup with a point in
+    /// time to start from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pitr: Option<crate::chain::Window>,
 }
 
 /// The last success as the listing proves it (not as `latest.json` claims it: that object
 /// may name a backup deleted since).
 pub async fn status(store: &Store, max_age: Option<std::time::Duration>) -> Result<Status> {
     let listings = list(store).await?;
+    let chain = crate::chain::read(store).await?;
     let picked = pick_latest(&listings, None);
     let last = picked.and_then(|l| {
         l.manifest
@@ -324,6 +360,11 @@ pub async fn status(store: &Store, max_age: Option<std::time::Duration>) -> Resu
         (Some(_), None) => true,
         (None, _) => false,
     };
+    // Without any slice the window is each backup's single instant: not worth a line.
+    let pitr = match chain.links.is_empty() {
+        true => None,
+        false => chain.window(&chain_bases(&listings), now),
+    };
     Ok(Status {
         destination: store.destination().to_string(),
         last_success: last,
@@ -332,6 +373,7 @@ pub async fn status(store: &Store, max_age: Option<std::time::Duration>) -> Resu
         healthy,
         newer_partial,
         warning,
+        pitr,
     })
 }
 

@@ -365,7 +365,7 @@ pub struct GapReport {
 }
 
 impl GapReport {
-    fn of(link: &Link) -> Self {
+    pub fn of(link: &Link) -> Self {
         Self {
             from: describe(link.manifest.after()),
             to: describe(link.manifest.last()),
@@ -451,21 +451,25 @@ impl Chain {
                     .min_by_key(|t| key(*t))
                     .map(|t| format!("the earliest restorable instant is {}", describe(t)))
                     .unwrap_or_else(|| {
-                        "it has no backup with a point in time (a replica set's backup)".into()
+                        "it holds no backup with a point in time (a replica set's backup)".into()
                     });
-                Error::BackupNotFound {
-                    id: format!("with a point in time at or before {}", describe_limit(to)),
-                    destination: format!("{destination} ({earliest})"),
-                }
+                Error::NoBackupBefore(format!(
+                    "no backup at {destination} has a point in time at or before {}: {earliest}; run `nightdump list --from {destination}` to see the backups",
+                    describe_limit(to)
+                ))
             })?;
         let reach = self.reach(base.point_in_time);
         if key(reach.end) < key(to) {
             let why = match reach.gap {
                 Some(gap) => GapReport::of(gap).sentence(),
                 None => format!(
-                    "no slice holds the entries after {}: run `nightdump oplog` to capture them, or choose an instant up to {}",
+                    "no slice holds the entries after {}: run `nightdump oplog` to capture them, or choose an instant up to {} (every write up to that entry) or {} (every write up to that second)",
                     describe(reach.end),
-                    instant(reach.end)
+                    format_args!("{}:{}", reach.end.time, reach.end.increment),
+                    instant(Timestamp {
+                        time: reach.end.time.saturating_sub(1),
+                        increment: 0
+                    })
                 ),
             };
             return Err(Error::NotRestorable(format!(

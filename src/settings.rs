@@ -220,6 +220,11 @@ pub fn oplog_time(name: &str, value: &str) -> Result<bson::Timestamp> {
     crate::restore::parse_oplog_limit(value).map_err(|e| Error::invalid(format!("{name}: {e}")))
 }
 
+/// An instant to restore to (inclusive): RFC 3339, or `T:I` as the oplog writes it.
+pub fn to_time(name: &str, value: &str) -> Result<bson::Timestamp> {
+    crate::chain::parse_to_time(value).map_err(|e| Error::invalid(format!("{name}: {e}")))
+}
+
 /// Which backup: an id or `latest`.
 pub fn backup_selector(value: &str) -> Result<crate::catalog::Selector> {
     value.parse().map_err(Error::Invalid)

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod pitr;
 mod progress_bar;
 mod prune;
 
@@ -47,6 +48,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Back up a whole deployment into one archive.
     Backup(BackupArgs),
+    /// Store the oplog written since the last capture as one slice, for restores to any
+    /// instant between backups (run it every few minutes).
+    Oplog(OplogArgs),
     /// List the backups at a destination, newest first.
     List(ListArgs),
     /// Show the last successful backup and its age.
@@ -71,14 +75,117 @@ pub struct StoreArgs {
     pub region: Option<String>,
 }
 
+/// Where a backup or a capture reads from.
 #[derive(Debug, Args)]
-pub struct BackupArgs {
+pub struct SourceArgs {
     /// MongoDB connection string (mongodb:// or mongodb+srv://).
     #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
     pub uri: Option<String>,
+    /// Read preference for the source.
+    #[arg(long, default_value = "secondaryPreferred")]
+    pub read_preference: String,
+    /// How long to wait for a reachable server before giving up.
+    #[arg(long, default_value = "30s", allow_hyphen_values = true)]
+    pub connect_timeout: String,
+}
+
+impl SourceArgs {
+    fn options(&self) -> Result<SourceOptions> {
+        let uri = self.uri.as_deref().ok_or_else(|| {
+            Error::invalid("no MongoDB source: pass --uri mongodb://HOST:PORT/ or set MONGODB_URI")
+        })?;
+        Ok(SourceOptions {
+            uri: ConnectionString::parse(uri).map_err(Error::Invalid)?,
+            read_preference: self
+                .read_preference
+                .parse()
+                .map_err(|e: String| Error::invalid(format!("--read-preference: {e}")))?,
+            server_selection_timeout: parse_connect_timeout(&self.connect_timeout)?,
+        })
+    }
+}
+
+/// Where and how a backup or a capture stores what it writes.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
     /// Where to write: a directory, file:///path, or s3://bucket/prefix.
     #[arg(long, env = "NIGHTDUMP_TO", default_value = "./backups")]
     pub to: String,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    #[arg(long, default_value_t = 6, allow_negative_numbers = true, value_parser = whole_number::<u32>)]
+    pub compression_level: u32,
+    /// Server-side encryption for S3: none, s3 (AES256) or kms.
+    #[arg(long, env = "NIGHTDUMP_SSE")]
+    pub sse: Option<String>,
+    /// KMS key for SSE-KMS (implies --sse kms).
+    #[arg(long, env = "NIGHTDUMP_KMS_KEY_ID")]
+    pub kms_key_id: Option<String>,
+    /// S3 storage class (e.g. STANDARD_IA).
+    #[arg(long, env = "NIGHTDUMP_STORAGE_CLASS")]
+    pub storage_class: Option<String>,
+    /// Encrypt what is stored: age:<recipient> (an age1… public key, repeatable: any one of
+    /// the recipients' identities decrypts), or kms:<key-id> (envelope encryption with a data
+    /// key from AWS KMS; key id, ARN or alias/NAME).
+    #[arg(long = "encrypt", value_name = "age:RECIPIENT|kms:KEY")]
+    pub encrypt: Vec<String>,
+    /// S3 Object Lock on every object written: governance or compliance (the bucket must
+    /// have Object Lock enabled). Needs --retain-for.
+    #[arg(long, env = "NIGHTDUMP_OBJECT_LOCK", value_name = "MODE")]
+    pub object_lock: Option<String>,
+    /// How long each object is locked, from the run's start (e.g. 35d).
+    #[arg(
+        long,
+        env = "NIGHTDUMP_RETAIN_FOR",
+        value_name = "SPAN",
+        allow_hyphen_values = true
+    )]
+    pub retain_for: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+impl TargetArgs {
+    /// The destination and its S3 settings, checked together.
+    fn settings(&self) -> Result<(Destination, S3Options)> {
+        let destination = parse_destination("--to", &self.to)?;
+        let sse = settings::sse(
+            ("--sse", self.sse.as_deref()),
+            ("--kms-key-id", self.kms_key_id.as_deref()),
+        )?;
+        let storage_class = self
+            .storage_class
+            .as_deref()
+            .map(|c| settings::storage_class("--storage-class", c))
+            .transpose()?;
+        let object_lock = nightdump::store::ObjectLock::parse(
+            "--object-lock",
+            self.object_lock.as_deref(),
+            "--retain-for",
+            self.retain_for.as_deref(),
+        )
+        .map_err(Error::Invalid)?;
+        if object_lock.is_some() && matches!(destination, Destination::Local { .. }) {
+            return Err(Error::invalid(format!(
+                "--object-lock needs an S3 destination; {destination} is a directory: write to s3://BUCKET/PREFIX or leave out --object-lock"
+            )));
+        }
+        let mut s3 = s3_options(&self.store, sse, storage_class);
+        s3.object_lock = object_lock;
+        s3.validate().map_err(|e| Error::invalid(e.to_string()))?;
+        Ok((destination, s3))
+    }
+
+    fn encrypt(&self) -> Result<Option<nightdump::crypto::Encrypt>> {
+        nightdump::crypto::Encrypt::parse_all("--encrypt", &self.encrypt)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Only these namespaces (mongorestore patterns: db.*, db.coll, *.coll). Repeatable.
     #[arg(long = "include", value_name = "PATTERN")]
     pub include: Vec<String>,
@@ -91,15 +198,6 @@ pub struct BackupArgs {
     /// The schedule time this backup stands for (RFC 3339); names the backup deterministically.
     #[arg(long)]
     pub scheduled_at: Option<String>,
-    /// Read preference for the source.
-    #[arg(long, default_value = "secondaryPreferred")]
-    pub read_preference: String,
-    /// gzip level, 1 (fastest) to 9 (smallest).
-    #[arg(long, default_value_t = 6, allow_negative_numbers = true, value_parser = whole_number::<u32>)]
-    pub compression_level: u32,
-    /// How long to wait for a reachable server before giving up.
-    #[arg(long, default_value = "30s", allow_hyphen_values = true)]
-    pub connect_timeout: String,
     /// Unfinished uploads under the destination older than this are a killed run's and are
     /// aborted before the backup starts.
     #[arg(
@@ -109,32 +207,6 @@ pub struct BackupArgs {
         allow_hyphen_values = true
     )]
     pub stale_upload_age: String,
-    /// Server-side encryption for S3: none, s3 (AES256) or kms.
-    #[arg(long, env = "NIGHTDUMP_SSE")]
-    pub sse: Option<String>,
-    /// KMS key for SSE-KMS (implies --sse kms).
-    #[arg(long, env = "NIGHTDUMP_KMS_KEY_ID")]
-    pub kms_key_id: Option<String>,
-    /// S3 storage class (e.g. STANDARD_IA).
-    #[arg(long, env = "NIGHTDUMP_STORAGE_CLASS")]
-    pub storage_class: Option<String>,
-    /// Encrypt the archive before it is stored: age:<recipient> (an age1… public key,
-    /// repeatable: any one of the recipients' identities decrypts), or kms:<key-id> (envelope
-    /// encryption with a data key from AWS KMS; key id, ARN or alias/NAME).
-    #[arg(long = "encrypt", value_name = "age:RECIPIENT|kms:KEY")]
-    pub encrypt: Vec<String>,
-    /// S3 Object Lock on every object of the backup: governance or compliance (the bucket
-    /// must have Object Lock enabled). Needs --retain-for.
-    #[arg(long, env = "NIGHTDUMP_OBJECT_LOCK", value_name = "MODE")]
-    pub object_lock: Option<String>,
-    /// How long each object is locked, from the backup's start (e.g. 35d).
-    #[arg(
-        long,
-        env = "NIGHTDUMP_RETAIN_FOR",
-        value_name = "SPAN",
-        allow_hyphen_values = true
-    )]
-    pub retain_for: Option<String>,
     /// Back up a source that cannot be made consistent to one point in time (a standalone
     /// server, a mongos, or --no-oplog) instead of refusing; each collection is then as of
     /// its own read.
@@ -147,14 +219,43 @@ pub struct BackupArgs {
     /// users, roles and auth version would be in it); refused otherwise.
     #[arg(long, env = "NIGHTDUMP_ALLOW_EMPTY", value_parser = switch)]
     pub allow_empty: bool,
-    #[command(flatten)]
-    pub store: StoreArgs,
     /// No progress bar and no summary.
     #[arg(long, short)]
     pub quiet: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OplogArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// No summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl OplogArgs {
+    /// Every check that needs no network.
+    pub fn to_options(&self) -> Result<(nightdump::pitr::CaptureOptions, Destination)> {
+        let source = self.source.options()?;
+        let (destination, s3) = self.target.settings()?;
+        let options = nightdump::pitr::CaptureOptions {
+            source,
+            s3,
+            encrypt: self.target.encrypt()?,
+            compression_level: self.target.compression_level,
+            deadline: None,
+        };
+        options.validate()?;
+        Ok((options, destination))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +282,10 @@ pub struct StatusArgs {
     /// Exit with code 7 when the last success is older than this (e.g. 26h).
     #[arg(long, allow_hyphen_values = true)]
     pub max_age: Option<String>,
+    /// Exit with code 7 when the newest stored oplog entry is older than this (e.g. 30m), or
+    /// the point-in-time window is broken by a gap.
+    #[arg(long, allow_hyphen_values = true)]
+    pub max_lag: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -207,6 +312,10 @@ pub struct VerifyArgs {
     /// A backup id or `latest`.
     #[arg(default_value = "latest")]
     pub backup: String,
+    /// Verify the oplog chain instead: every slice's SHA-256 and entry count, and that each
+    /// slice starts where the one before it ends.
+    #[arg(long)]
+    pub oplog: bool,
     #[command(flatten)]
     pub from: FromArgs,
     #[command(flatten)]
@@ -225,8 +334,13 @@ pub struct CatArgs {
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// Write the stored bytes as they are (still encrypted, if the backup is).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "to_time")]
     pub raw: bool,
+    /// Write one archive that restores to this instant (inclusive; RFC 3339, or T:I as in
+    /// the oplog): the newest backup before it, with every oplog entry up to it from the
+    /// slices, for `mongorestore --gzip --archive --oplogReplay`.
+    #[arg(long, value_name = "INSTANT")]
+    pub to_time: Option<String>,
 }
 
 pub use prune::PruneArgs;
@@ -243,6 +357,10 @@ pub struct RestoreArgs {
     /// The newest successful backup finished at or before this time (RFC 3339).
     #[arg(long, conflicts_with = "archive")]
     pub at: Option<String>,
+    /// Restore the state at this instant (inclusive; RFC 3339, or T:I as in the oplog): the
+    /// newest backup before it, then its oplog and the slices replayed up to it.
+    #[arg(long, value_name = "INSTANT", conflicts_with_all = ["archive", "at", "oplog_limit", "no_oplog_replay"])]
+    pub to_time: Option<String>,
     /// Restore a mongodump archive file instead (gzipped or not); `-` reads stdin.
     #[arg(long, value_name = "FILE")]
     pub archive: Option<String>,
@@ -282,11 +400,16 @@ pub struct RestoreArgs {
     #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = whole_number::<usize>)]
     pub parallel: usize,
     /// Do not replay the archive's oplog (replayed by default when the archive has one).
-    #[arg(long, conflicts_with_all = ["oplog_replay", "oplog_limit"])]
+    #[arg(long, conflicts_with_all = ["oplog_replay", "oplog_limit", "replay_new_collections"])]
     pub no_oplog_replay: bool,
     /// Require the oplog to be replayed: fail when the archive has none.
     #[arg(long)]
     pub oplog_replay: bool,
+    /// Also replay the oplog entries of collections the archive does not hold (created after
+    /// the backup started), as mongorestore --oplogReplay does: for an archive written by
+    /// `nightdump cat --to-time`. Implied by --to-time.
+    #[arg(long)]
+    pub replay_new_collections: bool,
     /// Replay only oplog entries before this time: SECONDS[:INCREMENT] (as mongorestore's
     /// --oplogLimit) or an RFC 3339 time.
     #[arg(long, value_name = "TIME")]
@@ -323,11 +446,15 @@ impl RestoreArgs {
                 "--archive and --from (or NIGHTDUMP_FROM) both name what to restore: give only one",
             ));
         }
-        if self.backup != "latest" && (self.archive.is_some() || self.at.is_some()) {
+        if self.backup != "latest"
+            && (self.archive.is_some() || self.at.is_some() || self.to_time.is_some())
+        {
             let other = if self.archive.is_some() {
                 "--archive"
-            } else {
+            } else if self.at.is_some() {
                 "--at"
+            } else {
+                "--to-time"
             };
             return Err(Error::invalid(format!(
                 "a backup id ({}) and {other} both name what to restore: give only one",
@@ -356,6 +483,10 @@ impl RestoreArgs {
             .as_deref()
             .map(|l| settings::oplog_time("--oplog-limit", l))
             .transpose()?;
+        options.replay_new_namespaces = self.replay_new_collections || self.to_time.is_some();
+        if self.to_time.is_some() {
+            options.require_oplog = true;
+        }
         options.validate()?;
         Ok(options)
     }
@@ -406,43 +537,10 @@ fn s3_options(args: &StoreArgs, sse: Sse, storage_class: Option<String>) -> S3Op
 impl BackupArgs {
     /// Every check that needs no network, so a typo fails in milliseconds.
     pub fn to_options(&self) -> Result<(BackupOptions, Destination, S3Options)> {
-        let uri = self.uri.as_deref().ok_or_else(|| {
-            Error::invalid("no MongoDB source: pass --uri mongodb://HOST:PORT/ or set MONGODB_URI")
-        })?;
-        let uri = ConnectionString::parse(uri).map_err(Error::Invalid)?;
-        let destination = parse_destination("--to", &self.to)?;
-        let sse = settings::sse(
-            ("--sse", self.sse.as_deref()),
-            ("--kms-key-id", self.kms_key_id.as_deref()),
-        )?;
-        let storage_class = self
-            .storage_class
-            .as_deref()
-            .map(|c| settings::storage_class("--storage-class", c))
-            .transpose()?;
-        let object_lock = nightdump::store::ObjectLock::parse(
-            "--object-lock",
-            self.object_lock.as_deref(),
-            "--retain-for",
-            self.retain_for.as_deref(),
-        )
-        .map_err(Error::Invalid)?;
-        if object_lock.is_some() && matches!(destination, Destination::Local { .. }) {
-            return Err(Error::invalid(format!(
-                "--object-lock needs an S3 destination; {destination} is a directory: back up to s3://BUCKET/PREFIX or leave out --object-lock"
-            )));
-        }
-        let mut s3 = s3_options(&self.store, sse, storage_class);
-        s3.object_lock = object_lock;
+        let source = self.source.options()?;
+        let (destination, s3) = self.target.settings()?;
         let options = BackupOptions {
-            source: SourceOptions {
-                uri,
-                read_preference: self
-                    .read_preference
-                    .parse()
-                    .map_err(|e: String| Error::invalid(format!("--read-preference: {e}")))?,
-                server_selection_timeout: parse_connect_timeout(&self.connect_timeout)?,
-            },
+            source,
             filter: NamespaceFilter {
                 include: parse_patterns("--include", &self.include)?,
                 exclude: parse_patterns("--exclude", &self.exclude)?,
@@ -453,20 +551,16 @@ impl BackupArgs {
                 .as_deref()
                 .map(|s| settings::schedule_time("--scheduled-at", s))
                 .transpose()?,
-            compression_level: self.compression_level,
+            compression_level: self.target.compression_level,
             deadline: None,
             s3,
-            encrypt: nightdump::crypto::Encrypt::parse_all("--encrypt", &self.encrypt)?,
+            encrypt: self.target.encrypt()?,
             stale_upload_age: parse_duration("--stale-upload-age", &self.stale_upload_age)?,
             oplog: !self.no_oplog,
             allow_inconsistent: self.allow_inconsistent,
             allow_empty: self.allow_empty,
         };
         options.validate()?;
-        options
-            .s3
-            .validate()
-            .map_err(|e| Error::invalid(e.to_string()))?;
         let s3 = options.s3.clone();
         Ok((options, destination, s3))
     }
@@ -489,9 +583,10 @@ fn parse_selector(s: &str) -> Result<Selector> {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Backup(args) => run_backup(args).await,
+        Command::Oplog(args) => pitr::run_oplog(args).await,
         Command::List(args) => {
             let store = open_store("--from", &args.from.from, &args.from.store).await?;
-            let backups = catalog::list(&store).await?;
+            let backups = catalog::list_with_windows(&store).await?;
             let mut out = std::io::stdout().lock();
             if args.json {
                 write_json(&mut out, &backups);
@@ -505,11 +600,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                 )
                 .ok();
                 for b in &backups {
-                    let note = match (&b.selection, &b.problem) {
+                    let mut note = match (&b.selection, &b.problem) {
                         (Some(s), _) => s.clone(),
                         (None, Some(p)) => p.clone(),
                         (None, None) => String::new(),
                     };
+                    if let Some(w) = b.window.as_ref().filter(|w| w.from_ts != w.to_ts) {
+                        note.push_str(&format!("; restorable to any instant up to {}", w.to));
+                    }
                     writeln!(
                         out,
                         "{:<23} {:<10} {:>12} {:>10} {:>12}  {note}",
@@ -534,8 +632,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .as_deref()
                 .map(|s| parse_duration("--max-age", s))
                 .transpose()?;
+            let max_lag = args
+                .max_lag
+                .as_deref()
+                .map(|s| parse_duration("--max-lag", s))
+                .transpose()?;
             let store = open_store("--from", &args.from.from, &args.from.store).await?;
-            let status = catalog::status(&store, max_age).await?;
+            let mut status = catalog::status(&store, max_age).await?;
+            if let Some(w) = status.pitr.as_mut() {
+                w.max_lag_seconds = max_lag.map(|d| d.as_secs());
+            }
             let mut out = std::io::stdout().lock();
             if args.json {
                 write_json(&mut out, &status);
@@ -574,7 +680,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 if let Some(w) = &status.warning {
                     writeln!(out, "warning: {w}").ok();
                 }
+                if let Some(w) = &status.pitr {
+                    pitr::print_window(&mut out, w);
+                }
             }
+            drop(out);
             match (&status.last_success, status.age_seconds, max_age) {
                 (None, _, _) => Err(Error::NoBackups {
                     destination: status.destination.clone(),
@@ -584,13 +694,28 @@ pub async fn run(cli: Cli) -> Result<()> {
                     age: human_age(age),
                     max_age: humantime::format_duration(max).to_string(),
                 }),
-                _ => Ok(()),
+                _ => pitr::check_lag(status.pitr.as_ref(), max_lag, &status.destination),
             }
         }
         Command::Verify(args) => {
+            if args.oplog && args.backup != "latest" {
+                return Err(Error::invalid(
+                    "--oplog verifies the whole oplog chain, not one backup: leave out the backup id, or --oplog",
+                ));
+            }
             let selector = parse_selector(&args.backup)?;
             let keys = args.identity.load()?;
             let store = open_store("--from", &args.from.from, &args.from.store).await?;
+            if args.oplog {
+                let report = pitr::verify_chain(&store, keys.as_ref()).await?;
+                let mut out = std::io::stdout().lock();
+                if args.json {
+                    write_json(&mut out, &report);
+                } else {
+                    pitr::print_chain_report(&mut out, &store, &report);
+                }
+                return Ok(());
+            }
             let report = nightdump::verify::verify(&store, &selector, keys.as_ref()).await?;
             let mut out = std::io::stdout().lock();
             if args.json {
@@ -610,6 +735,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Cat(args) => {
+            let to_time = args
+                .to_time
+                .as_deref()
+                .map(|t| settings::to_time("--to-time", t))
+                .transpose()?;
+            if to_time.is_some() && args.backup != "latest" {
+                return Err(Error::invalid(
+                    "a backup id and --to-time both name what to write: --to-time picks the newest backup before the instant; give only one",
+                ));
+            }
             let selector = parse_selector(&args.backup)?;
             if std::io::stdout().is_terminal() {
                 return Err(Error::invalid(
@@ -618,6 +753,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let keys = args.identity.load()?;
             let store = open_store("--from", &args.from.from, &args.from.store).await?;
+            if let Some(to) = to_time {
+                return pitr::cat_to_time(store, to, keys.as_ref(), tokio::io::stdout()).await;
+            }
             nightdump::cat::cat(
                 &store,
                 &selector,
@@ -635,11 +773,27 @@ pub async fn run(cli: Cli) -> Result<()> {
 async fn run_restore(args: RestoreArgs) -> Result<()> {
     use nightdump::restore::{self, Input};
     let options = args.to_options()?;
+    let to_time = args
+        .to_time
+        .as_deref()
+        .map(|t| settings::to_time("--to-time", t))
+        .transpose()?;
     let store;
-    let input = match args.archive.as_deref() {
-        Some("-") => Input::Stdin,
-        Some(path) => Input::File(path.into()),
-        None => {
+    let input = match (args.archive.as_deref(), to_time) {
+        (Some("-"), _) => Input::Stdin,
+        (Some(path), _) => Input::File(path.into()),
+        (None, Some(to)) => {
+            let from = args.from.as_deref().unwrap_or(DEFAULT_DESTINATION);
+            store = open_store("--from", from, &args.store).await?;
+            let verify_first = !args.no_verify_first || options.dry_run;
+            let to_time =
+                nightdump::pitr::prepare(&store, to, options.keys.as_ref(), verify_first).await?;
+            Input::Reader {
+                name: to_time.name(),
+                reader: nightdump::pitr::to_time::open(to_time, store.clone()),
+            }
+        }
+        (None, None) => {
             let selector = match args.at.as_deref() {
                 Some(at) => settings::backup_at("--at", at)?,
                 None => parse_selector(&args.backup)?,

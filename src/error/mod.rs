@@ -84,6 +84,10 @@ pub enum Error {
     #[error("backup {id} not found at {destination}: run `nightdump list --from {destination}` to see the backups")]
     BackupNotFound { id: String, destination: String },
 
+    /// No backup is old enough for the instant asked for.
+    #[error("{0}")]
+    NoBackupBefore(String),
+
     #[error("no successful backup at {destination} yet: run `nightdump backup --to {destination}` first")]
     NoBackups { destination: String },
 
@@ -103,6 +107,10 @@ pub enum Error {
         age: String,
         max_age: String,
     },
+
+    /// `status --max-lag`: the oplog chain is behind or broken.
+    #[error("{0}")]
+    PitrStale(String),
 
     #[error("stopped before the deadline: {0}; nothing was marked successful")]
     Deadline(String),
@@ -140,13 +148,13 @@ impl Error {
             | Error::OplogRolledOver(_)
             | Error::OplogGap(_) => 3,
             Error::Store(_) | Error::Kms(_) => 4,
-            Error::BackupNotFound { .. } | Error::NoBackups { .. } => 5,
+            Error::BackupNotFound { .. } | Error::NoBackups { .. } | Error::NoBackupBefore(_) => 5,
             Error::Integrity { .. }
             | Error::SliceIntegrity { .. }
             | Error::NotRestorable(_)
             | Error::Archive(_)
             | Error::ArchiveAt { .. } => 6,
-            Error::Stale { .. } => 7,
+            Error::Stale { .. } | Error::PitrStale(_) => 7,
             Error::Deadline(_) | Error::Interrupted(_) => 8,
             Error::RestoreFailed { .. } => 9,
             Error::Internal(_) => 1,
@@ -168,11 +176,12 @@ impl Error {
             Error::Store(_) => "StorageFailed",
             Error::Archive(_) | Error::ArchiveAt { .. } => "ArchiveInvalid",
             Error::RestoreFailed { .. } => "RestoreFailed",
-            Error::BackupNotFound { .. } => "BackupNotFound",
+            Error::BackupNotFound { .. } | Error::NoBackupBefore(_) => "BackupNotFound",
             Error::NoBackups { .. } => "NoBackups",
             Error::Integrity { .. } | Error::SliceIntegrity { .. } => "IntegrityCheckFailed",
             Error::NotRestorable(_) => "NotRestorable",
             Error::Stale { .. } => "BackupStale",
+            Error::PitrStale(_) => "OplogStale",
             Error::Deadline(_) => "DeadlineReached",
             Error::Interrupted(_) => "Interrupted",
             Error::Kms(_) => "KmsFailed",

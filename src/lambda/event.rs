@@ -26,9 +26,20 @@ impl<'de> Deserialize<'de> for Payload {
     }
 }
 
+/// What an invocation runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Action {
+    /// A backup (a scheduled event, `{}`, or a manual object).
+    #[default]
+    Backup,
+    /// An oplog capture: `{"action": "oplog"}`.
+    Oplog,
+}
+
 /// What one invocation asks for, on top of the environment's configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Invocation {
+    pub action: Action,
     /// Names the backup; `None` means "now".
     pub scheduled_at: Option<OffsetDateTime>,
     /// Replace the environment's lists when given.
@@ -57,6 +68,8 @@ const SCHEDULED_EVENT_FIELDS: &[&str] = &[
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Manual {
+    #[allow(dead_code)]
+    action: Option<String>,
     scheduled_at: Option<String>,
     include: Option<Vec<String>>,
     exclude: Option<Vec<String>>,
@@ -93,8 +106,31 @@ impl Invocation {
         if map.contains_key("detail-type") || map.contains_key("source") {
             return Self::parse_scheduled(map);
         }
+        match map.get("action") {
+            None => {}
+            Some(Value::String(a)) if a == "backup" => {}
+            Some(Value::String(a)) if a == "oplog" => {
+                if let Some(other) = map.keys().find(|k| *k != "action") {
+                    return Err(Error::InvalidEvent(format!(
+                        "an oplog capture takes no other field than action, but the event has '{}': send {{\"action\": \"oplog\"}}",
+                        truncate(other)
+                    )));
+                }
+                return Ok(Invocation {
+                    action: Action::Oplog,
+                    ..Invocation::default()
+                });
+            }
+            Some(other) => {
+                return Err(Error::InvalidEvent(format!(
+                    "the event's action must be \"backup\" or \"oplog\", not {}",
+                    truncate(&other.to_string())
+                )))
+            }
+        }
         if let Some(unknown) = map.keys().find(|k| {
             ![
+                "action",
                 "scheduled_at",
                 "include",
                 "exclude",
@@ -104,7 +140,7 @@ impl Invocation {
             .contains(&k.as_str())
         }) {
             return Err(Error::InvalidEvent(format!(
-                "unknown field '{}' in the event: the fields are scheduled_at, include, exclude, parallel and allow_empty, e.g. {MANUAL_FORM}",
+                "unknown field '{}' in the event: the fields are action, scheduled_at, include, exclude, parallel and allow_empty, e.g. {MANUAL_FORM}",
                 truncate(unknown)
             )));
         }
@@ -147,6 +183,7 @@ impl Invocation {
                 .transpose()?,
             allow_empty: manual.allow_empty,
             scheduled: false,
+            action: Action::Backup,
         })
     }
 
@@ -277,6 +314,14 @@ mod tests {
     }
 
     #[test]
+    fn an_oplog_action_asks_for_a_capture() {
+        let inv = Invocation::parse(&json!({"action": "oplog"})).unwrap();
+        assert_eq!(inv.action, Action::Oplog);
+        let inv = Invocation::parse(&json!({"action": "backup", "parallel": 2})).unwrap();
+        assert_eq!((inv.action, inv.parallel), (Action::Backup, Some(2)));
+    }
+
+    #[test]
     fn empty_and_null_mean_now() {
         for v in [json!({}), Value::Null] {
             assert_eq!(Invocation::parse(&v).unwrap(), Invocation::default());
@@ -298,6 +343,12 @@ mod tests {
                 "event scheduled_at 2062-12-03T03:00:00Z is in the future",
             ),
             (json!([1, 2]), "JSON object"),
+            (json!({"action": "restore"}), "must be \"backup\" or \"oplog\""),
+            (json!({"action": 1}), "must be \"backup\" or \"oplog\""),
+            (
+                json!({"action": "oplog", "parallel": 2}),
+                "takes no other field than action",
+            ),
             (json!("backup"), "JSON object"),
         ];
         for (event, expected) in cases {

@@ -21,8 +21,8 @@ use crate::store::Store;
 
 use super::config::{LambdaConfig, UriSource, COMPRESSION_LEVEL};
 pub use super::error::HandlerError;
-use super::event::{Invocation, Payload};
-use super::metrics::{MetricsSink, PruneMetrics, RunMetrics};
+use super::event::{Action, Invocation, Payload};
+use super::metrics::{CaptureMetrics, MetricsSink, PruneMetrics, RunMetrics};
 use super::secrets::{connection_string_from_secret, SecretSource};
 
 /// Longest time kept back from Lambda's deadline to abort the upload and report.
@@ -53,6 +53,32 @@ pub struct Summary {
     pub prune: Option<PruneSummary>,
 }
 
+/// What an invocation returns: a backup's summary, or an oplog capture's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    Backup(Summary),
+    Oplog(crate::pitr::CaptureSummary),
+}
+
+impl Response {
+    /// The backup's summary, when the invocation was a backup.
+    pub fn backup(self) -> Option<Summary> {
+        match self {
+            Response::Backup(s) => Some(s),
+            Response::Oplog(_) => None,
+        }
+    }
+
+    /// The capture's summary, when the invocation was an oplog capture.
+    pub fn oplog(self) -> Option<crate::pitr::CaptureSummary> {
+        match self {
+            Response::Oplog(s) => Some(s),
+            Response::Backup(_) => None,
+        }
+    }
+}
+
 impl std::ops::Deref for Summary {
     type Target = crate::backup::BackupSummary;
 
@@ -65,7 +91,7 @@ impl std::ops::Deref for Summary {
 pub async fn handle<S, M>(
     event: LambdaEvent<Value>,
     deps: &Deps<S, M>,
-) -> Result<Summary, HandlerError>
+) -> Result<Response, HandlerError>
 where
     S: SecretSource,
     M: MetricsSink,
@@ -79,7 +105,7 @@ where
 pub async fn handle_payload<S, M>(
     event: LambdaEvent<Payload>,
     deps: &Deps<S, M>,
-) -> Result<Summary, HandlerError>
+) -> Result<Response, HandlerError>
 where
     S: SecretSource,
     M: MetricsSink,
@@ -106,8 +132,26 @@ where
         .get(super::config::FUNCTION_NAME)
         .map(String::as_str)
         .unwrap_or_default();
-    let metrics = match &result {
-        Ok(s) => RunMetrics {
+    let record = match (&result, oplog_action(&event.payload)) {
+        (Ok(Response::Oplog(c)), _) => CaptureMetrics {
+            success: true,
+            duration_seconds: elapsed,
+            entries: c.entries,
+            bytes: c.size,
+            lag_seconds: c.window.as_ref().map(|w| w.lag_seconds),
+            error_type: None,
+        }
+        .to_emf(function_name, OffsetDateTime::now_utc()),
+        (Err(e), true) => CaptureMetrics {
+            success: false,
+            duration_seconds: elapsed,
+            entries: 0,
+            bytes: 0,
+            lag_seconds: None,
+            error_type: Some(e.error_type().to_string()),
+        }
+        .to_emf(function_name, OffsetDateTime::now_utc()),
+        (Ok(Response::Backup(s)), _) => RunMetrics {
             success: true,
             duration_seconds: elapsed,
             bytes: s.size,
@@ -120,8 +164,9 @@ where
                 removed: p.removed.len() as u64,
                 locked: p.kept_locked.len() as u64,
             }),
-        },
-        Err(e) => RunMetrics {
+        }
+        .to_emf(function_name, OffsetDateTime::now_utc()),
+        (Err(e), false) => RunMetrics {
             success: false,
             duration_seconds: elapsed,
             bytes: 0,
@@ -130,27 +175,35 @@ where
             error_type: Some(e.error_type().to_string()),
             already_existed: false,
             prune: None,
-        },
+        }
+        .to_emf(function_name, OffsetDateTime::now_utc()),
     };
-    deps.metrics
-        .emit(&metrics.to_emf(function_name, OffsetDateTime::now_utc()));
+    deps.metrics.emit(&record);
     match &result {
-        Ok(s) if s.already_existed => {
+        Ok(Response::Backup(s)) if s.already_existed => {
             tracing::info!(backup_id = %s.backup_id, "backup for this schedule already complete")
         }
-        Ok(s) => {
+        Ok(Response::Backup(s)) => {
             tracing::info!(backup_id = %s.backup_id, size = s.size, documents = s.documents, "backup complete")
         }
-        Err(e) => tracing::error!(error_type = e.error_type(), error = %e, "backup failed"),
+        Ok(Response::Oplog(c)) => {
+            tracing::info!(status = ?c.status, entries = c.entries, "oplog capture complete")
+        }
+        Err(e) => tracing::error!(error_type = e.error_type(), error = %e, "run failed"),
     }
     result
+}
+
+/// Whether the payload asks for an oplog capture (so its failure is reported as one).
+fn oplog_action(payload: &Payload) -> bool {
+    matches!(payload, Payload::Json(Value::Object(m)) if m.get("action").and_then(Value::as_str) == Some("oplog"))
 }
 
 async fn run<S, M>(
     payload: &Payload,
     deadline: Deadline,
     deps: &Deps<S, M>,
-) -> Result<Summary, HandlerError>
+) -> Result<Response, HandlerError>
 where
     S: SecretSource,
     M: MetricsSink,
@@ -181,6 +234,9 @@ where
             connection_string_from_secret(arn, &value)?
         }
     };
+    if invocation.action == Action::Oplog {
+        return capture(&config, uri, deadline, deps).await.map(Response::Oplog);
+    }
     let mut options = backup_options(&config, &invocation, uri.clone(), deadline);
     // KMS calls go through the function's own AWS configuration, as S3's do, to the key's
     // own region, as the CLI's do.
@@ -211,7 +267,49 @@ where
         let ours = outcome.manifest.backup_id.parse().ok();
         summary.prune = Some(prune_after_backup(&store, policy, deadline, ours).await);
     }
-    Ok(summary)
+    Ok(Response::Backup(summary))
+}
+
+/// `{"action": "oplog"}`: one capture with the function's source, destination and storage
+/// settings.
+async fn capture<S, M>(
+    config: &LambdaConfig,
+    uri: ConnectionString,
+    deadline: Option<tokio::time::Instant>,
+    deps: &Deps<S, M>,
+) -> Result<crate::pitr::CaptureSummary, HandlerError>
+where
+    S: SecretSource,
+    M: MetricsSink,
+{
+    let options = crate::pitr::CaptureOptions {
+        source: SourceOptions {
+            uri: uri.clone(),
+            read_preference: ReadPreferenceChoice::default(),
+            server_selection_timeout: config.connect_timeout,
+        },
+        s3: config.s3.clone(),
+        encrypt: config.encrypt.clone().map(|e| e.with_sdk(&deps.sdk)),
+        compression_level: COMPRESSION_LEVEL,
+        deadline,
+    };
+    let store = within(
+        deadline,
+        "opening the destination",
+        Store::open_with_sdk_config(&config.destination, &deps.sdk, &config.s3),
+    )
+    .await?
+    .map_err(|e| HandlerError::from_error(&e.into(), Some(&uri)))?;
+    let outcome = crate::pitr::capture::run(&options, &store).await;
+    if tokio::time::timeout(SETTLE_LIMIT, store.settle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("an unfinished upload could not be aborted in time; a bucket lifecycle rule that aborts incomplete multipart uploads will remove it");
+    }
+    outcome
+        .map(|o| o.summary(&config.destination))
+        .map_err(|e| HandlerError::from_error(&e, Some(&uri)))
 }
 
 /// What the prune after a backup did. A failure is reported here and in the metrics, never

@@ -85,6 +85,59 @@ impl RunMetrics {
     }
 }
 
+/// What one oplog capture reports: the oplog alarms read `OplogCaptureSuccess` (a capture
+/// that never runs or always fails leaves it missing or 0) and `OplogLagSeconds` (how old
+/// the newest stored entry is).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureMetrics {
+    pub success: bool,
+    pub duration_seconds: f64,
+    pub entries: u64,
+    pub bytes: u64,
+    /// Only after a capture that stored or found the chain up to date.
+    pub lag_seconds: Option<i64>,
+    pub error_type: Option<String>,
+}
+
+impl CaptureMetrics {
+    pub fn to_emf(&self, function_name: &str, at: OffsetDateTime) -> String {
+        let timestamp_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let mut metrics = vec![
+            json!({"Name": "OplogCaptureSuccess", "Unit": "Count"}),
+            json!({"Name": "OplogCaptureDurationSeconds", "Unit": "Seconds"}),
+            json!({"Name": "OplogEntries", "Unit": "Count"}),
+            json!({"Name": "OplogBytes", "Unit": "Bytes"}),
+        ];
+        if self.lag_seconds.is_some() {
+            metrics.push(json!({"Name": "OplogLagSeconds", "Unit": "Seconds"}));
+        }
+        let mut record = json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["FunctionName"]],
+                    "Metrics": metrics,
+                }],
+            },
+            "FunctionName": function_name,
+            "OplogCaptureSuccess": u8::from(self.success),
+            "OplogCaptureDurationSeconds": self.duration_seconds,
+            "OplogEntries": self.entries,
+            "OplogBytes": self.bytes,
+        });
+        if let Value::Object(map) = &mut record {
+            if let Some(lag) = self.lag_seconds {
+                map.insert("OplogLagSeconds".into(), json!(lag.max(0)));
+            }
+            if let Some(t) = &self.error_type {
+                map.insert("ErrorType".into(), Value::String(t.clone()));
+            }
+        }
+        record.to_string()
+    }
+}
+
 /// Where EMF lines go: stdout in Lambda, a buffer in tests.
 pub trait MetricsSink: Send + Sync {
     fn emit(&self, line: &str);
@@ -154,6 +207,36 @@ mod tests {
         assert_eq!(v["BackupDurationSeconds"], 12.5);
         assert_eq!(v["ErrorType"], "MongoUnreachable");
         assert!(v.get("PruneFailure").is_none());
+    }
+
+    #[test]
+    fn a_capture_reports_its_own_metrics_and_never_backup_success() {
+        let m = CaptureMetrics {
+            success: true,
+            duration_seconds: 0.5,
+            entries: 12,
+            bytes: 3400,
+            lag_seconds: Some(4),
+            error_type: None,
+        };
+        let v: Value = serde_json::from_str(&m.to_emf("f", OffsetDateTime::UNIX_EPOCH)).unwrap();
+        for metric in v["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap() {
+            let name = metric["Name"].as_str().unwrap();
+            assert!(v[name].is_number(), "{name} has no value");
+        }
+        assert_eq!(v["OplogLagSeconds"], 4);
+        assert!(v.get("BackupSuccess").is_none());
+        let failed = CaptureMetrics {
+            success: false,
+            lag_seconds: None,
+            error_type: Some("OplogGap".into()),
+            ..m
+        };
+        let v: Value =
+            serde_json::from_str(&failed.to_emf("f", OffsetDateTime::UNIX_EPOCH)).unwrap();
+        assert_eq!(v["OplogCaptureSuccess"], 0);
+        assert!(v.get("OplogLagSeconds").is_none());
+        assert_eq!(v["ErrorType"], "OplogGap");
     }
 
     #[test]

@@ -101,29 +101,20 @@ impl CaptureOutcome {
     }
 }
 
-/// Complete backups with a point in time: where chains can start.
-pub fn bases(listings: &[crate::catalog::Listing]) -> Vec<chain::Base> {
-    listings
-        .iter()
-        .filter_map(|l| {
-            let m = l.manifest.as_ref()?;
-            let pit = m.point_in_time.as_ref()?;
-            Some(chain::Base {
-                id: l.backup_id,
-                point_in_time: pit.ts.to_bson(),
-                replica_set: m.source.replica_set.clone(),
-            })
-        })
-        .collect()
+impl CaptureOptions {
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=9).contains(&self.compression_level) {
+            return Err(Error::invalid(format!(
+                "--compression-level must be between 1 and 9, got {}",
+                self.compression_level
+            )));
+        }
+        Ok(())
+    }
 }
 
 pub async fn run(options: &CaptureOptions, store: &Store) -> Result<CaptureOutcome> {
-    if !(1..=9).contains(&options.compression_level) {
-        return Err(Error::invalid(format!(
-            "--compression-level must be between 1 and 9, got {}",
-            options.compression_level
-        )));
-    }
+    options.validate()?;
     let work = capture(options, store);
     let result = match options.deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline, work).await {
@@ -145,7 +136,7 @@ async fn capture(options: &CaptureOptions, store: &Store) -> Result<CaptureOutco
     let clock = Instant::now();
     let chain = chain::read(store).await?;
     let listings = crate::catalog::list(store).await?;
-    let bases = bases(&listings);
+    let bases = crate::catalog::chain_bases(&listings);
     let (after, continues, expected_set) = start_point(&chain, &bases, store)?;
     let source = Source::connect(&options.source).await?;
     let set = match &source.topology {

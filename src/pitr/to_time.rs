@@ -62,7 +62,7 @@ pub async fn prepare(
     verify_first: bool,
 ) -> Result<ToTime> {
     let listings = crate::catalog::list(store).await?;
-    let bases = super::capture::bases(&listings);
+    let bases = crate::catalog::chain_bases(&listings);
     let chain = chain::read(store).await?;
     let plan = chain.plan_to(&bases, to, &store.destination().to_string())?;
     let base_id = plan.base.id;

@@ -75,6 +75,9 @@ pub struct RestoreOptions {
     /// With `with_users` and `drop`, remove the user the restore is connected as when the
     /// archive does not have it (refused otherwise: the restore would lock itself out).
     pub allow_dropping_connected_user: bool,
+    /// Replay the oplog entries of namespaces the archive does not hold (collections created
+    /// after the backup), when the filter selects them: for a restore to an instant.
+    pub replay_new_namespaces: bool,
 }
 
 impl RestoreOptions {
@@ -96,6 +99,7 @@ impl RestoreOptions {
             oplog_limit: None,
             cancel: tokio_util::sync::CancellationToken::new(),
             allow_dropping_connected_user: false,
+            replay_new_namespaces: false,
         }
     }
 
@@ -323,18 +327,27 @@ fn restored_namespaces(plans: &[NamespacePlan]) -> std::collections::HashSet<Str
     plans
         .iter()
         .filter(|p| p.restored() && p.kind != Kind::Oplog && p.auth.is_none())
-        .flat_map(|p| {
-            let buckets = Namespace::new(
-                p.source.db.clone(),
-                format!("system.buckets.{}", p.source.collection),
-            );
-            [
-                p.source.to_string(),
-                p.data.to_string(),
-                buckets.to_string(),
-            ]
-        })
+        .flat_map(oplog_names)
         .collect()
+}
+
+/// The names an oplog uses for a namespace: its own, its data collection's and, for a
+/// time-series collection, its buckets'.
+fn oplog_names(p: &NamespacePlan) -> [String; 3] {
+    let buckets = Namespace::new(
+        p.source.db.clone(),
+        format!("system.buckets.{}", p.source.collection),
+    );
+    [
+        p.source.to_string(),
+        p.data.to_string(),
+        buckets.to_string(),
+    ]
+}
+
+/// Every namespace of the archive, by the names its oplog would use.
+fn archived_namespaces(plans: &[NamespacePlan]) -> std::collections::HashSet<String> {
+    plans.iter().flat_map(oplog_names).collect()
 }
 
 fn replay_rules(options: &RestoreOptions, plans: &[NamespacePlan]) -> oplog::Rules {
@@ -344,6 +357,8 @@ fn replay_rules(options: &RestoreOptions, plans: &[NamespacePlan]) -> oplog::Rul
         filter: options.filter.clone(),
         renames: options.renames.clone(),
         restored: Some(restored_namespaces(plans)),
+        archived: archived_namespaces(plans),
+        replay_new: options.replay_new_namespaces,
     }
 }
 

@@ -102,6 +102,13 @@ pub struct Rules {
     /// archive's oplog may cover namespaces the target owns. `None` only in unit tests of the
     /// other rules.
     pub restored: Option<std::collections::HashSet<String>>,
+    /// Every namespace the archive holds, restored or not, by the oplog's names. With
+    /// `replay_new`, entries of a namespace outside it (a collection created after the backup)
+    /// are replayed too, when the filter selects it.
+    pub archived: std::collections::HashSet<String>,
+    /// A restore to an instant: the state then includes the collections created since the
+    /// backup.
+    pub replay_new: bool,
 }
 
 /// What to do with one entry.
@@ -144,12 +151,11 @@ impl Rules {
     /// The entries to apply for `entry`, rewritten; `None` or empty when it is skipped.
     /// Whether entries for `db.coll` may be applied: not internal, selected, and restored.
     fn replays(&self, db: &str, coll: &str) -> bool {
+        let ns = format!("{db}.{coll}");
+        let new = self.replay_new && !self.archived.contains(&ns);
         !skipped_namespace(db, coll)
             && self.filter.selects(db, coll)
-            && self
-                .restored
-                .as_ref()
-                .is_none_or(|r| r.contains(&format!("{db}.{coll}")))
+            && (new || self.restored.as_ref().is_none_or(|r| r.contains(&ns)))
     }
 
     /// The restored collections of `db`, sorted.

@@ -376,7 +376,9 @@ async fn run_at(deps: &Deps<SecretsManager, Captured>, times: &[&str]) -> Vec<Su
         out.push(
             handle(event(scheduler_event(t), Duration::from_secs(600)), deps)
                 .await
-                .unwrap(),
+                .unwrap()
+                .backup()
+                .expect("a backup's summary"),
         );
     }
     out
@@ -452,7 +454,9 @@ async fn a_failed_prune_is_reported_but_the_backup_succeeds() {
         &through_proxy,
     )
     .await
-    .expect("the backup succeeds although its prune fails");
+    .expect("the backup succeeds although its prune fails")
+    .backup()
+    .expect("a backup's summary");
     assert!(proxy.stopped());
     assert_eq!(summary.backup_id, "20261124T030000Z");
     let prune = summary.prune.as_ref().expect("the run pruned");
@@ -558,7 +562,9 @@ async fn a_future_dated_backup_never_makes_later_runs_delete_themselves() {
     // A future-dated complete backup, as an older version could have made.
     let first = handle(event(json!({}), Duration::from_secs(600)), &d)
         .await
-        .unwrap();
+        .unwrap()
+        .backup()
+        .expect("a backup's summary");
     let store = nightdump::store::Store::open_with_sdk_config(
         &format!("s3://{bucket}/{PREFIX}").parse().unwrap(),
         &aws.sdk,
@@ -602,7 +608,9 @@ async fn a_future_dated_backup_never_makes_later_runs_delete_themselves() {
     for payload in [json!({}), scheduler_event("2026-12-03T03:00:00Z")] {
         let summary = handle(event(payload, Duration::from_secs(600)), &d)
             .await
-            .unwrap();
+            .unwrap()
+            .backup()
+            .expect("a backup's summary");
         let prune = summary.prune.clone().expect("the run pruned");
         assert!(prune.removed.is_empty(), "{prune:?}");
         assert!(aws
@@ -617,7 +625,9 @@ async fn a_future_dated_backup_never_makes_later_runs_delete_themselves() {
     let d = deps(&aws, env);
     let summary = handle(event(json!({}), Duration::from_secs(600)), &d)
         .await
-        .unwrap();
+        .unwrap()
+        .backup()
+        .expect("a backup's summary");
     let prune = summary.prune.clone().expect("the run pruned");
     assert!(!prune.removed.contains(&summary.backup_id), "{prune:?}");
     assert!(aws
@@ -662,7 +672,9 @@ async fn an_event_selecting_no_collection_is_refused_unless_asked_for() {
         &d,
     )
     .await
-    .unwrap();
+    .unwrap()
+    .backup()
+    .expect("a backup's summary");
     assert!(summary.namespaces > 0);
 }
 
