@@ -97,9 +97,9 @@ pub async fn abort_abandoned_uploads(
     let mut aborted = 0;
     let mut failure = None;
     for key in store.list_incomplete_uploads("").await? {
-        let in_backup = key
-            .split_once('/')
-            .is_some_and(|(dir, _)| dir.parse::<BackupId>().is_ok());
+        let in_backup = key.split_once('/').is_some_and(|(dir, _)| {
+            dir.parse::<BackupId>().is_ok() || dir == crate::chain::CHAIN_DIR
+        });
         if !in_backup {
             continue;
         }

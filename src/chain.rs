@@ -157,7 +157,10 @@ impl LinkManifest {
     /// The manifest agrees with where it is stored and with itself.
     fn check(&self, dir: &str) -> Result<(), String> {
         if link_dir(self.after()) != dir {
-            return Err(format!("its after time belongs in {}", link_dir(self.after())));
+            return Err(format!(
+                "its after time belongs in {}",
+                link_dir(self.after())
+            ));
         }
         if key(self.last()) <= key(self.after()) {
             return Err("it ends before it starts".into());
@@ -401,8 +404,10 @@ impl Chain {
 
     /// The window that reaches furthest, or `None` without a backup with a point in time.
     pub fn window(&self, bases: &[Base], now: OffsetDateTime) -> Option<Window> {
-        let reaches: Vec<(&Base, Reach<'_>)> =
-            bases.iter().map(|b| (b, self.reach(b.point_in_time))).collect();
+        let reaches: Vec<(&Base, Reach<'_>)> = bases
+            .iter()
+            .map(|b| (b, self.reach(b.point_in_time)))
+            .collect();
         let latest = reaches.iter().map(|(_, r)| key(r.end)).max()?;
         let (earliest, reach) = reaches
             .iter()
@@ -482,9 +487,7 @@ impl Chain {
         let slices = reach
             .slices
             .into_iter()
-            .take_while(|l| {
-                key(l.manifest.after()) < key(to) && key(base.point_in_time) < key(to)
-            })
+            .take_while(|l| key(l.manifest.after()) < key(to) && key(base.point_in_time) < key(to))
             .collect();
         Ok(Plan {
             base: base.clone(),
@@ -626,7 +629,11 @@ mod tests {
         let err = chain.plan_to(&bases, ts(100, 0), "d").unwrap_err();
         assert_eq!(err.exit_code(), 5);
         // Up to the base's own point in time, no slice is needed.
-        assert!(chain.plan_to(&bases, ts(150, 1), "d").unwrap().slices.is_empty());
+        assert!(chain
+            .plan_to(&bases, ts(150, 1), "d")
+            .unwrap()
+            .slices
+            .is_empty());
 
         let w = chain
             .window(&bases, OffsetDateTime::from_unix_timestamp(560).unwrap())
@@ -635,7 +642,10 @@ mod tests {
         assert_eq!(w.lag_seconds, 60);
         assert!(w.gap.is_none());
         let w = chain
-            .window(&bases[..1], OffsetDateTime::from_unix_timestamp(560).unwrap())
+            .window(
+                &bases[..1],
+                OffsetDateTime::from_unix_timestamp(560).unwrap(),
+            )
             .unwrap();
         assert_eq!(w.latest_ts.t, 300);
         assert!(w.gap.unwrap().sentence().contains("lost"));
@@ -649,7 +659,10 @@ mod tests {
             ts(1_796_306_700, u32::MAX)
         );
         for bad in ["yesterday", "12:x", "-1:2", ""] {
-            assert!(parse_to_time(bad).unwrap_err().contains("RFC 3339"), "{bad}");
+            assert!(
+                parse_to_time(bad).unwrap_err().contains("RFC 3339"),
+                "{bad}"
+            );
         }
     }
 }

@@ -114,6 +114,30 @@ fn write_text(out: &mut impl Write, report: &PruneReport) -> std::io::Result<()>
     for key in &report.foreign {
         writeln!(out, "left in place (not written by nightdump): {key}")?;
     }
+    let verb = if report.applied {
+        "removed"
+    } else {
+        "would remove"
+    };
+    if !report.slices.removed.is_empty() {
+        writeln!(
+            out,
+            "oplog slices: {verb} {} that no kept backup needs (oldest {}); {} kept",
+            report.slices.removed.len(),
+            report.slices.removed[0],
+            report.slices.kept
+        )?;
+    }
+    for dir in &report.slices.kept_locked {
+        writeln!(out, "oplog slice {dir} kept: locked")?;
+    }
+    if !report.slices.leftovers.is_empty() {
+        writeln!(
+            out,
+            "oplog: {verb} {} objects of failed captures",
+            report.slices.leftovers.len()
+        )?;
+    }
     if report.aborted_uploads > 0 {
         writeln!(
             out,
@@ -209,6 +233,7 @@ mod tests {
             }],
             foreign: vec![],
             aborted_uploads: 0,
+            slices: Default::default(),
             error: None,
         };
         let mut out = Vec::new();

@@ -343,7 +343,10 @@ mod tests {
                 "event scheduled_at 2062-12-03T03:00:00Z is in the future",
             ),
             (json!([1, 2]), "JSON object"),
-            (json!({"action": "restore"}), "must be \"backup\" or \"oplog\""),
+            (
+                json!({"action": "restore"}),
+                "must be \"backup\" or \"oplog\"",
+            ),
             (json!({"action": 1}), "must be \"backup\" or \"oplog\""),
             (
                 json!({"action": "oplog", "parallel": 2}),

@@ -235,7 +235,9 @@ where
         }
     };
     if invocation.action == Action::Oplog {
-        return capture(&config, uri, deadline, deps).await.map(Response::Oplog);
+        return capture(&config, uri, deadline, deps)
+            .await
+            .map(Response::Oplog);
     }
     let mut options = backup_options(&config, &invocation, uri.clone(), deadline);
     // KMS calls go through the function's own AWS configuration, as S3's do, to the key's

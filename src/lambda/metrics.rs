@@ -220,7 +220,10 @@ mod tests {
             error_type: None,
         };
         let v: Value = serde_json::from_str(&m.to_emf("f", OffsetDateTime::UNIX_EPOCH)).unwrap();
-        for metric in v["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap() {
+        for metric in v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+        {
             let name = metric["Name"].as_str().unwrap();
             assert!(v[name].is_number(), "{name} has no value");
         }

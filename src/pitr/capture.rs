@@ -273,7 +273,17 @@ async fn capture(options: &CaptureOptions, store: &Store) -> Result<CaptureOutco
         finished_at: format_time(OffsetDateTime::now_utc()),
         duration_seconds: (clock.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
     };
-    seal(store, &dir, manifest, &object_key, retention, chain, &bases, after).await
+    seal(
+        store,
+        &dir,
+        manifest,
+        &object_key,
+        retention,
+        chain,
+        &bases,
+        after,
+    )
+    .await
 }
 
 /// Where the next slice starts: the end of the chain, or the newest backup's point in time
@@ -546,15 +556,17 @@ async fn seal(
         ),
         Err(StoreError::AlreadyExists { .. }) => {
             discard(store, object_key).await;
-            let winner = store
-                .get(&manifest_key)
-                .await?
-                .ok_or_else(|| Error::Internal(format!("{manifest_key} vanished after it was written")))?;
+            let winner = store.get(&manifest_key).await?.ok_or_else(|| {
+                Error::Internal(format!("{manifest_key} vanished after it was written"))
+            })?;
             let winner = LinkManifest::parse(&winner).map_err(|detail| Error::Integrity {
                 id: dir.to_string(),
                 detail,
             })?;
-            tracing::info!(slice = dir, "another capture stored this range first; its slice is kept");
+            tracing::info!(
+                slice = dir,
+                "another capture stored this range first; its slice is kept"
+            );
             (
                 CaptureStatus::StoredByAnotherRun,
                 Link {
@@ -599,8 +611,7 @@ async fn update_latest(store: &Store, window: &chain::Window) -> Result<(), Stri
     };
     store
         .update(crate::layout::LATEST_KEY, move |current| {
-            let mut current: crate::manifest::Latest =
-                serde_json::from_slice(current?).ok()?;
+            let mut current: crate::manifest::Latest = serde_json::from_slice(current?).ok()?;
             let newer = current
                 .pitr
                 .as_ref()

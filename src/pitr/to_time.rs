@@ -209,7 +209,10 @@ fn combine<W: Write>(
         .block_on(store.open_read(&base.archive.key))?
         .ok_or_else(|| Error::Integrity {
             id: id.clone(),
-            detail: format!("the manifest names {} but that object is missing", base.archive.key),
+            detail: format!(
+                "the manifest names {} but that object is missing",
+                base.archive.key
+            ),
         })?;
     let bridge = tokio_util::io::SyncIoBridge::new_with_handle(stored, handle.clone());
     let plain = crate::crypto::decrypting(
@@ -222,20 +225,25 @@ fn combine<W: Write>(
         id: id.clone(),
         detail: e.to_string(),
     };
-    let mut reader =
-        ArchiveReader::new(BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(plain)))
-            .map_err(damaged)?;
+    let mut reader = ArchiveReader::new(BufReader::with_capacity(
+        256 * 1024,
+        MultiGzDecoder::new(plain),
+    ))
+    .map_err(damaged)?;
     let header = reader.header().clone();
     let prelude = reader.prelude().to_vec();
     if !prelude.iter().any(|p| p.namespace().is_oplog()) {
         return Err(Error::Integrity {
             id,
-            detail: "its archive has no oplog namespace although its manifest records a point in time".into(),
+            detail:
+                "its archive has no oplog namespace although its manifest records a point in time"
+                    .into(),
         });
     }
     let filter = selection_filter(base)?;
-    let mut writer = ArchiveWriter::new(BufWriter::with_capacity(256 * 1024, out), &header, &prelude)
-        .map_err(Error::Archive)?;
+    let mut writer =
+        ArchiveWriter::new(BufWriter::with_capacity(256 * 1024, out), &header, &prelude)
+            .map_err(Error::Archive)?;
     let from = base
         .point_in_time
         .as_ref()
@@ -244,7 +252,9 @@ fn combine<W: Write>(
     loop {
         match reader.next_event().map_err(damaged)? {
             None => break,
-            Some(Event::Document { ns, raw }) => writer.write_documents(ns, raw).map_err(Error::Archive)?,
+            Some(Event::Document { ns, raw }) => {
+                writer.write_documents(ns, raw).map_err(Error::Archive)?
+            }
             Some(Event::NamespaceEnd { ns, .. }) => {
                 if ns.is_oplog() {
                     append_slices(to_time, store, handle, from, filter.as_ref(), &mut writer)?;
@@ -298,7 +308,9 @@ fn append_slices<W: Write>(
                 Some(f) => crate::backup::select_oplog_entry(raw, f)?,
             };
             if let Some(bytes) = kept {
-                writer.write_documents(&oplog, &bytes).map_err(Error::Archive)?;
+                writer
+                    .write_documents(&oplog, &bytes)
+                    .map_err(Error::Archive)?;
             }
             Ok(())
         })?;

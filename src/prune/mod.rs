@@ -4,6 +4,7 @@
 //! them only the object names a backup writes. Anything else found there is left and reported.
 
 mod policy;
+mod slices;
 
 #[cfg(test)]
 mod tests;
@@ -18,6 +19,7 @@ use crate::layout::{BackupId, ARCHIVE_NAME, MANIFEST_NAME};
 use crate::store::{Store, StoreError};
 
 pub use policy::{plan, BackupRef, Kept, Plan, Policy, Removal, Within, DEFAULT_GRACE};
+pub use slices::SlicePrune;
 
 fn serialize_id<S: serde::Serializer>(id: &BackupId, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(id)
@@ -41,6 +43,8 @@ pub struct Inventory {
     pub objects: BTreeMap<BackupId, Vec<String>>,
     /// Keys inside backup directories that nightdump does not write: never deleted.
     pub foreign: Vec<String>,
+    /// The point in time of each complete backup that has one.
+    pub points: BTreeMap<BackupId, bson::Timestamp>,
 }
 
 /// What prune may touch, from the listing that every command shares: which backups are
@@ -58,6 +62,13 @@ pub async fn inventory(store: &Store) -> Result<Inventory> {
             } else {
                 inv.foreign.push(object.key.clone());
             }
+        }
+        if let Some(pit) = listing
+            .manifest
+            .as_ref()
+            .and_then(|m| m.point_in_time.as_ref())
+        {
+            inv.points.insert(id, pit.ts.to_bson());
         }
         inv.backups.push(BackupRef {
             id,
@@ -106,6 +117,9 @@ pub struct PruneReport {
     /// Unfinished uploads of killed runs (S3 multipart uploads, temporary files) older than
     /// the grace period, aborted (`--yes` only).
     pub aborted_uploads: usize,
+    /// The oplog chain: slices no kept backup needs any more.
+    #[serde(skip_serializing_if = "SlicePrune::is_empty")]
+    pub slices: SlicePrune,
     /// The first delete that failed for a reason other than a lock: the run failed.
     #[serde(skip)]
     pub error: Option<StoreError>,
@@ -139,6 +153,7 @@ pub async fn run(
         remove: Vec::with_capacity(plan.remove.len()),
         foreign: inv.foreign,
         aborted_uploads: 0,
+        slices: SlicePrune::default(),
         error: None,
     };
     for removal in plan.remove {
@@ -185,6 +200,23 @@ pub async fn run(
         });
     }
     report.keep.sort_by_key(|b| std::cmp::Reverse(b.id));
+    // Slices go only once every backup that needs them is gone; a backup whose delete
+    // failed may still be whole, so it counts as kept.
+    let staying = report.keep.iter().map(|k| k.id).chain(
+        report
+            .remove
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+            .map(|r| r.id),
+    );
+    let kept_points: Vec<bson::Timestamp> = staying
+        .filter_map(|id| inv.points.get(&id).copied())
+        .collect();
+    let (slices, failure) = slices::prune(store, &kept_points, policy.grace, apply, now).await?;
+    report.slices = slices;
+    if let Some(e) = failure {
+        report.error.get_or_insert(e);
+    }
     if apply {
         match crate::catalog::abort_abandoned_uploads(store, policy.grace).await {
             Ok(n) => report.aborted_uploads = n,

@@ -29,6 +29,9 @@ mod lambda;
 mod object_lock;
 /// Point-in-time backups and oplog replay under a concurrent writer.
 mod oplog;
+/// Continuous point-in-time recovery: oplog captures, restores and archives to any instant,
+/// and the captures' faults.
+mod pitr;
 /// Retention end to end on a directory and on S3.
 mod prune;
 /// Restores: round trips, filters, renames, users and roles, damaged archives, faults.

@@ -106,10 +106,7 @@ impl OpEntry {
         }
         match self.o {
             Payload::Raw(r) => {
-                d.insert(
-                    "o",
-                    Document::try_from(r.as_ref()).unwrap_or_default(),
-                );
+                d.insert("o", Document::try_from(r.as_ref()).unwrap_or_default());
             }
             Payload::Doc(o) => {
                 d.insert("o", o);
@@ -223,7 +220,9 @@ impl Engine {
             return;
         }
         let entries = match GROUPED.with(|g| {
-            g.borrow_mut().as_mut().map(|group| group.extend(entries.drain(..)))
+            g.borrow_mut()
+                .as_mut()
+                .map(|group| group.extend(entries.drain(..)))
         }) {
             Some(()) => return,
             None => entries,

@@ -1153,7 +1153,12 @@ async fn merging_users_keeps_existing_ones_unless_drop_replaces_them() {
 #[tokio::test]
 async fn an_atomic_apply_ops_is_one_oplog_entry_like_a_transaction() {
     let e = replica();
-    run(&e, "db", doc! {"insert": "c", "documents": [{"_id": 1, "v": 1}]}).await;
+    run(
+        &e,
+        "db",
+        doc! {"insert": "c", "documents": [{"_id": 1, "v": 1}]},
+    )
+    .await;
     run(
         &e,
         "admin",
