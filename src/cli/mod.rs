@@ -252,6 +252,7 @@ impl OplogArgs {
             encrypt: self.target.encrypt()?,
             compression_level: self.target.compression_level,
             deadline: None,
+            cancel: Default::default(),
         };
         options.validate()?;
         Ok((options, destination))

@@ -13,18 +13,27 @@ use super::{human_age, human_bytes, OplogArgs};
 pub async fn run_oplog(args: OplogArgs) -> Result<()> {
     let (options, destination) = args.to_options()?;
     let store = Store::open(&destination, &options.s3).await?;
-    // A signal drops the capture where it stands: its upload is aborted and waited for, and
-    // no slice manifest is written, so the next capture covers the same range.
-    let result = tokio::select! {
-        result = pitr::capture::run(&options, &store) => result,
-        name = nightdump::signal::stop_requested() => {
-            store.settle().await;
-            Err(Error::Interrupted(format!(
-                "stopped by {name}: the capture's upload was aborted and no slice was marked complete; the next capture covers its range"
-            )))
+    // A signal stops the capture between two entries: its upload is aborted and waited for,
+    // and no slice manifest is written, so the next capture covers the same range.
+    let cancel = options.cancel.clone();
+    let signalled = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = std::sync::Arc::clone(&signalled);
+    let signals = tokio::spawn(async move {
+        let name = nightdump::signal::stop_requested().await;
+        if let Ok(mut s) = seen.lock() {
+            *s = Some(name);
         }
+        cancel.cancel();
+    });
+    let result = pitr::capture::run(&options, &store).await;
+    signals.abort();
+    let name = signalled.lock().ok().and_then(|s| *s);
+    let outcome = match (result, name) {
+        (Err(Error::Interrupted(why)), Some(name)) => {
+            return Err(Error::Interrupted(format!("stopped by {name}: {why}")))
+        }
+        (result, _) => result?,
     };
-    let outcome = result?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let summary = serde_json::to_string(&outcome.summary(&destination)).unwrap_or_default();

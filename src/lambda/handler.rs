@@ -294,6 +294,7 @@ where
         encrypt: config.encrypt.clone().map(|e| e.with_sdk(&deps.sdk)),
         compression_level: COMPRESSION_LEVEL,
         deadline,
+        cancel: Default::default(),
     };
     let store = within(
         deadline,

@@ -25,6 +25,10 @@ use crate::sink::{FinishWrite, Stored};
 use crate::source::{Source, SourceOptions, Topology};
 use crate::store::{Destination, PutOptions, S3Options, Store, StoreError};
 
+/// How a capture stopped by a signal ends.
+pub const STOPPED: &str =
+    "the capture's upload was aborted and no slice was marked complete; the next capture covers its range";
+
 /// CappedPositionLost: the cursor's next entry was overwritten.
 const CAPPED_POSITION_LOST: i32 = 136;
 /// Entries handed to the compressor at once.
@@ -39,6 +43,9 @@ pub struct CaptureOptions {
     pub compression_level: u32,
     /// When the run must have given up (Lambda's deadline less a margin).
     pub deadline: Option<tokio::time::Instant>,
+    /// Cancelled on SIGTERM/SIGINT: the capture stops between two entries, aborts its upload
+    /// and stores nothing.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 /// How a capture ended.
@@ -137,7 +144,7 @@ async fn capture(options: &CaptureOptions, store: &Store) -> Result<CaptureOutco
     let chain = chain::read(store).await?;
     let listings = crate::catalog::list(store).await?;
     let bases = crate::catalog::chain_bases(&listings);
-    let (after, continues, expected_set) = start_point(&chain, &bases, store)?;
+    let (mut after, mut continues, expected_set) = start_point(&chain, &bases, store)?;
     let source = Source::connect(&options.source).await?;
     let set = match &source.topology {
         Topology::ReplicaSet(name) => name.clone(),
@@ -160,15 +167,64 @@ async fn capture(options: &CaptureOptions, store: &Store) -> Result<CaptureOutco
         )));
     }
     let end = newest_committed(&source).await?;
-    if key(end) <= key(after) {
+    let up_to_date = |after: Timestamp| {
         tracing::info!(after = %chain::describe(after), "no oplog entry since the end of the chain");
-        return Ok(CaptureOutcome {
+        Ok(CaptureOutcome {
             status: CaptureStatus::UpToDate,
             link: None,
             after,
             window: chain.window(&bases, OffsetDateTime::now_utc()),
             latest_warning: None,
-        });
+        })
+    };
+    if key(end) <= key(after) {
+        return up_to_date(after);
+    }
+    let gap = GapContext {
+        store,
+        set: &set,
+        source: &source,
+        started,
+    };
+    let mut restarted = false;
+    let cursor = loop {
+        let (cursor, first) = open_range(&source, after, end).await?;
+        if key(first) == key(after) {
+            break cursor;
+        }
+        // The chain's end rolled off the oplog. A backup taken since starts a new chain, as
+        // long as its own point is still there; the entries in between are a recorded gap.
+        let newer = bases
+            .iter()
+            .filter(|b| key(b.point_in_time) > key(after))
+            .max_by_key(|b| key(b.point_in_time));
+        match newer {
+            Some(base) if !restarted => {
+                let recorded = gap
+                    .record(after, base.point_in_time, continues.clone())
+                    .await;
+                tracing::warn!(
+                    lost_after = %chain::describe(after),
+                    lost_to = %chain::describe(base.point_in_time),
+                    backup = %base.id,
+                    recorded,
+                    "the oplog rolled past the end of the chain; a new chain starts at the newest backup's point in time"
+                );
+                after = base.point_in_time;
+                continues = Continues::Backup(base.id.to_string());
+                restarted = true;
+                if key(end) <= key(after) {
+                    return up_to_date(after);
+                }
+            }
+            _ => {
+                let recorded = gap.record(after, first, continues.clone()).await;
+                return Err(gap_error(after, first, &recorded));
+            }
+        }
+    };
+    if options.cancel.is_cancelled() {
+        return Err(Error::Interrupted(STOPPED.into()));
     }
     let dir = chain::link_dir(after);
     let retention = options.s3.object_lock.map(|l| l.retention_from(started));
@@ -189,21 +245,7 @@ async fn capture(options: &CaptureOptions, store: &Store) -> Result<CaptureOutco
     };
     let tag = crate::layout::BackupId::unscheduled(started).to_string();
     let object_key = format!("{dir}/{tag}.{}{suffix}", chain::ENTRIES_SUFFIX);
-    let mut cursor = source
-        .client
-        .database("local")
-        .collection::<RawDocumentBuf>("oplog.rs")
-        .find(doc! { "ts": { "$gte": after, "$lte": end } })
-        .await
-        .map_err(|e| classify(&source, &e))?;
-    let first = match cursor.next().await {
-        Some(Ok(doc)) => entry_ts(&source, &doc)?,
-        Some(Err(e)) => return Err(classify(&source, &e)),
-        None => end,
-    };
-    if key(first) != key(after) {
-        return Err(record_gap(store, &dir, after, first, continues, &set, &source, started).await);
-    }
+    tracing::info!(slice = dir, after = %chain::describe(after), to = %chain::describe(end), "capturing the oplog");
     let mut upload = store
         .start_upload(&object_key, PutOptions::create().retained(retention))
         .await?;
@@ -213,6 +255,7 @@ async fn capture(options: &CaptureOptions, store: &Store) -> Result<CaptureOutco
         wrap,
         options.compression_level,
         &mut upload,
+        &options.cancel,
     )
     .await;
     let streamed = match streamed {
@@ -357,55 +400,78 @@ fn classify(source: &Source, e: &mongodb::error::Error) -> Error {
     }
 }
 
-/// The oplog no longer holds the entry the chain ends at: records the gap, so that status and
-/// restore know the window is broken, and returns the capture's error.
-#[allow(clippy::too_many_arguments)]
-async fn record_gap(
-    store: &Store,
-    dir: &str,
-    after: Timestamp,
-    oldest: Timestamp,
-    continues: Continues,
-    set: &str,
+/// Opens a cursor over the entries from `after` (inclusive) to `end`, and reads the first:
+/// when it is not the one at `after`, the oplog has rolled past it.
+async fn open_range(
     source: &Source,
-    started: OffsetDateTime,
-) -> Error {
-    let manifest = LinkManifest {
-        schema_version: chain::SCHEMA_VERSION,
-        kind: LinkKind::Gap,
-        after: after.into(),
-        last: oldest.into(),
-        last_wall: None,
-        continues,
-        entries: 0,
-        bytes: 0,
-        object: None,
-        storage: None,
-        source: chain::LinkSource {
-            replica_set: set.to_string(),
-            hosts: source.hosts.clone(),
-        },
-        started_at: format_time(started),
-        finished_at: format_time(OffsetDateTime::now_utc()),
-        duration_seconds: 0.0,
-    };
-    let recorded = match store
-        .put(
-            &format!("{dir}/{}", chain::LINK_MANIFEST),
-            Bytes::from(manifest.to_json()),
-            PutOptions::create(),
-        )
+    after: Timestamp,
+    end: Timestamp,
+) -> Result<(mongodb::Cursor<RawDocumentBuf>, Timestamp)> {
+    let mut cursor = source
+        .client
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs")
+        .find(doc! { "ts": { "$gte": after, "$lte": end } })
         .await
-    {
-        Ok(()) | Err(StoreError::AlreadyExists { .. }) => "the gap is recorded".to_string(),
-        Err(e) => format!("the gap could not be recorded ({e})"),
+        .map_err(|e| classify(source, &e))?;
+    let first = match cursor.next().await {
+        Some(Ok(doc)) => entry_ts(source, &doc)?,
+        Some(Err(e)) => return Err(classify(source, &e)),
+        None => end,
     };
+    Ok((cursor, first))
+}
+
+/// What recording a gap needs.
+struct GapContext<'a> {
+    store: &'a Store,
+    set: &'a str,
+    source: &'a Source,
+    started: OffsetDateTime,
+}
+
+impl GapContext<'_> {
+    /// Records that the entries after `after` up to `last` are lost, so that status and
+    /// restore know the window is broken there; says whether it could.
+    async fn record(&self, after: Timestamp, last: Timestamp, continues: Continues) -> String {
+        let manifest = LinkManifest {
+            schema_version: chain::SCHEMA_VERSION,
+            kind: LinkKind::Gap,
+            after: after.into(),
+            last: last.into(),
+            last_wall: None,
+            continues,
+            entries: 0,
+            bytes: 0,
+            object: None,
+            storage: None,
+            source: chain::LinkSource {
+                replica_set: self.set.to_string(),
+                hosts: self.source.hosts.clone(),
+            },
+            started_at: format_time(self.started),
+            finished_at: format_time(OffsetDateTime::now_utc()),
+            duration_seconds: 0.0,
+        };
+        let key = format!("{}/{}", chain::link_dir(after), chain::LINK_MANIFEST);
+        match self
+            .store
+            .put(&key, Bytes::from(manifest.to_json()), PutOptions::create())
+            .await
+        {
+            Ok(()) | Err(StoreError::AlreadyExists { .. }) => "the gap is recorded".to_string(),
+            Err(e) => format!("the gap could not be recorded ({e})"),
+        }
+    }
+}
+
+/// The capture's failure when the chain cannot continue and no newer backup can start a new
+/// one.
+fn gap_error(after: Timestamp, oldest: Timestamp, recorded: &str) -> Error {
     Error::OplogGap(format!(
-        "the oplog no longer holds the entries after {} (its oldest entry is {}): what was written between {} and {} cannot be restored to any instant, and nothing after {} is restorable until the next backup starts a new chain; {recorded}: enlarge the oplog (replSetResizeOplog) or capture more often",
+        "the oplog no longer holds the entries after {} (its oldest entry is {}): what was written in between is lost to point-in-time restore, and no instant after {} is restorable until the next backup starts a new chain; {recorded}: enlarge the oplog (replSetResizeOplog) or capture more often",
         chain::describe(after),
         chain::describe(oldest),
-        chain::instant(after),
-        chain::instant(oldest),
         chain::instant(after),
     ))
 }
@@ -427,6 +493,7 @@ async fn stream(
     wrap: Option<crate::sink::SinkWrapper>,
     level: u32,
     upload: &mut crate::store::Upload,
+    cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<Streamed> {
     let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<u8>>(2);
     let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(4);
@@ -450,7 +517,12 @@ async fn stream(
         let batch_tx = batch_tx;
         let (mut entries, mut bytes, mut last) = (0u64, 0u64, None);
         let mut batch = Vec::with_capacity(BATCH_BYTES);
-        while let Some(next) = cursor.next().await {
+        loop {
+            let next = tokio::select! {
+                next = cursor.next() => next,
+                () = cancel.cancelled() => return Err(Error::Interrupted(STOPPED.into())),
+            };
+            let Some(next) = next else { break };
             let entry = next.map_err(|e| classify(source, &e))?;
             let ts = entry_ts(source, &entry)?;
             let wall = match entry.get("wall") {

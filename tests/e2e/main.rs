@@ -32,6 +32,8 @@ mod oplog;
 /// Continuous point-in-time recovery: oplog captures, restores and archives to any instant,
 /// and the captures' faults.
 mod pitr;
+/// The oplog capture's faults: a roll-over gap, duplicates, SIGTERM, S3 down, no MongoDB.
+mod pitr_faults;
 /// Retention end to end on a directory and on S3.
 mod prune;
 /// Restores: round trips, filters, renames, users and roles, damaged archives, faults.

@@ -275,6 +275,7 @@ fn capture_options(uri: &str, s3: &S3Options) -> CaptureOptions {
         encrypt: None,
         compression_level: 1,
         deadline: None,
+        cancel: Default::default(),
     }
 }
 

@@ -222,7 +222,7 @@ impl Engine {
         let entries = match GROUPED.with(|g| {
             g.borrow_mut()
                 .as_mut()
-                .map(|group| group.extend(entries.drain(..)))
+                .map(|group| group.append(&mut entries))
         }) {
             Some(()) => return,
             None => entries,
