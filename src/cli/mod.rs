@@ -585,190 +585,198 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Backup(args) => run_backup(args).await,
         Command::Oplog(args) => pitr::run_oplog(args).await,
-        Command::List(args) => {
-            let store = open_store("--from", &args.from.from, &args.from.store).await?;
-            let backups = catalog::list_with_windows(&store).await?;
-            let mut out = std::io::stdout().lock();
-            if args.json {
-                write_json(&mut out, &backups);
-            } else if backups.is_empty() {
-                writeln!(out, "no backups at {}", store.destination()).ok();
-            } else {
-                writeln!(
-                    out,
-                    "{:<23} {:<10} {:>12} {:>10} {:>12}  SELECTION",
-                    "ID", "STATUS", "SIZE", "NS", "DOCUMENTS"
-                )
-                .ok();
-                for b in &backups {
-                    let mut note = match (&b.selection, &b.problem) {
-                        (Some(s), _) => s.clone(),
-                        (None, Some(p)) => p.clone(),
-                        (None, None) => String::new(),
-                    };
-                    if let Some(w) = b.window.as_ref().filter(|w| w.from_ts != w.to_ts) {
-                        note.push_str(&format!("; restorable to any instant up to {}", w.to));
-                    }
-                    writeln!(
-                        out,
-                        "{:<23} {:<10} {:>12} {:>10} {:>12}  {note}",
-                        b.id,
-                        b.status,
-                        b.size.map(human_bytes).unwrap_or_else(|| "-".into()),
-                        b.namespaces
-                            .map(|n| n.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                        b.documents
-                            .map(|n| n.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                    )
-                    .ok();
-                }
-            }
-            Ok(())
-        }
-        Command::Status(args) => {
-            let max_age = args
-                .max_age
-                .as_deref()
-                .map(|s| parse_duration("--max-age", s))
-                .transpose()?;
-            let max_lag = args
-                .max_lag
-                .as_deref()
-                .map(|s| parse_duration("--max-lag", s))
-                .transpose()?;
-            let store = open_store("--from", &args.from.from, &args.from.store).await?;
-            let mut status = catalog::status(&store, max_age).await?;
-            if let Some(w) = status.pitr.as_mut() {
-                w.max_lag_seconds = max_lag.map(|d| d.as_secs());
-            }
-            let mut out = std::io::stdout().lock();
-            if args.json {
-                write_json(&mut out, &status);
-            } else {
-                match (&status.last_success, status.age_seconds) {
-                    (Some(last), Some(age)) => {
-                        writeln!(
-                            out,
-                            "last successful backup: {} (finished {}, {} ago)",
-                            last.backup_id,
-                            last.finished_at,
-                            human_age(age)
-                        )
-                        .ok();
-                        writeln!(
-                            out,
-                            "size {}, {} namespaces, {} documents",
-                            human_bytes(last.size),
-                            last.namespaces,
-                            last.documents
-                        )
-                        .ok();
-                    }
-                    _ => {
-                        writeln!(out, "no successful backup at {}", status.destination).ok();
-                    }
-                }
-                if let Some(p) = &status.newer_partial {
-                    writeln!(
-                        out,
-                        "newer partial backup: {} (finished {}, {}): not a backup of the whole deployment",
-                        p.backup_id, p.finished_at, p.selection
-                    )
-                    .ok();
-                }
-                if let Some(w) = &status.warning {
-                    writeln!(out, "warning: {w}").ok();
-                }
-                if let Some(w) = &status.pitr {
-                    pitr::print_window(&mut out, w);
-                }
-            }
-            drop(out);
-            match (&status.last_success, status.age_seconds, max_age) {
-                (None, _, _) => Err(Error::NoBackups {
-                    destination: status.destination.clone(),
-                }),
-                (Some(last), Some(age), Some(max)) if !status.healthy => Err(Error::Stale {
-                    id: last.backup_id.clone(),
-                    age: human_age(age),
-                    max_age: humantime::format_duration(max).to_string(),
-                }),
-                _ => pitr::check_lag(status.pitr.as_ref(), max_lag, &status.destination),
-            }
-        }
-        Command::Verify(args) => {
-            if args.oplog && args.backup != "latest" {
-                return Err(Error::invalid(
-                    "--oplog verifies the whole oplog chain, not one backup: leave out the backup id, or --oplog",
-                ));
-            }
-            let selector = parse_selector(&args.backup)?;
-            let keys = args.identity.load()?;
-            let store = open_store("--from", &args.from.from, &args.from.store).await?;
-            if args.oplog {
-                let report = pitr::verify_chain(&store, keys.as_ref()).await?;
-                let mut out = std::io::stdout().lock();
-                if args.json {
-                    write_json(&mut out, &report);
-                } else {
-                    pitr::print_chain_report(&mut out, &store, &report);
-                }
-                return Ok(());
-            }
-            let report = nightdump::verify::verify(&store, &selector, keys.as_ref()).await?;
-            let mut out = std::io::stdout().lock();
-            if args.json {
-                write_json(&mut out, &report);
-            } else {
-                writeln!(
-                    out,
-                    "backup {} is intact: {} namespaces, {} documents, {} stored, sha256 {}",
-                    report.backup_id,
-                    report.namespaces,
-                    report.documents,
-                    human_bytes(report.size),
-                    report.sha256
-                )
-                .ok();
-            }
-            Ok(())
-        }
-        Command::Cat(args) => {
-            let to_time = args
-                .to_time
-                .as_deref()
-                .map(|t| settings::to_time("--to-time", t))
-                .transpose()?;
-            if to_time.is_some() && args.backup != "latest" {
-                return Err(Error::invalid(
-                    "a backup id and --to-time both name what to write: --to-time picks the newest backup before the instant; give only one",
-                ));
-            }
-            let selector = parse_selector(&args.backup)?;
-            if std::io::stdout().is_terminal() {
-                return Err(Error::invalid(
-                    "refusing to write a binary archive to a terminal: pipe it, e.g. `nightdump cat latest | mongorestore --gzip --archive`",
-                ));
-            }
-            let keys = args.identity.load()?;
-            let store = open_store("--from", &args.from.from, &args.from.store).await?;
-            if let Some(to) = to_time {
-                return pitr::cat_to_time(store, to, keys.as_ref(), tokio::io::stdout()).await;
-            }
-            nightdump::cat::cat(
-                &store,
-                &selector,
-                keys.as_ref(),
-                args.raw,
-                tokio::io::stdout(),
-            )
-            .await
-        }
+        Command::List(args) => run_list(args).await,
+        Command::Status(args) => run_status(args).await,
+        Command::Verify(args) => run_verify(args).await,
+        Command::Cat(args) => run_cat(args).await,
         Command::Restore(args) => run_restore(args).await,
         Command::Prune(args) => prune::run(args).await,
     }
+}
+
+async fn run_list(args: ListArgs) -> Result<()> {
+    let store = open_store("--from", &args.from.from, &args.from.store).await?;
+    let backups = catalog::list_with_windows(&store).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        write_json(&mut out, &backups);
+    } else if backups.is_empty() {
+        writeln!(out, "no backups at {}", store.destination()).ok();
+    } else {
+        writeln!(
+            out,
+            "{:<23} {:<10} {:>12} {:>10} {:>12}  SELECTION",
+            "ID", "STATUS", "SIZE", "NS", "DOCUMENTS"
+        )
+        .ok();
+        for b in &backups {
+            let mut note = match (&b.selection, &b.problem) {
+                (Some(s), _) => s.clone(),
+                (None, Some(p)) => p.clone(),
+                (None, None) => String::new(),
+            };
+            if let Some(w) = b.window.as_ref().filter(|w| w.from_ts != w.to_ts) {
+                note.push_str(&format!("; restorable to any instant up to {}", w.to));
+            }
+            writeln!(
+                out,
+                "{:<23} {:<10} {:>12} {:>10} {:>12}  {note}",
+                b.id,
+                b.status,
+                b.size.map(human_bytes).unwrap_or_else(|| "-".into()),
+                b.namespaces
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                b.documents
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            )
+            .ok();
+        }
+    }
+    Ok(())
+}
+
+async fn run_status(args: StatusArgs) -> Result<()> {
+    let max_age = args
+        .max_age
+        .as_deref()
+        .map(|s| parse_duration("--max-age", s))
+        .transpose()?;
+    let max_lag = args
+        .max_lag
+        .as_deref()
+        .map(|s| parse_duration("--max-lag", s))
+        .transpose()?;
+    let store = open_store("--from", &args.from.from, &args.from.store).await?;
+    let mut status = catalog::status(&store, max_age).await?;
+    if let Some(w) = status.pitr.as_mut() {
+        w.max_lag_seconds = max_lag.map(|d| d.as_secs());
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        write_json(&mut out, &status);
+    } else {
+        match (&status.last_success, status.age_seconds) {
+            (Some(last), Some(age)) => {
+                writeln!(
+                    out,
+                    "last successful backup: {} (finished {}, {} ago)",
+                    last.backup_id,
+                    last.finished_at,
+                    human_age(age)
+                )
+                .ok();
+                writeln!(
+                    out,
+                    "size {}, {} namespaces, {} documents",
+                    human_bytes(last.size),
+                    last.namespaces,
+                    last.documents
+                )
+                .ok();
+            }
+            _ => {
+                writeln!(out, "no successful backup at {}", status.destination).ok();
+            }
+        }
+        if let Some(p) = &status.newer_partial {
+            writeln!(
+                out,
+                "newer partial backup: {} (finished {}, {}): not a backup of the whole deployment",
+                p.backup_id, p.finished_at, p.selection
+            )
+            .ok();
+        }
+        if let Some(w) = &status.warning {
+            writeln!(out, "warning: {w}").ok();
+        }
+        if let Some(w) = &status.pitr {
+            pitr::print_window(&mut out, w);
+        }
+    }
+    drop(out);
+    match (&status.last_success, status.age_seconds, max_age) {
+        (None, _, _) => Err(Error::NoBackups {
+            destination: status.destination.clone(),
+        }),
+        (Some(last), Some(age), Some(max)) if !status.healthy => Err(Error::Stale {
+            id: last.backup_id.clone(),
+            age: human_age(age),
+            max_age: humantime::format_duration(max).to_string(),
+        }),
+        _ => pitr::check_lag(status.pitr.as_ref(), max_lag, &status.destination),
+    }
+}
+
+async fn run_verify(args: VerifyArgs) -> Result<()> {
+    if args.oplog && args.backup != "latest" {
+        return Err(Error::invalid(
+            "--oplog verifies the whole oplog chain, not one backup: leave out the backup id, or --oplog",
+        ));
+    }
+    let selector = parse_selector(&args.backup)?;
+    let keys = args.identity.load()?;
+    let store = open_store("--from", &args.from.from, &args.from.store).await?;
+    if args.oplog {
+        let report = pitr::verify_chain(&store, keys.as_ref()).await?;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            write_json(&mut out, &report);
+        } else {
+            pitr::print_chain_report(&mut out, &store, &report);
+        }
+        return Ok(());
+    }
+    let report = nightdump::verify::verify(&store, &selector, keys.as_ref()).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        write_json(&mut out, &report);
+    } else {
+        writeln!(
+            out,
+            "backup {} is intact: {} namespaces, {} documents, {} stored, sha256 {}",
+            report.backup_id,
+            report.namespaces,
+            report.documents,
+            human_bytes(report.size),
+            report.sha256
+        )
+        .ok();
+    }
+    Ok(())
+}
+
+async fn run_cat(args: CatArgs) -> Result<()> {
+    let to_time = args
+        .to_time
+        .as_deref()
+        .map(|t| settings::to_time("--to-time", t))
+        .transpose()?;
+    if to_time.is_some() && args.backup != "latest" {
+        return Err(Error::invalid(
+            "a backup id and --to-time both name what to write: --to-time picks the newest backup before the instant; give only one",
+        ));
+    }
+    let selector = parse_selector(&args.backup)?;
+    if std::io::stdout().is_terminal() {
+        return Err(Error::invalid(
+            "refusing to write a binary archive to a terminal: pipe it, e.g. `nightdump cat latest | mongorestore --gzip --archive`",
+        ));
+    }
+    let keys = args.identity.load()?;
+    let store = open_store("--from", &args.from.from, &args.from.store).await?;
+    if let Some(to) = to_time {
+        return pitr::cat_to_time(store, to, keys.as_ref(), tokio::io::stdout()).await;
+    }
+    nightdump::cat::cat(
+        &store,
+        &selector,
+        keys.as_ref(),
+        args.raw,
+        tokio::io::stdout(),
+    )
+    .await
 }
 
 async fn run_restore(args: RestoreArgs) -> Result<()> {

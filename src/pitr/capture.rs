@@ -144,105 +144,36 @@ async fn capture(options: &CaptureOptions, store: &Store) -> Result<CaptureOutco
     let chain = chain::read(store).await?;
     let listings = crate::catalog::list(store).await?;
     let bases = crate::catalog::chain_bases(&listings);
-    let (mut after, mut continues, expected_set) = start_point(&chain, &bases, store)?;
-    let source = Source::connect(&options.source).await?;
-    let set = match &source.topology {
-        Topology::ReplicaSet(name) => name.clone(),
-        other => {
-            return Err(Error::invalid(format!(
-                "{} is {}, which has no oplog to capture: point --uri at the replica set",
-                source.target(),
-                match other {
-                    Topology::Sharded => "a sharded cluster (mongos)",
-                    _ => "a standalone server",
-                }
-            )))
-        }
-    };
-    if let Some(expected) = expected_set.filter(|e| *e != set) {
-        return Err(Error::invalid(format!(
-            "{} is replica set '{set}', but the chain at {} continues replica set '{expected}': capture from the deployment the backups are of, or use another destination",
-            source.target(),
-            store.destination()
-        )));
-    }
+    let (after, continues, expected_set) = start_point(&chain, &bases, store)?;
+    let (source, set) = connect(options, expected_set, store).await?;
     let end = newest_committed(&source).await?;
     let up_to_date = |after: Timestamp| {
         tracing::info!(after = %chain::describe(after), "no oplog entry since the end of the chain");
-        Ok(CaptureOutcome {
+        CaptureOutcome {
             status: CaptureStatus::UpToDate,
             link: None,
             after,
             window: chain.window(&bases, OffsetDateTime::now_utc()),
             latest_warning: None,
-        })
+        }
     };
-    if key(end) <= key(after) {
-        return up_to_date(after);
-    }
     let gap = GapContext {
         store,
         set: &set,
         source: &source,
         started,
     };
-    let mut restarted = false;
-    let cursor = loop {
-        let (cursor, first) = open_range(&source, after, end).await?;
-        if key(first) == key(after) {
-            break cursor;
-        }
-        // The chain's end rolled off the oplog. A backup taken since starts a new chain, as
-        // long as its own point is still there; the entries in between are a recorded gap.
-        let newer = bases
-            .iter()
-            .filter(|b| key(b.point_in_time) > key(after))
-            .max_by_key(|b| key(b.point_in_time));
-        match newer {
-            Some(base) if !restarted => {
-                let recorded = gap
-                    .record(after, base.point_in_time, continues.clone())
-                    .await;
-                tracing::warn!(
-                    lost_after = %chain::describe(after),
-                    lost_to = %chain::describe(base.point_in_time),
-                    backup = %base.id,
-                    recorded,
-                    "the oplog rolled past the end of the chain; a new chain starts at the newest backup's point in time"
-                );
-                after = base.point_in_time;
-                continues = Continues::Backup(base.id.to_string());
-                restarted = true;
-                if key(end) <= key(after) {
-                    return up_to_date(after);
-                }
-            }
-            _ => {
-                let recorded = gap.record(after, first, continues.clone()).await;
-                return Err(gap_error(after, first, &recorded));
-            }
-        }
+    let Some((after, continues, cursor)) =
+        continue_from(&gap, &bases, after, continues, end).await?
+    else {
+        return Ok(up_to_date(after));
     };
     if options.cancel.is_cancelled() {
         return Err(Error::Interrupted(STOPPED.into()));
     }
     let dir = chain::link_dir(after);
     let retention = options.s3.object_lock.map(|l| l.retention_from(started));
-    let prepared = match &options.encrypt {
-        Some(e) => Some(e.prepare(&dir).await?),
-        None => None,
-    };
-    let (suffix, wrap, encryption) = match prepared {
-        Some(p) => {
-            let suffix = p
-                .archive_name
-                .strip_prefix(crate::layout::ARCHIVE_NAME)
-                .unwrap_or("")
-                .to_string();
-            (suffix, Some(p.wrap), p.encryption)
-        }
-        None => (String::new(), None, Encryption::none()),
-    };
+    let (suffix, wrap, encryption) = encryption(options, &dir).await?;
     let tag = crate::layout::BackupId::unscheduled(started).to_string();
     let object_key = format!("{dir}/{tag}.{}{suffix}", chain::ENTRIES_SUFFIX);
     tracing::info!(slice = dir, after = %chain::describe(after), to = %chain::describe(end), "capturing the oplog");
@@ -280,13 +211,7 @@ async fn capture(options: &CaptureOptions, store: &Store) -> Result<CaptureOutco
     let Some(last) = streamed.last else {
         // Only the entry at `after` was there: nothing new after all.
         discard(store, &object_key).await;
-        return Ok(CaptureOutcome {
-            status: CaptureStatus::UpToDate,
-            link: None,
-            after,
-            window: chain.window(&bases, OffsetDateTime::now_utc()),
-            latest_warning: None,
-        });
+        return Ok(up_to_date(after));
     };
     let manifest = LinkManifest {
         schema_version: chain::SCHEMA_VERSION,
@@ -309,24 +234,116 @@ async fn capture(options: &CaptureOptions, store: &Store) -> Result<CaptureOutco
             retention.as_ref(),
         )),
         source: chain::LinkSource {
-            replica_set: set,
+            replica_set: set.clone(),
             hosts: source.hosts.clone(),
         },
         started_at: format_time(started),
         finished_at: format_time(OffsetDateTime::now_utc()),
         duration_seconds: (clock.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
     };
-    seal(
+    let sealed = Sealing {
         store,
-        &dir,
-        manifest,
-        &object_key,
+        dir: &dir,
+        object_key: &object_key,
         retention,
-        chain,
-        &bases,
         after,
-    )
-    .await
+    };
+    sealed.seal(manifest, chain, &bases).await
+}
+
+/// Connects to the source, which must be a replica set, and the one the chain is of.
+async fn connect(
+    options: &CaptureOptions,
+    expected_set: Option<String>,
+    store: &Store,
+) -> Result<(Source, String)> {
+    let source = Source::connect(&options.source).await?;
+    let set = match &source.topology {
+        Topology::ReplicaSet(name) => name.clone(),
+        other => {
+            return Err(Error::invalid(format!(
+                "{} is {}, which has no oplog to capture: point --uri at the replica set",
+                source.target(),
+                match other {
+                    Topology::Sharded => "a sharded cluster (mongos)",
+                    _ => "a standalone server",
+                }
+            )))
+        }
+    };
+    if let Some(expected) = expected_set.filter(|e| *e != set) {
+        return Err(Error::invalid(format!(
+            "{} is replica set '{set}', but the chain at {} continues replica set '{expected}': capture from the deployment the backups are of, or use another destination",
+            source.target(),
+            store.destination()
+        )));
+    }
+    Ok((source, set))
+}
+
+/// Opens the entries after the chain's end, up to `end`. When the oplog has rolled past the
+/// chain's end, a backup taken since starts a new chain (as long as its own point is still
+/// there), the entries in between recorded as a gap; without one the capture fails, the gap
+/// recorded. `None` when nothing was written since.
+async fn continue_from(
+    gap: &GapContext<'_>,
+    bases: &[chain::Base],
+    mut after: Timestamp,
+    mut continues: Continues,
+    end: Timestamp,
+) -> Result<Option<(Timestamp, Continues, mongodb::Cursor<RawDocumentBuf>)>> {
+    let mut restarted = false;
+    loop {
+        if key(end) <= key(after) {
+            return Ok(None);
+        }
+        let (cursor, first) = open_range(gap.source, after, end).await?;
+        if key(first) == key(after) {
+            return Ok(Some((after, continues, cursor)));
+        }
+        let newer = bases
+            .iter()
+            .filter(|b| key(b.point_in_time) > key(after))
+            .max_by_key(|b| key(b.point_in_time));
+        match newer {
+            Some(base) if !restarted => {
+                let recorded = gap
+                    .record(after, base.point_in_time, continues.clone())
+                    .await;
+                tracing::warn!(
+                    lost_after = %chain::describe(after),
+                    lost_to = %chain::describe(base.point_in_time),
+                    backup = %base.id,
+                    recorded,
+                    "the oplog rolled past the end of the chain; a new chain starts at the newest backup's point in time"
+                );
+                after = base.point_in_time;
+                continues = Continues::Backup(base.id.to_string());
+                restarted = true;
+            }
+            _ => {
+                let recorded = gap.record(after, first, continues.clone()).await;
+                return Err(gap_error(after, first, &recorded));
+            }
+        }
+    }
+}
+
+/// The entries object's name suffix, its encryption stage and the manifest's record of it.
+async fn encryption(
+    options: &CaptureOptions,
+    dir: &str,
+) -> Result<(String, Option<crate::sink::SinkWrapper>, Encryption)> {
+    let prepared = match &options.encrypt {
+        Some(e) => e.prepare(dir).await?,
+        None => return Ok((String::new(), None, Encryption::none())),
+    };
+    let suffix = prepared
+        .archive_name
+        .strip_prefix(crate::layout::ARCHIVE_NAME)
+        .unwrap_or("")
+        .to_string();
+    Ok((suffix, Some(prepared.wrap), prepared.encryption))
 }
 
 /// Where the next slice starts: the end of the chain, or the newest backup's point in time
@@ -597,81 +614,89 @@ async fn discard(store: &Store, key: &str) {
     }
 }
 
-/// Writes the link's manifest, the only mark of success; a run that loses the race for it
-/// removes its own entries and reports the winner's slice.
-#[allow(clippy::too_many_arguments)]
-async fn seal(
-    store: &Store,
-    dir: &str,
-    manifest: LinkManifest,
-    object_key: &str,
+/// Where a capture's slice is being sealed.
+struct Sealing<'a> {
+    store: &'a Store,
+    dir: &'a str,
+    object_key: &'a str,
     retention: Option<crate::store::Retention>,
-    mut chain: Chain,
-    bases: &[chain::Base],
     after: Timestamp,
-) -> Result<CaptureOutcome> {
-    let manifest_key = format!("{dir}/{}", chain::LINK_MANIFEST);
-    let written = store
-        .put(
-            &manifest_key,
-            Bytes::from(manifest.to_json()),
-            PutOptions::create().retained(retention),
-        )
-        .await;
-    let (status, link) = match written {
-        Ok(()) => (
-            CaptureStatus::Stored,
-            Link {
-                dir: dir.to_string(),
-                manifest,
-            },
-        ),
-        Err(StoreError::AlreadyExists { .. }) => {
-            discard(store, object_key).await;
-            let winner = store.get(&manifest_key).await?.ok_or_else(|| {
-                Error::Internal(format!("{manifest_key} vanished after it was written"))
-            })?;
-            let winner = LinkManifest::parse(&winner).map_err(|detail| Error::Integrity {
-                id: dir.to_string(),
-                detail,
-            })?;
-            tracing::info!(
-                slice = dir,
-                "another capture stored this range first; its slice is kept"
-            );
-            (
-                CaptureStatus::StoredByAnotherRun,
+}
+
+impl Sealing<'_> {
+    /// Writes the link's manifest, the only mark of success; a run that loses the race for
+    /// it removes its own entries and reports the winner's slice.
+    async fn seal(
+        &self,
+        manifest: LinkManifest,
+        mut chain: Chain,
+        bases: &[chain::Base],
+    ) -> Result<CaptureOutcome> {
+        let (store, dir) = (self.store, self.dir);
+        let manifest_key = format!("{dir}/{}", chain::LINK_MANIFEST);
+        let written = store
+            .put(
+                &manifest_key,
+                Bytes::from(manifest.to_json()),
+                PutOptions::create().retained(self.retention),
+            )
+            .await;
+        let (status, link) = match written {
+            Ok(()) => (
+                CaptureStatus::Stored,
                 Link {
                     dir: dir.to_string(),
-                    manifest: winner,
+                    manifest,
                 },
-            )
+            ),
+            Err(StoreError::AlreadyExists { .. }) => {
+                discard(store, self.object_key).await;
+                let winner = store.get(&manifest_key).await?.ok_or_else(|| {
+                    Error::Internal(format!("{manifest_key} vanished after it was written"))
+                })?;
+                let winner =
+                    LinkManifest::parse(&winner).map_err(|detail| Error::SliceIntegrity {
+                        slice: dir.to_string(),
+                        detail,
+                    })?;
+                tracing::info!(
+                    slice = dir,
+                    "another capture stored this range first; its slice is kept"
+                );
+                (
+                    CaptureStatus::StoredByAnotherRun,
+                    Link {
+                        dir: dir.to_string(),
+                        manifest: winner,
+                    },
+                )
+            }
+            Err(e) => {
+                discard(store, self.object_key).await;
+                return Err(e.into());
+            }
+        };
+        tracing::info!(slice = dir, entries = link.manifest.entries, last = %chain::describe(link.manifest.last()), "oplog slice stored");
+        if !chain.links.iter().any(|l| l.dir == link.dir) {
+            chain.links.push(link.clone());
+            chain.links.sort_by_key(|l| key(l.manifest.after()));
         }
-        Err(e) => {
-            discard(store, object_key).await;
-            return Err(e.into());
+        let window = chain.window(bases, OffsetDateTime::now_utc());
+        let latest_warning = match &window {
+            Some(w) => update_latest(store, w).await.err(),
+            None => None,
+        };
+        if let Some(w) = &latest_warning {
+            tracing::warn!(warning = %w, "latest.json was not updated");
         }
-    };
-    tracing::info!(slice = dir, entries = link.manifest.entries, last = %chain::describe(link.manifest.last()), "oplog slice stored");
-    if !chain.links.iter().any(|l| l.dir == link.dir) {
-        chain.links.push(link.clone());
-        chain.links.sort_by_key(|l| key(l.manifest.after()));
+        Ok(CaptureOutcome {
+            status,
+            link: Some(link),
+            after: self.after,
+            window,
+            latest_warning,
+        })
     }
-    let window = chain.window(bases, OffsetDateTime::now_utc());
-    let latest_warning = match &window {
-        Some(w) => update_latest(store, w).await.err(),
-        None => None,
-    };
-    if let Some(w) = &latest_warning {
-        tracing::warn!(warning = %w, "latest.json was not updated");
-    }
-    Ok(CaptureOutcome {
-        status,
-        link: Some(link),
-        after,
-        window,
-        latest_warning,
-    })
 }
 
 /// Records the window's end in `latest.json` for the admin portal, never moving it back.
