@@ -437,7 +437,169 @@ pub fn cli_rows(f: &Fixture) -> Vec<Row> {
     .into_iter()
     .chain(encryption_lock_and_oplog_rows(f))
     .chain(environment_rows(f))
+    .chain(point_in_time_rows(f))
     .collect()
+}
+
+/// `nightdump oplog`, the instants of `restore`/`cat --to-time`, `status --max-lag`,
+/// `verify --oplog`.
+fn point_in_time_rows(f: &Fixture) -> Vec<Row> {
+    let d = f.path("dest");
+    let d = d.as_str();
+    let u = uri();
+    let u = u.as_str();
+    vec![
+        cli(&["oplog", "--to", d], 2, "no MongoDB source: pass --uri"),
+        cli(
+            &["oplog", "--uri", u, "--to", d, "--compression-level", "0"],
+            2,
+            "--compression-level must be between 1 and 9",
+        ),
+        cli(
+            &[
+                "oplog",
+                "--uri",
+                u,
+                "--to",
+                d,
+                "--object-lock",
+                "governance",
+                "--retain-for",
+                "7d",
+            ],
+            2,
+            "--object-lock needs an S3 destination",
+        ),
+        cli(
+            &["oplog", "--uri", u, "--to", d, "--encrypt", "rsa:key"],
+            2,
+            "--encrypt",
+        ),
+        cli(&["oplog", "--uri", u, "--to", "ftp://host/x"], 2, "--to"),
+        cli(
+            &[
+                "oplog",
+                "--uri",
+                u,
+                "--to",
+                d,
+                "--read-preference",
+                "nearest-ish",
+            ],
+            2,
+            "--read-preference",
+        ),
+        cli(
+            &["oplog", "--uri", u, "--to", d],
+            2,
+            "no backup with a point in time at",
+        ),
+        cli(
+            &["restore", "--from", d, "--uri", u, "--to-time", "yesterday"],
+            2,
+            "--to-time: 'yesterday' is not an instant",
+        ),
+        cli(
+            &["restore", "--from", d, "--uri", u, "--to-time", "12:x"],
+            2,
+            "--to-time: '12:x' is not an instant",
+        ),
+        cli(
+            &[
+                "restore",
+                "--from",
+                d,
+                "--uri",
+                u,
+                "--to-time",
+                "2026-12-03T14:05:00Z",
+                "--oplog-limit",
+                "1796306700",
+            ],
+            2,
+            "cannot be used with",
+        ),
+        cli(
+            &[
+                "restore",
+                "20261203T140500Z",
+                "--from",
+                d,
+                "--uri",
+                u,
+                "--to-time",
+                "2026-12-03T14:05:00Z",
+            ],
+            2,
+            "and --to-time both name what to restore",
+        ),
+        cli(
+            &[
+                "restore",
+                "--from",
+                d,
+                "--uri",
+                u,
+                "--to-time",
+                "2026-12-03T14:05:00Z",
+            ],
+            5,
+            "has a point in time at or before 2026-12-03T14:05:00Z",
+        ),
+        cli(
+            &[
+                "restore",
+                "--from",
+                d,
+                "--uri",
+                u,
+                "--replay-new-collections",
+                "--no-oplog-replay",
+            ],
+            2,
+            "cannot be used with",
+        ),
+        cli(
+            &["cat", "--from", d, "--to-time", "noon"],
+            2,
+            "--to-time: 'noon' is not an instant",
+        ),
+        cli(
+            &[
+                "cat",
+                "20261203T140500Z",
+                "--from",
+                d,
+                "--to-time",
+                "2026-12-03T14:05:00Z",
+            ],
+            2,
+            "a backup id and --to-time both name what to write",
+        ),
+        cli(
+            &[
+                "cat",
+                "--from",
+                d,
+                "--to-time",
+                "2026-12-03T14:05:00Z",
+                "--raw",
+            ],
+            2,
+            "cannot be used with",
+        ),
+        cli(
+            &["status", "--from", d, "--max-lag", "soon"],
+            2,
+            "--max-lag",
+        ),
+        cli(
+            &["verify", "20261203T140500Z", "--oplog", "--from", d],
+            2,
+            "--oplog verifies the whole oplog chain",
+        ),
+        cli(&["verify", "--oplog", "--from", d], 5, "(no oplog slices)"),
+    ]
 }
 
 /// Options given through their environment variables: the message says where the value
