@@ -713,3 +713,69 @@ async fn a_deadline_reached_waiting_for_mongodb_names_the_server() {
         diag.error_message
     );
 }
+
+/// `{"action": "oplog"}`: a backup of the replica set, then captures through the handler,
+/// each with its own metrics record (never `BackupSuccess`), and a capture that fails (no
+/// backup to continue) reported as a failed capture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oplog_event_captures_a_slice_with_its_own_metrics() {
+    let source = crate::harness::demo_replica_set().await;
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-oplog").await;
+    let (mut env, _) = aws
+        .function_env(&bucket, &json!({ "uri": source.uri }).to_string())
+        .await;
+    env.insert("NIGHTDUMP_ALLOW_INCONSISTENT".into(), "false".into());
+    let deps = deps(&aws, env);
+
+    // No backup yet: nothing to continue from.
+    let error = handle(
+        event(json!({"action": "oplog"}), Duration::from_secs(60)),
+        &deps,
+    )
+    .await
+    .unwrap_err();
+    assert_clean_failure(&error, "InvalidConfiguration");
+    let failed = emf(&deps).remove(0);
+    assert_eq!(failed["OplogCaptureSuccess"], 0);
+    assert!(failed.get("BackupSuccess").is_none(), "{failed}");
+
+    run_at(&deps, &["2026-11-25T03:00:00Z"]).await;
+    let client = mongodb::Client::with_uri_str(&source.uri).await.unwrap();
+    client
+        .database("app")
+        .collection::<bson::Document>("late")
+        .insert_many((0..10).map(|i| bson::doc! { "_id": i }))
+        .await
+        .unwrap();
+    let capture = handle(
+        event(json!({"action": "oplog"}), Duration::from_secs(60)),
+        &deps,
+    )
+    .await
+    .unwrap()
+    .oplog()
+    .expect("a capture's summary");
+    assert_eq!(capture.status, nightdump::pitr::CaptureStatus::Stored);
+    assert!(capture.entries >= 10, "{capture:?}");
+    let slice = capture.slice.clone().unwrap();
+    let keys = aws.keys(&bucket).await;
+    assert!(
+        keys.contains(&format!("{PREFIX}/{slice}/slice.json")),
+        "{keys:?}"
+    );
+    let record = emf(&deps).pop().unwrap();
+    assert_eq!(record["OplogCaptureSuccess"], 1);
+    assert_eq!(record["OplogEntries"], capture.entries);
+    assert!(record["OplogLagSeconds"].as_i64().unwrap() >= 0, "{record}");
+    assert!(record.get("BackupSuccess").is_none(), "{record}");
+    // latest.json carries the window's end for the portal.
+    let latest: Value =
+        serde_json::from_slice(&aws.object(&bucket, &format!("{PREFIX}/latest.json")).await)
+            .unwrap();
+    assert_eq!(
+        latest["pitr"]["latest"],
+        capture.window.as_ref().unwrap().latest.as_str(),
+        "{latest}"
+    );
+}
