@@ -117,8 +117,11 @@ def test_schedule_invokes_the_function_through_a_role_scoped_to_it(stack: Stack)
         target = schedule["Target"]
         assert target["Arn"] == f"Arn:{fn}", f"{name} does not target the function"
         assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}, "a flexible window shifts the backup time"
-        assert schedule["ScheduleExpressionTimezone"] == stack.params["ScheduleTimezone"]
-        assert schedule["ScheduleExpression"] == stack.params["ScheduleExpression"]
+        if is_capture(schedule):
+            assert schedule["ScheduleExpression"] == stack.params["OplogEvery"]
+        else:
+            assert schedule["ScheduleExpressionTimezone"] == stack.params["ScheduleTimezone"]
+            assert schedule["ScheduleExpression"] == stack.params["ScheduleExpression"]
         assert schedule.get("State", "ENABLED") == "ENABLED"
 
         role_id = target["RoleArn"].removeprefix("Arn:")
@@ -139,13 +142,71 @@ def test_schedule_invokes_the_function_through_a_role_scoped_to_it(stack: Stack)
         ), f"rule {name} has no Permission with its SourceArn"
 
 
+def is_capture(schedule: dict[str, Any]) -> bool:
+    return json.loads(schedule["Target"]["Input"]) == {"action": "oplog"}
+
+
 def test_schedule_delivers_a_scheduled_event_with_the_scheduled_time(stack: Stack) -> None:
-    for schedule in stack.resources_of_type("AWS::Scheduler::Schedule").values():
+    backups = [s for s in stack.resources_of_type("AWS::Scheduler::Schedule").values() if not is_capture(s)]
+    assert len(backups) == 1, "one nightly backup schedule"
+    for schedule in backups:
         event = json.loads(schedule["Target"]["Input"])
         assert event["detail-type"] == "Scheduled Event"
         # Scheduler replaces this placeholder with the scheduled (not the delivery) time.
         assert event["time"] == "<aws.scheduler.scheduled-time>"
         assert event["account"] == ACCOUNT and event["region"] == REGION
+
+
+# The interval of each OplogEvery value, in seconds.
+OPLOG_INTERVALS = {
+    "rate(5 minutes)": 300,
+    "rate(10 minutes)": 600,
+    "rate(15 minutes)": 900,
+    "rate(30 minutes)": 1800,
+    "rate(1 hour)": 3600,
+}
+
+
+def test_every_oplog_interval_the_template_allows_has_its_alarm_thresholds(template: dict[str, Any]) -> None:
+    allowed = set(template["Parameters"]["OplogEvery"]["AllowedValues"])
+    assert allowed == set(OPLOG_INTERVALS) | {"OFF"}
+    assert template["Parameters"]["OplogEvery"]["Default"] == "rate(15 minutes)"
+
+
+@pytest.mark.parametrize("every", sorted(OPLOG_INTERVALS))
+def test_captures_are_scheduled_and_alarmed_after_three_intervals(template: dict[str, Any], every: str) -> None:
+    stack = Stack(template, **REQUIRED, OplogEvery=every)
+    fn = function_id(stack)
+    captures = [s for s in stack.resources_of_type("AWS::Scheduler::Schedule").values() if is_capture(s)]
+    assert len(captures) == 1, "one capture schedule"
+    capture = captures[0]
+    assert capture["ScheduleExpression"] == every
+    assert capture["Target"]["Arn"] == f"Arn:{fn}"
+    interval = OPLOG_INTERVALS[every]
+
+    # No successful capture for three intervals (missing data included) is an alarm.
+    (stale,) = alarms_on(stack, "Nightdump", "OplogCaptureSuccess")
+    assert stale["TreatMissingData"] == "breaching"
+    assert stale["Statistic"] == "Maximum"
+    assert stale["ComparisonOperator"] == "LessThanThreshold" and stale["Threshold"] == 1
+    assert stale["Period"] * stale["EvaluationPeriods"] == 3 * interval
+    assert stale["DatapointsToAlarm"] == stale["EvaluationPeriods"]
+    assert stale["Period"] * stale["EvaluationPeriods"] <= 86400
+    assert stale["Dimensions"] == [{"Name": "FunctionName", "Value": f"ref:{fn}"}]
+    assert f"ref:{topic_id(stack)}" in stale["AlarmActions"]
+
+    # A capture reporting a lag over three intervals is an alarm too.
+    (lag,) = alarms_on(stack, "Nightdump", "OplogLagSeconds")
+    assert lag["Threshold"] == 3 * interval
+    assert lag["ComparisonOperator"] == "GreaterThanThreshold"
+    assert f"ref:{topic_id(stack)}" in lag["AlarmActions"]
+
+
+def test_oplog_off_schedules_and_alarms_no_capture(template: dict[str, Any]) -> None:
+    stack = Stack(template, **REQUIRED, OplogEvery="OFF")
+    assert not [s for s in stack.resources_of_type("AWS::Scheduler::Schedule").values() if is_capture(s)]
+    assert not alarms_on(stack, "Nightdump", "OplogCaptureSuccess")
+    assert not alarms_on(stack, "Nightdump", "OplogLagSeconds")
 
 
 # --- the function ---------------------------------------------------------------------------
