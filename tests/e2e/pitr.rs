@@ -443,3 +443,149 @@ async fn restore_to_any_instant_across_a_backup_and_its_slices_on_s3() {
     let store = Store::open_with_sdk_config(&dest, &sdk, &s3).await.unwrap();
     restores_to_any_instant(&store, &s3, &server).await;
 }
+
+async fn capture_now(uri: &str, store: &Store, s3: &S3Options) -> nightdump::chain::Link {
+    let outcome = pitr::capture::run(&capture_options(uri, s3), store)
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, CaptureStatus::Stored);
+    outcome.link.unwrap()
+}
+
+async fn write_some(uri: &str, from: i64) {
+    client(uri)
+        .await
+        .database(DB)
+        .collection::<Document>(ITEMS)
+        .insert_many((from..from + 5).map(|i| doc! { "_id": i }))
+        .await
+        .unwrap();
+}
+
+async fn backup_now(uri: &str, store: &Store) -> Timestamp {
+    let mut opts = options(uri);
+    opts.allow_inconsistent = false;
+    let outcome = backup::run(&opts, store, &progress()).await.unwrap();
+    outcome.manifest.point_in_time.unwrap().ts.to_bson()
+}
+
+/// Prune removes the slices that end before the oldest kept backup's point in time, and no
+/// other: the kept backup's chain stays whole, and the chain's newest link stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_removes_only_the_slices_no_kept_backup_needs() {
+    let server = replica_set().await;
+    let uri = server.uri();
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let s3 = S3Options::default();
+    write_some(&uri, 0).await;
+    backup_now(&uri, &store).await;
+    write_some(&uri, 10).await;
+    let s1 = capture_now(&uri, &store, &s3).await;
+    write_some(&uri, 20).await;
+    let s2 = capture_now(&uri, &store, &s3).await;
+    // The second backup starts after the first slices, so only the slices after it matter.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    write_some(&uri, 30).await;
+    let pit2 = backup_now(&uri, &store).await;
+    write_some(&uri, 40).await;
+    let s3_link = capture_now(&uri, &store, &s3).await;
+    assert!(
+        key(s3_link.manifest.after()) < key(pit2),
+        "the third slice holds the second backup's point in time"
+    );
+    write_some(&uri, 50).await;
+    let s4 = capture_now(&uri, &store, &s3).await;
+
+    let policy = nightdump::prune::Policy {
+        last: 1,
+        grace: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let dry = nightdump::prune::run(&store, &policy, false, None)
+        .await
+        .unwrap();
+    assert_eq!(dry.slices.removed, [s1.dir.clone(), s2.dir.clone()]);
+    assert_eq!(
+        nightdump::chain::read(&store).await.unwrap().links.len(),
+        4,
+        "a dry run deletes nothing"
+    );
+    let report = nightdump::prune::run(&store, &policy, true, None)
+        .await
+        .unwrap();
+    assert!(report.error.is_none());
+    assert_eq!(report.slices.removed, [s1.dir.clone(), s2.dir.clone()]);
+    assert_eq!(report.slices.kept, 2);
+    let chain = nightdump::chain::read(&store).await.unwrap();
+    let left: Vec<&str> = chain.links.iter().map(|l| l.dir.as_str()).collect();
+    assert_eq!(left, [s3_link.dir.as_str(), s4.dir.as_str()]);
+    assert!(chain.orphans.is_empty() && chain.unfinished.is_empty());
+    // The kept backup still restores to the end of the chain.
+    let end = s4.manifest.last();
+    let expected_items = target_state(&uri).await;
+    assert_eq!(restore_to(&store, end).await, expected_items);
+    // With every backup removed but the newest link kept, the next capture continues.
+    write_some(&uri, 60).await;
+    let s5 = capture_now(&uri, &store, &s3).await;
+    assert_eq!(s5.manifest.after(), end);
+}
+
+/// Slices stored with S3 Object Lock are never sent a delete while locked: prune reports them
+/// kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_keeps_locked_slices() {
+    let server = replica_set().await;
+    let uri = server.uri();
+    let moto = Moto::shared();
+    let bucket = format!("{}-lock", moto.create_bucket("pitr-lock").await);
+    moto.s3_client()
+        .await
+        .create_bucket()
+        .bucket(&bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let sdk = Moto::sdk_config_for(&moto.endpoint()).await;
+    let dest: Destination = format!("s3://{bucket}/nightly").parse().unwrap();
+    let plain = S3Options {
+        force_path_style: true,
+        ..S3Options::default()
+    };
+    let locked = S3Options {
+        object_lock: Some(nightdump::store::ObjectLock {
+            mode: nightdump::store::LockMode::Governance,
+            retain_for: Duration::from_secs(7 * 86_400),
+        }),
+        ..plain.clone()
+    };
+    let store = Store::open_with_sdk_config(&dest, &sdk, &plain)
+        .await
+        .unwrap();
+    let locking = Store::open_with_sdk_config(&dest, &sdk, &locked)
+        .await
+        .unwrap();
+    write_some(&uri, 0).await;
+    backup_now(&uri, &store).await;
+    write_some(&uri, 10).await;
+    let s1 = capture_now(&uri, &locking, &locked).await;
+    assert!(s1.manifest.storage.as_ref().unwrap().object_lock.is_some());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    write_some(&uri, 20).await;
+    backup_now(&uri, &store).await;
+    write_some(&uri, 30).await;
+    capture_now(&uri, &locking, &locked).await;
+    let policy = nightdump::prune::Policy {
+        last: 1,
+        ..Default::default()
+    };
+    let report = nightdump::prune::run(&store, &policy, true, None)
+        .await
+        .unwrap();
+    assert!(report.error.is_none(), "{:?}", report.error);
+    assert_eq!(report.slices.kept_locked, [s1.dir.clone()]);
+    assert!(report.slices.removed.is_empty());
+    let chain = nightdump::chain::read(&store).await.unwrap();
+    assert!(chain.links.iter().any(|l| l.dir == s1.dir));
+}
