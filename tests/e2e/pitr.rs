@@ -584,7 +584,7 @@ async fn prune_keeps_locked_slices() {
         .await
         .unwrap();
     assert!(report.error.is_none(), "{:?}", report.error);
-    assert_eq!(report.slices.kept_locked, [s1.dir.clone()]);
+    assert_eq!(report.slices.kept_locked, std::slice::from_ref(&s1.dir));
     assert!(report.slices.removed.is_empty());
     let chain = nightdump::chain::read(&store).await.unwrap();
     assert!(chain.links.iter().any(|l| l.dir == s1.dir));
