@@ -18,6 +18,23 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::verify::HashingReader;
 
+/// Writes the chunks `rx` yields to `out` until they end or a write fails: the bytes
+/// written, and the failure. The receiver is dropped before returning, so a producer blocked
+/// on it stops.
+pub(crate) async fn pump(
+    mut rx: mpsc::Receiver<Bytes>,
+    out: &mut (impl AsyncWrite + Unpin),
+) -> (u64, Option<std::io::Error>) {
+    let mut written = 0u64;
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = out.write_all(&chunk).await {
+            return (written, Some(e));
+        }
+        written += chunk.len() as u64;
+    }
+    (written, None)
+}
+
 /// Writes the archive of `selector` to `out`: decrypted with `keys` when it is encrypted,
 /// unless `raw`.
 pub async fn cat(
@@ -70,7 +87,7 @@ pub async fn cat(
     } else {
         // Decryption is synchronous: it runs on a blocking thread and hands plaintext over
         // a small bounded channel, which keeps memory bounded.
-        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let (tx, rx) = mpsc::channel::<Bytes>(4);
         let name = format!("backup {id}");
         let id_text = id.to_string();
         let encryption = manifest.archive.encryption.clone();
@@ -101,16 +118,7 @@ pub async fn cat(
                 .map_err(|e| Error::Internal(format!("reading {name} failed: {e}")))?;
             Ok((size, hex::encode(sha)))
         });
-        let mut write_error = None;
-        let mut written = 0u64;
-        while let Some(chunk) = rx.recv().await {
-            if let Err(e) = out.write_all(&chunk).await {
-                write_error = Some(e);
-                break;
-            }
-            written += chunk.len() as u64;
-        }
-        drop(rx);
+        let (written, write_error) = pump(rx, &mut out).await;
         let decrypted = decrypt
             .await
             .map_err(|e| Error::Internal(format!("the decryptor crashed: {e}")))?;

@@ -522,16 +522,23 @@ pub fn parse_to_time(value: &str) -> std::result::Result<Timestamp, String> {
     let bad = || {
         format!("'{s}' is not an instant: use an RFC 3339 time (e.g. 2026-12-03T14:05:00Z) or SECONDS:INCREMENT as in the oplog (e.g. 1796306700:3)")
     };
-    if let Some((secs, inc)) = s.split_once(':').filter(|_| !s.contains('T')) {
-        let time = secs.parse::<u32>().map_err(|_| bad())?;
-        let increment = inc.parse::<u32>().map_err(|_| bad())?;
-        return Ok(Timestamp { time, increment });
+    if s.contains(':') && !s.contains('T') {
+        return oplog_time(s).ok_or_else(bad);
     }
     let t = crate::layout::parse_time(s).map_err(|_| bad())?;
     let time = u32::try_from(t.unix_timestamp()).map_err(|_| bad())?;
     Ok(Timestamp {
         time,
         increment: u32::MAX,
+    })
+}
+
+/// `SECONDS[:INCREMENT]`, as the oplog's `ts` and mongorestore's `--oplogLimit` write it.
+pub fn oplog_time(s: &str) -> Option<Timestamp> {
+    let (secs, inc) = s.split_once(':').unwrap_or((s, "0"));
+    Some(Timestamp {
+        time: secs.parse().ok()?,
+        increment: inc.parse().ok()?,
     })
 }
 

@@ -19,8 +19,8 @@ use nightdump_archive::Header;
 use time::OffsetDateTime;
 
 pub use crate::sink::{FinishWrite, SinkWrapper, Stored};
-pub(crate) use oplog::selected as select_oplog_entry;
 pub use oplog::OplogPoint;
+pub(crate) use oplog::{newest_point as newest_oplog_point, selected as select_oplog_entry};
 pub use pipeline::OplogOutcome;
 
 use crate::error::{Error, Result};

@@ -75,12 +75,27 @@ fn oplog(source: &Source) -> mongodb::Collection<RawDocumentBuf> {
 
 /// The newest entry's position, read as mongodump reads it (`$natural: -1`, limit 1).
 async fn newest(source: &Source) -> Result<OplogPoint> {
+    newest_point(source, None).await
+}
+
+/// The newest entry's position, with `read_concern` (majority: the newest entry every member
+/// that counts has).
+pub(crate) async fn newest_point(
+    source: &Source,
+    read_concern: Option<mongodb::options::ReadConcern>,
+) -> Result<OplogPoint> {
     let entry = source
         .client
         .database("local")
         .collection::<Document>("oplog.rs")
         .find_one(doc! {})
-        .sort(doc! { "$natural": -1 })
+        // One options value: a later `with_options` would replace an earlier `sort`.
+        .with_options(
+            mongodb::options::FindOneOptions::builder()
+                .sort(doc! { "$natural": -1 })
+                .read_concern(read_concern)
+                .build(),
+        )
         .await
         .map_err(|e| source.error("find on local.oplog.rs", &e))?
         .ok_or_else(|| Error::Mongo {

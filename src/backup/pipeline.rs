@@ -127,16 +127,10 @@ pub async fn dump(
             _ => Ok(None),
         }
     };
-    let uploading = async {
-        // The receiver lives inside this future: when an upload error ends it, the receiver
-        // is dropped, which is what unblocks the writer thread (its next send fails) instead
-        // of leaving it waiting on a full channel forever.
-        let mut chunk_rx = chunk_rx;
-        while let Some(chunk) = chunk_rx.recv().await {
-            upload.write(chunk).await?;
-        }
-        Ok::<(), Error>(())
-    };
+    // The receiver moves into the upload: when an upload error ends it, the receiver is
+    // dropped, which is what unblocks the writer thread (its next send fails) instead of
+    // leaving it waiting on a full channel forever.
+    let uploading = async { upload.drain(chunk_rx).await.map_err(Error::from) };
     let writing = async {
         writer
             .await

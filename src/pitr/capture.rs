@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bson::{doc, Document, RawDocumentBuf, Timestamp};
+use bson::{doc, RawDocumentBuf, Timestamp};
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -378,25 +378,9 @@ fn start_point(
 
 /// The newest entry every member that counts has: the end of this slice.
 async fn newest_committed(source: &Source) -> Result<Timestamp> {
-    let entry = source
-        .client
-        .database("local")
-        .collection::<Document>("oplog.rs")
-        .find_one(doc! {})
-        .sort(doc! { "$natural": -1 })
-        .read_concern(ReadConcern::majority())
+    crate::backup::newest_oplog_point(source, Some(ReadConcern::majority()))
         .await
-        .map_err(|e| source.error("find on local.oplog.rs", &e))?
-        .ok_or_else(|| Error::Mongo {
-            target: source.target().to_string(),
-            command: "find on local.oplog.rs".into(),
-            detail: "the oplog is empty: is this member initialised (rs.initiate())?".into(),
-        })?;
-    entry.get_timestamp("ts").map_err(|_| Error::Mongo {
-        target: source.target().to_string(),
-        command: "find on local.oplog.rs".into(),
-        detail: "the newest oplog entry has no ts timestamp".into(),
-    })
+        .map(|p| p.ts)
 }
 
 fn entry_ts(source: &Source, entry: &RawDocumentBuf) -> Result<Timestamp> {
@@ -572,13 +556,7 @@ async fn stream(
         }
         Ok::<_, Error>((entries, bytes, last))
     };
-    let uploading = async {
-        let mut chunk_rx = chunk_rx;
-        while let Some(chunk) = chunk_rx.recv().await {
-            upload.write(chunk).await?;
-        }
-        Ok::<(), Error>(())
-    };
+    let uploading = async { upload.drain(chunk_rx).await.map_err(Error::from) };
     let writing = async {
         writer
             .await

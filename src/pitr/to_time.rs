@@ -159,7 +159,7 @@ pub fn open(to_time: ToTime, store: Store) -> Box<dyn Read + Send> {
 
 /// Writes the combined archive, gzip-compressed, to `out`.
 pub async fn cat(to_time: ToTime, store: Store, mut out: impl AsyncWrite + Unpin) -> Result<()> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
     let handle = tokio::runtime::Handle::current();
     let name = to_time.name();
     let writer = tokio::task::spawn_blocking(move || -> Result<()> {
@@ -171,16 +171,7 @@ pub async fn cat(to_time: ToTime, store: Store, mut out: impl AsyncWrite + Unpin
         let gz = combine(&to_time, &store, &handle, gz)?;
         gz.finish().map_err(closed)?.flush().map_err(closed)
     });
-    let mut write_error = None;
-    let mut written = 0u64;
-    while let Some(chunk) = rx.recv().await {
-        if let Err(e) = out.write_all(&chunk).await {
-            write_error = Some(e);
-            break;
-        }
-        written += chunk.len() as u64;
-    }
-    drop(rx);
+    let (written, write_error) = crate::cat::pump(rx, &mut out).await;
     let combined = writer
         .await
         .map_err(|e| Error::Internal(format!("the archive writer crashed: {e}")))?;

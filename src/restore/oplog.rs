@@ -76,13 +76,7 @@ pub fn parse_limit(s: &str) -> std::result::Result<Timestamp, String> {
         format!("'{s}' is not an oplog time: use SECONDS[:INCREMENT] (e.g. 1764039600:5) or an RFC 3339 time")
     };
     if s.chars().next().is_some_and(|c| c.is_ascii_digit()) && !s.contains('-') {
-        let (secs, inc) = match s.split_once(':') {
-            Some((a, b)) => (a, b),
-            None => (s, "0"),
-        };
-        let time = secs.parse::<u32>().map_err(|_| bad())?;
-        let increment = inc.parse::<u32>().map_err(|_| bad())?;
-        return Ok(Timestamp { time, increment });
+        return crate::chain::oplog_time(s).ok_or_else(bad);
     }
     let t = crate::layout::parse_time(s).map_err(|_| bad())?;
     let time = u32::try_from(t.unix_timestamp()).map_err(|_| bad())?;

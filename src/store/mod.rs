@@ -410,6 +410,18 @@ impl Upload {
         }
     }
 
+    /// Writes every chunk `chunks` yields until its senders are gone. On an error the
+    /// receiver is dropped with it, which is what stops a producer blocked on a full channel.
+    pub async fn drain(
+        &mut self,
+        mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> Result<(), StoreError> {
+        while let Some(chunk) = chunks.recv().await {
+            self.write(chunk).await?;
+        }
+        Ok(())
+    }
+
     /// Completes the upload: CompleteMultipartUpload (a single PutObject if smaller than one
     /// part); locally fsync, rename into place, fsync the directory. Started with
     /// [`PutMode::Create`], fails with [`StoreError::AlreadyExists`] rather than replace an
