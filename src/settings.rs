@@ -131,6 +131,33 @@ pub fn storage_class(name: &str, value: &str) -> Result<String> {
     Ok(class.to_string())
 }
 
+/// A multipart part size: bytes, or a number with KiB, MiB or GiB (`16MiB`), within S3's
+/// limits (5 MiB to 5 GiB).
+pub fn part_size(name: &str, value: &str) -> Result<usize> {
+    use crate::store::{MAX_PART_SIZE, MIN_PART_SIZE};
+    let v = value.trim();
+    let bad = || {
+        Error::invalid(format!(
+            "{name} '{value}' is not a part size: give bytes or a number with KiB, MiB or GiB, between 5MiB and 5GiB (e.g. 64MiB)"
+        ))
+    };
+    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = v.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let bytes = usize::try_from(number.checked_mul(scale).ok_or_else(bad)?).map_err(|_| bad())?;
+    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&bytes) {
+        return Err(bad());
+    }
+    Ok(bytes)
+}
+
 /// A count of 1 or more (a retention rule's).
 pub fn count(value: &str) -> Result<u32, String> {
     match value.trim().parse::<i64>() {
@@ -251,6 +278,30 @@ pub fn switch(name: &str, value: Option<&str>) -> Result<bool> {
         Some(other) => Err(Error::invalid(format!(
             "{name}='{other}' is not a switch: set it to 1 or 0"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod part_size_tests {
+    #[test]
+    fn part_sizes_take_units_and_s3_limits() {
+        assert_eq!(super::part_size("p", "64MiB").unwrap(), 64 << 20);
+        assert_eq!(super::part_size("p", "5242880").unwrap(), 5 << 20);
+        assert_eq!(super::part_size("p", "5GiB").unwrap(), 5 << 30);
+        for bad in [
+            "4MiB",
+            "6GiB",
+            "ten",
+            "16MB",
+            "",
+            "-8MiB",
+            "99999999999999999999GiB",
+        ] {
+            let e = super::part_size("--part-size", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("--part-size"), "{bad}: {e}");
+        }
     }
 }
 

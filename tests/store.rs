@@ -1021,3 +1021,77 @@ async fn local_leftover_temp_files_are_listed_and_removable() {
     assert!(!dir.path().join("a").exists());
     assert!(dir.path().is_dir());
 }
+
+/// Parts grow: with S3's part count lowered to 3, an object of 6 parts' worth at the first
+/// part size cannot be stored at one size, and is when the size doubles after each part (5,
+/// 10 and 20 MiB hold 35 MiB). An expected size given up front sizes the first parts instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_parts_grow_past_a_part_count_limit_that_one_size_cannot_fit() {
+    use nightdump::store::PutOptions;
+    let total = 6 * PART;
+    let fixed = S3Options {
+        max_parts: 3,
+        part_growth_every: 0,
+        ..s3_opts(&Moto::shared().endpoint())
+    };
+    let (store, bucket) = s3_store("parts-fixed", fixed.clone()).await;
+    let mut upload = store
+        .start_upload("big/dump.archive.gz", PutOptions::create())
+        .await
+        .unwrap();
+    let mut data = Data(7);
+    let mut failure = None;
+    for _ in 0..total / PART {
+        let mut chunk = vec![0u8; PART];
+        data.fill(&mut chunk);
+        if let Err(e) = upload.write(Bytes::from(chunk)).await {
+            failure = Some(e);
+            break;
+        }
+    }
+    let failure = match failure {
+        Some(e) => e,
+        None => upload.finish().await.unwrap_err(),
+    };
+    assert!(
+        matches!(failure, StoreError::TooManyParts { max_parts: 3, .. }),
+        "{failure:?}"
+    );
+    assert!(failure.to_string().contains("--part-size"), "{failure}");
+
+    let growing = S3Options {
+        part_growth_every: 1,
+        ..fixed.clone()
+    };
+    let (store, _) = s3_store("parts-grow", growing).await;
+    let mut upload = store
+        .start_upload("big/dump.archive.gz", PutOptions::create())
+        .await
+        .unwrap();
+    let digest = stream_into(&mut upload, total, 7).await;
+    let receipt = upload.finish().await.unwrap();
+    assert_eq!(receipt.size, total as u64);
+    assert_eq!(receipt.parts, 3, "5 + 10 + 20 MiB parts");
+    assert_eq!(
+        read_all_hash(&store, "big/dump.archive.gz").await,
+        (total, digest)
+    );
+
+    // Without growth, an expected size makes the first parts large enough.
+    let (store, _) = s3_store("parts-expected", fixed).await;
+    let mut upload = store
+        .start_upload(
+            "big/dump.archive.gz",
+            PutOptions::create().expecting(Some(total as u64)),
+        )
+        .await
+        .unwrap();
+    let digest = stream_into(&mut upload, total, 9).await;
+    let receipt = upload.finish().await.unwrap();
+    assert!(receipt.parts <= 3, "{}", receipt.parts);
+    assert_eq!(
+        read_all_hash(&store, "big/dump.archive.gz").await,
+        (total, digest)
+    );
+    let _ = bucket;
+}

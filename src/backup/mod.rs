@@ -248,8 +248,22 @@ async fn run_new(
     let archive_key = id.archive_key(&archive_name);
     // One retention for every object of the backup, counted from its start.
     let retention = options.s3.object_lock.map(|l| l.retention_from(started));
+    // The sizes the server reports size the upload's parts; an estimate that turns out low
+    // is covered by the parts growing as the upload goes.
+    let expected = plans
+        .iter()
+        .map(|p| {
+            p.estimated_documents
+                .saturating_mul(p.average_document_size.unwrap_or(0))
+        })
+        .sum::<u64>();
     let mut upload = store
-        .start_upload(&archive_key, PutOptions::create().retained(retention))
+        .start_upload(
+            &archive_key,
+            PutOptions::create()
+                .retained(retention)
+                .expecting(Some(expected)),
+        )
         .await?;
     let settings = pipeline::DumpSettings {
         parallel: options.parallel,

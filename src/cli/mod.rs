@@ -123,6 +123,11 @@ pub struct TargetArgs {
     /// S3 storage class (e.g. STANDARD_IA).
     #[arg(long, env = "NIGHTDUMP_STORAGE_CLASS")]
     pub storage_class: Option<String>,
+    /// Size of the first multipart parts on S3 (5MiB to 5GiB; default 8MiB). Larger parts
+    /// follow on their own: sized for the database before the dump, doubled every 1,000
+    /// parts, so any archive up to S3's 5 TiB limit stores.
+    #[arg(long, env = "NIGHTDUMP_PART_SIZE", value_name = "SIZE")]
+    pub part_size: Option<String>,
     /// Encrypt what is stored: age:<recipient> (an age1… public key, repeatable: any one of
     /// the recipients' identities decrypts), or kms:<key-id> (envelope encryption with a data
     /// key from AWS KMS; key id, ARN or alias/NAME).
@@ -171,6 +176,9 @@ impl TargetArgs {
         }
         let mut s3 = s3_options(&self.store, sse, storage_class);
         s3.object_lock = object_lock;
+        if let Some(size) = &self.part_size {
+            s3.part_size = settings::part_size("--part-size", size)?;
+        }
         s3.validate().map_err(|e| Error::invalid(e.to_string()))?;
         Ok((destination, s3))
     }

@@ -56,9 +56,13 @@ pub enum StoreError {
         status: Option<u16>,
     },
     #[error(
-        "upload of {key} needs more than 10000 parts of {part_size} bytes: raise the part size"
+        "upload of {key} needs more than {max_parts} parts (the last ones of {part_size} bytes): set a larger --part-size (NIGHTDUMP_PART_SIZE for the Lambda)"
     )]
-    TooManyParts { key: String, part_size: usize },
+    TooManyParts {
+        key: String,
+        max_parts: u32,
+        part_size: usize,
+    },
     #[error("S3 bucket {bucket:?} does not have Object Lock enabled: create the bucket with Object Lock (it cannot be turned on for the backups already in it), or leave out --object-lock (for the Lambda: NIGHTDUMP_OBJECT_LOCK, the template's ObjectLock parameter)")]
     ObjectLockDisabled { bucket: String },
     #[error("Object Lock needs an S3 destination; {destination} is a directory: back up to s3://BUCKET/PREFIX or leave out --object-lock (for the Lambda: NIGHTDUMP_OBJECT_LOCK, the template's ObjectLock parameter)")]

@@ -19,6 +19,8 @@ pub const INCLUDE: &str = "NIGHTDUMP_INCLUDE";
 pub const EXCLUDE: &str = "NIGHTDUMP_EXCLUDE";
 pub const MAX_AGE: &str = "NIGHTDUMP_MAX_AGE";
 pub const STORAGE_CLASS: &str = "NIGHTDUMP_STORAGE_CLASS";
+/// The first multipart parts' size (default 8 MiB; larger ones follow on their own).
+pub const PART_SIZE: &str = "NIGHTDUMP_PART_SIZE";
 pub const CONNECT_TIMEOUT: &str = "NIGHTDUMP_CONNECT_TIMEOUT";
 pub const S3_PATH_STYLE: &str = "NIGHTDUMP_S3_PATH_STYLE";
 pub const PLAIN_URI: &str = "MONGODB_URI";
@@ -211,6 +213,10 @@ fn parse_s3(env: &HashMap<String, String>) -> Result<S3Options> {
         storage_class: get(env, STORAGE_CLASS)
             .map(|v| settings::storage_class(STORAGE_CLASS, v))
             .transpose()?,
+        part_size: get(env, PART_SIZE)
+            .map(|v| settings::part_size(PART_SIZE, v))
+            .transpose()?
+            .unwrap_or(crate::store::DEFAULT_PART_SIZE),
         ..S3Options::default()
     };
     s3.validate()

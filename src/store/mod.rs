@@ -25,7 +25,8 @@ pub use destination::{Destination, DestinationError};
 pub use lock::{LockMode, LockState, ObjectLock, Retention, MAX_RETAIN_FOR};
 pub use options::{
     S3Options, Sse, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_PART_SIZE,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_UPLOAD_CONCURRENCY, MAX_PART_SIZE, MIN_PART_SIZE,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_UPLOAD_CONCURRENCY, MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE,
+    PART_GROWTH_EVERY,
 };
 pub use reader::ObjectReader;
 
@@ -50,6 +51,9 @@ pub struct PutOptions {
     pub mode: PutMode,
     /// S3 Object Lock retention the object is created with (S3 only).
     pub retention: Option<Retention>,
+    /// How big the object is expected to be (an estimate): an S3 upload that would need
+    /// more parts than S3 allows at the configured part size starts with larger parts.
+    pub expected_size: Option<u64>,
 }
 
 impl PutOptions {
@@ -58,12 +62,21 @@ impl PutOptions {
         Self {
             mode: PutMode::Create,
             retention: None,
+            expected_size: None,
         }
     }
 
     /// With Object Lock retention, when there is one.
     pub fn retained(self, retention: Option<Retention>) -> Self {
         Self { retention, ..self }
+    }
+
+    /// With an estimate of the object's size.
+    pub fn expecting(self, expected_size: Option<u64>) -> Self {
+        Self {
+            expected_size,
+            ..self
+        }
     }
 
     fn if_absent(&self) -> bool {
@@ -203,8 +216,10 @@ impl Store {
         let inner = match (&self.backend, options.retention) {
             (Backend::Local(_), Some(_)) => return Err(self.lock_needs_s3()),
             (Backend::Local(l), None) => UploadInner::Local(l.start_upload(key).await?),
-            (Backend::S3(s), None) => UploadInner::S3(s.start_upload(key)),
-            (Backend::S3(s), Some(r)) => UploadInner::S3(s.start_upload_retained(key, r)),
+            (Backend::S3(s), None) => UploadInner::S3(s.start_upload(key, options.expected_size)),
+            (Backend::S3(s), Some(r)) => {
+                UploadInner::S3(s.start_upload(key, options.expected_size).retained(r))
+            }
         };
         Ok(Upload {
             inner,

@@ -8,6 +8,12 @@ pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 pub const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 2;
+/// S3's limit on parts per multipart upload.
+pub const MAX_PARTS: u32 = 10_000;
+/// The part size doubles after every this many parts, so any object up to S3's 5 TiB limit
+/// fits in 10,000 parts whatever the first part's size (8 MiB doubling every 1,000 parts
+/// reaches about 8 TB).
+pub const PART_GROWTH_EVERY: u32 = 1_000;
 /// Attempts per request (first try included) for transient failures.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
@@ -47,9 +53,15 @@ pub struct S3Options {
     pub sse: Sse,
     /// e.g. `STANDARD_IA`, `GLACIER_IR`; `None` for the bucket default (`STANDARD`).
     pub storage_class: Option<String>,
-    /// Bytes per multipart part (at least 5 MiB). Memory use of an upload is at most
-    /// `part_size × (upload_concurrency + 1)`.
+    /// Bytes of the first multipart parts (at least 5 MiB); an upload whose expected size
+    /// needs more starts larger, and every upload doubles its part size after each
+    /// `part_growth_every` parts. Memory use of an upload is at most
+    /// `current part size × (upload_concurrency + 1)`.
     pub part_size: usize,
+    /// Parts a multipart upload may have (S3's 10,000; lower only in tests).
+    pub max_parts: u32,
+    /// Parts between two doublings of the part size; 0 never grows it.
+    pub part_growth_every: u32,
     /// Parts in flight at once (at least 1).
     pub upload_concurrency: usize,
     /// Attempts per request for transient failures (5xx, SlowDown, connection errors).
@@ -72,6 +84,8 @@ impl Default for S3Options {
             sse: Sse::None,
             storage_class: None,
             part_size: DEFAULT_PART_SIZE,
+            max_parts: MAX_PARTS,
+            part_growth_every: PART_GROWTH_EVERY,
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
@@ -79,6 +93,22 @@ impl Default for S3Options {
             object_lock: None,
         }
     }
+}
+
+/// The size of an upload's first parts: the configured size, or larger when the object is
+/// expected to be so big that it would need more than nine tenths of the parts at that size
+/// (rounded up to a whole MiB, at most S3's largest part).
+pub fn first_part_size(part_size: usize, expected: Option<u64>, max_parts: u32) -> usize {
+    const MIB: u64 = 1024 * 1024;
+    let Some(expected) = expected else {
+        return part_size;
+    };
+    let budget = (u64::from(max_parts) * 9 / 10).max(1);
+    let needed = expected.div_ceil(budget).div_ceil(MIB) * MIB;
+    usize::try_from(needed)
+        .unwrap_or(MAX_PART_SIZE)
+        .max(part_size)
+        .min(MAX_PART_SIZE)
 }
 
 impl S3Options {
@@ -89,6 +119,12 @@ impl S3Options {
             return fail(format!(
                 "part size {} is outside S3's limits: use {MIN_PART_SIZE} to {MAX_PART_SIZE} bytes",
                 self.part_size
+            ));
+        }
+        if self.max_parts == 0 || self.max_parts > MAX_PARTS {
+            return fail(format!(
+                "max parts {} must be between 1 and {MAX_PARTS}",
+                self.max_parts
             ));
         }
         if self.upload_concurrency == 0 || self.upload_concurrency > 64 {
@@ -137,6 +173,24 @@ impl S3Options {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_first_parts_fit_the_expected_size_in_nine_tenths_of_the_parts() {
+        const MIB: usize = 1 << 20;
+        assert_eq!(super::first_part_size(8 * MIB, None, 10_000), 8 * MIB);
+        assert_eq!(
+            super::first_part_size(8 * MIB, Some(1 << 30), 10_000),
+            8 * MIB
+        );
+        // 200 GiB in 9,000 parts: 23 MiB each, rounded up to a whole MiB.
+        let big = super::first_part_size(8 * MIB, Some(200 << 30), 10_000);
+        assert_eq!(big, 23 * MIB);
+        assert!(200u64 << 30 <= big as u64 * 9_000);
+        assert_eq!(
+            super::first_part_size(8 * MIB, Some(u64::MAX), 10_000),
+            super::MAX_PART_SIZE
+        );
+    }
+
     use super::*;
 
     #[test]

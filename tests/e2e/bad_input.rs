@@ -451,6 +451,16 @@ fn point_in_time_rows(f: &Fixture) -> Vec<Row> {
     vec![
         cli(&["oplog", "--to", d], 2, "no MongoDB source: pass --uri"),
         cli(
+            &["backup", "--uri", u, "--to", d, "--part-size", "4MiB"],
+            2,
+            "--part-size '4MiB' is not a part size",
+        ),
+        cli(
+            &["oplog", "--uri", u, "--to", d, "--part-size", "huge"],
+            2,
+            "--part-size 'huge' is not a part size",
+        ),
+        cli(
             &["oplog", "--uri", u, "--to", d, "--compression-level", "0"],
             2,
             "--compression-level must be between 1 and 9",
@@ -841,6 +851,10 @@ pub fn env_rows() -> Vec<Row> {
     let plain = uri();
     vec![
         env(&[("NIGHTDUMP_TO", None)], "NIGHTDUMP_TO is not set"),
+        env(
+            &[("NIGHTDUMP_PART_SIZE", Some("1KiB"))],
+            "NIGHTDUMP_PART_SIZE '1KiB' is not a part size",
+        ),
         env(&[("NIGHTDUMP_TO", Some("ftp://x/y"))], "NIGHTDUMP_TO: "),
         env(&[("NIGHTDUMP_TO", Some("s3://"))], "names no bucket"),
         env(

@@ -103,6 +103,20 @@ const SHARED: &[Shared] = &[
         ],
     },
     Shared {
+        flag: "--part-size",
+        env: "NIGHTDUMP_PART_SIZE",
+        cli_by_env: false,
+        with: &[],
+        without: &[],
+        values: &[
+            ("4MiB", false),
+            ("6GiB", false),
+            ("16MB", false),
+            ("lots", false),
+            ("64MiB", true),
+        ],
+    },
+    Shared {
         flag: "--stale-upload-age",
         env: "NIGHTDUMP_STALE_UPLOAD_AGE",
         cli_by_env: false,

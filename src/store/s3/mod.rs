@@ -224,17 +224,13 @@ impl S3Store {
             .map(str::to_string)
     }
 
-    pub(crate) fn start_upload(&self, key: &str) -> S3Upload {
-        S3Upload::new(self.clone(), key.to_string(), self.full_key(key))
-    }
-
-    /// An upload whose object is created with `retention` (Object Lock).
-    pub(crate) fn start_upload_retained(
-        &self,
-        key: &str,
-        retention: crate::store::Retention,
-    ) -> S3Upload {
-        S3Upload::new(self.clone(), key.to_string(), self.full_key(key)).retained(retention)
+    pub(crate) fn start_upload(&self, key: &str, expected_size: Option<u64>) -> S3Upload {
+        S3Upload::new(
+            self.clone(),
+            key.to_string(),
+            self.full_key(key),
+            expected_size,
+        )
     }
 
     /// A single PutObject; `Ok((etag, version))`.

@@ -1,8 +1,14 @@
 //! Streaming multipart upload with a bounded window of parts in flight.
 //!
 //! Memory: the part being filled plus at most `upload_concurrency` parts being sent, i.e.
-//! `part_size × (upload_concurrency + 1)`. The multipart upload is only created once a full
-//! part exists, so a small object costs a single PutObject and leaves nothing to abort.
+//! `part_size × (upload_concurrency + 1)` at the current part size. The multipart upload is
+//! only created once a full part exists, so a small object costs a single PutObject and
+//! leaves nothing to abort.
+//!
+//! No size ceiling: the first parts are sized for the expected object (so that it fits in
+//! nine tenths of S3's 10,000 parts), and the part size doubles after every
+//! `part_growth_every` parts (S3 allows parts of different sizes), so an object larger than
+//! expected still fits, up to S3's 5 TiB object limit.
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -13,14 +19,13 @@ use super::{lock, object_settings, S3Store};
 use crate::error::StoreError;
 use crate::store::{Retention, UploadReceipt};
 
-/// S3's limit on parts per multipart upload.
-const MAX_PARTS: i32 = 10_000;
-
 pub(crate) struct S3Upload {
     store: S3Store,
     key: String,
     full_key: String,
     part_size: usize,
+    max_parts: u32,
+    growth_every: u32,
     window: usize,
     buf: BytesMut,
     upload_id: Option<String>,
@@ -35,14 +40,24 @@ pub(crate) struct S3Upload {
 }
 
 impl S3Upload {
-    pub(crate) fn new(store: S3Store, key: String, full_key: String) -> S3Upload {
-        let part_size = store.inner.opts.part_size;
-        let window = store.inner.opts.upload_concurrency;
+    pub(crate) fn new(
+        store: S3Store,
+        key: String,
+        full_key: String,
+        expected_size: Option<u64>,
+    ) -> S3Upload {
+        let opts = &store.inner.opts;
+        let part_size =
+            crate::store::options::first_part_size(opts.part_size, expected_size, opts.max_parts);
+        let (max_parts, growth_every) = (opts.max_parts, opts.part_growth_every);
+        let window = opts.upload_concurrency;
         S3Upload {
             store,
             key,
             full_key,
             part_size,
+            max_parts,
+            growth_every,
             window,
             buf: BytesMut::new(),
             upload_id: None,
@@ -178,15 +193,28 @@ impl S3Upload {
                 self.collect(joined)?;
             }
         }
-        if self.next_part > MAX_PARTS {
+        if u32::try_from(self.next_part).unwrap_or(u32::MAX) > self.max_parts {
             let e = StoreError::TooManyParts {
                 key: self.key.clone(),
+                max_parts: self.max_parts,
                 part_size: self.part_size,
             };
             return Err(self.fail(e));
         }
         let number = self.next_part;
         self.next_part += 1;
+        if self.growth_every > 0 && u32::try_from(number).unwrap_or(0) % self.growth_every == 0 {
+            let grown = (self.part_size * 2).min(crate::store::MAX_PART_SIZE);
+            if grown != self.part_size {
+                tracing::info!(
+                    key = self.key,
+                    part = number,
+                    part_size = grown,
+                    "larger parts from here on"
+                );
+            }
+            self.part_size = grown;
+        }
         let store = self.store.clone();
         let full_key = self.full_key.clone();
         self.in_flight.spawn(async move {
