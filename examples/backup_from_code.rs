@@ -32,6 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         parallel: 4,
         scheduled_at: None,
         compression_level: 6,
+        compress_threads: backup::compress::available_threads(),
         deadline: None,
         s3: S3Options::default(),
         encrypt: None,

@@ -1,6 +1,7 @@
 //! The two lower bounds a backup is measured against, in one run on the same data:
 //! draining every cursor with the driver (and discarding), and gzip-compressing the same BSON
-//! bytes at the same level on one core. Prints one JSON line.
+//! bytes at the same level, on one thread and on two (the backup's own compressor). Prints
+//! one JSON line.
 //!
 //! Usage: bench_limits MONGODB_URI [PARALLEL] [LEVEL]
 
@@ -8,9 +9,30 @@ use std::io::Write;
 use std::time::Instant;
 
 use bson::{doc, RawDocumentBuf};
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use futures_util::TryStreamExt;
+use nightdump::backup::compress::Compressor;
+use nightdump::backup::{FinishWrite, Stored};
+
+/// Counts nothing, keeps nothing: compression alone is timed.
+struct Discard;
+
+impl Write for Discard {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl FinishWrite for Discard {
+    fn finish_stream(self: Box<Self>) -> std::io::Result<Stored> {
+        Ok(Stored {
+            size: 0,
+            sha256: [0; 32],
+        })
+    }
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -83,15 +105,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             corpus.extend_from_slice(cursor.current().as_bytes());
         }
     }
-    let started = Instant::now();
-    let mut gz = GzEncoder::new(std::io::sink(), Compression::new(level));
-    for chunk in corpus.chunks(256 * 1024) {
-        gz.write_all(chunk)?;
-    }
-    gz.finish()?;
-    let gzip_seconds = started.elapsed().as_secs_f64();
+    // The same bytes through the backup's compressor on one thread, then on two.
+    let compress = |threads: usize| -> Result<f64, Box<dyn std::error::Error>> {
+        let started = Instant::now();
+        let mut gz = Compressor::new(Box::new(Discard), level, threads)?;
+        for chunk in corpus.chunks(256 * 1024) {
+            gz.write_all(chunk)?;
+        }
+        gz.finish()?.finish_stream()?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let gzip_seconds = compress(1)?;
+    let gzip2_seconds = compress(2)?;
     println!(
-        "{{\"bytes\":{total},\"namespaces\":{},\"drain_seconds\":{drain_seconds:.3},\"gzip_seconds\":{gzip_seconds:.3}}}",
+        "{{\"bytes\":{total},\"namespaces\":{},\"drain_seconds\":{drain_seconds:.3},\"gzip_seconds\":{gzip_seconds:.3},\"gzip2_seconds\":{gzip2_seconds:.3}}}",
         namespaces.len()
     );
     Ok(())

@@ -64,6 +64,17 @@ pub fn parallel(name: &str, value: &str) -> Result<usize> {
     }
 }
 
+/// Threads compressing the archive: 1 to 64.
+pub fn compress_threads(name: &str, value: &str) -> Result<usize> {
+    use crate::backup::compress::MAX_COMPRESS_THREADS;
+    match value.trim().parse::<i64>() {
+        Ok(n) if n >= 1 && n <= MAX_COMPRESS_THREADS as i64 => Ok(n as usize),
+        _ => Err(Error::invalid(format!(
+            "{name} '{value}' is not a thread count: give a whole number from 1 to {MAX_COMPRESS_THREADS}, or leave it out to use every core this process may use"
+        ))),
+    }
+}
+
 /// Namespace patterns (`db.*`, `db.coll`, `*.coll`), each refused on its own.
 pub fn patterns<'a>(
     name: &str,

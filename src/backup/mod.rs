@@ -6,6 +6,7 @@
 //! Any failure before the manifest aborts the upload, so a failed run leaves nothing that
 //! looks complete.
 
+pub mod compress;
 mod oplog;
 mod pipeline;
 pub(crate) mod sink;
@@ -42,6 +43,9 @@ pub struct BackupOptions {
     /// finds the finished backup instead of making a second one.
     pub scheduled_at: Option<OffsetDateTime>,
     pub compression_level: u32,
+    /// Threads compressing the archive (see [`compress`]); the cores this process may use by
+    /// default.
+    pub compress_threads: usize,
     /// When the run must have given up (Lambda's deadline less a margin).
     pub deadline: Option<tokio::time::Instant>,
     /// The S3 settings the store was opened with, recorded in the manifest (never secrets).
@@ -73,6 +77,13 @@ impl BackupOptions {
             return Err(Error::invalid(format!(
                 "--parallel must be between 1 and {MAX_PARALLEL}, got {}",
                 self.parallel
+            )));
+        }
+        if self.compress_threads == 0 || self.compress_threads > compress::MAX_COMPRESS_THREADS {
+            return Err(Error::invalid(format!(
+                "--compress-threads must be between 1 and {}, got {}",
+                compress::MAX_COMPRESS_THREADS,
+                self.compress_threads
             )));
         }
         if !(1..=9).contains(&self.compression_level) {
@@ -268,6 +279,7 @@ async fn run_new(
     let settings = pipeline::DumpSettings {
         parallel: options.parallel,
         compression_level: options.compression_level,
+        compress_threads: options.compress_threads,
         header: Header {
             concurrent_collections: i32::try_from(options.parallel).unwrap_or(4),
             version: "0.1".into(),

@@ -7,8 +7,6 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use nightdump_archive::{ArchiveWriter, Header, Namespace, NamespaceSummary, PreludeEntry};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -24,6 +22,8 @@ use crate::store::Upload;
 pub struct DumpSettings {
     pub parallel: usize,
     pub compression_level: u32,
+    /// Threads compressing the stream (1: on the writer thread itself).
+    pub compress_threads: usize,
     pub header: Header,
     pub wrap_sink: Option<SinkWrapper>,
 }
@@ -318,7 +318,12 @@ fn write_archive(
         })?,
         None => sink,
     };
-    let gz = GzEncoder::new(sink, Compression::new(settings.compression_level));
+    let gz = super::compress::Compressor::new(
+        sink,
+        settings.compression_level,
+        settings.compress_threads,
+    )
+    .map_err(stream_error)?;
     let mut writer = ArchiveWriter::new(
         io::BufWriter::with_capacity(256 * 1024, gz),
         &settings.header,

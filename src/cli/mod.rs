@@ -203,6 +203,14 @@ pub struct BackupArgs {
     /// Collections read at once.
     #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = whole_number::<usize>)]
     pub parallel: usize,
+    /// Threads compressing the archive (default: every core this process may use).
+    #[arg(
+        long,
+        env = "NIGHTDUMP_COMPRESS_THREADS",
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    pub compress_threads: Option<String>,
     /// The schedule time this backup stands for (RFC 3339); names the backup deterministically.
     #[arg(long)]
     pub scheduled_at: Option<String>,
@@ -561,6 +569,10 @@ impl BackupArgs {
                 .map(|s| settings::schedule_time("--scheduled-at", s))
                 .transpose()?,
             compression_level: self.target.compression_level,
+            compress_threads: match &self.compress_threads {
+                Some(n) => settings::compress_threads("--compress-threads", n)?,
+                None => nightdump::backup::compress::available_threads(),
+            },
             deadline: None,
             s3,
             encrypt: self.target.encrypt()?,

@@ -43,6 +43,8 @@ pub const OBJECT_LOCK: &str = "NIGHTDUMP_OBJECT_LOCK";
 pub const RETAIN_FOR: &str = "NIGHTDUMP_RETAIN_FOR";
 /// Unfinished uploads older than this (default 12h) are a killed run's, aborted before a run.
 pub const STALE_UPLOAD_AGE: &str = "NIGHTDUMP_STALE_UPLOAD_AGE";
+/// Threads compressing the archive (default: the function's vCPUs).
+pub const COMPRESS_THREADS: &str = "NIGHTDUMP_COMPRESS_THREADS";
 
 const DEFAULT_PARALLEL: usize = 4;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,6 +73,7 @@ pub struct LambdaConfig {
     pub max_age: Option<Duration>,
     pub connect_timeout: Duration,
     pub stale_upload_age: Duration,
+    pub compress_threads: usize,
     /// The metrics dimension; empty outside Lambda.
     pub function_name: String,
     /// Client-side encryption of each backup.
@@ -115,6 +118,10 @@ impl LambdaConfig {
             None => crate::backup::STALE_UPLOAD_AGE,
             Some(v) => settings::duration(STALE_UPLOAD_AGE, v)?,
         };
+        let compress_threads = match get(env, COMPRESS_THREADS) {
+            None => crate::backup::compress::available_threads(),
+            Some(v) => settings::compress_threads(COMPRESS_THREADS, v)?,
+        };
         let encrypt = match get(env, ENCRYPT) {
             None => None,
             Some(v) => {
@@ -140,6 +147,7 @@ impl LambdaConfig {
             max_age,
             connect_timeout,
             stale_upload_age,
+            compress_threads,
             function_name: get(env, FUNCTION_NAME).unwrap_or_default().to_string(),
         })
     }

@@ -417,6 +417,7 @@ fn backup_options(
         parallel: invocation.parallel.unwrap_or(config.parallel),
         scheduled_at: invocation.scheduled_at,
         compression_level: COMPRESSION_LEVEL,
+        compress_threads: config.compress_threads,
         deadline,
         s3: config.s3.clone(),
         encrypt: config.encrypt.clone(),

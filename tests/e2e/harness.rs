@@ -133,6 +133,8 @@ pub fn options(uri: &str) -> BackupOptions {
         parallel: 4,
         scheduled_at: None,
         compression_level: 6,
+        // Two threads: every test's archive goes through the parallel compressor.
+        compress_threads: 2,
         deadline: None,
         s3: S3Options::default(),
         encrypt: None,
