@@ -125,8 +125,19 @@ where
         remaining_ms = event.context.deadline().duration_since(now).map(|d| d.as_millis()).unwrap_or(0),
         "invocation started"
     );
+    // The whole time Lambda gave the invocation, when it gave a plausible deadline.
+    let budget = match deadline {
+        Deadline::None => None,
+        _ => event
+            .context
+            .deadline()
+            .duration_since(now)
+            .ok()
+            .filter(|b| !b.is_zero()),
+    };
     let result = run(&event.payload, deadline, deps).await;
     let elapsed = clock.elapsed().as_secs_f64();
+    let deadline_used_percent = budget.map(|b| 100.0 * elapsed / b.as_secs_f64());
     let function_name = deps
         .env
         .get(super::config::FUNCTION_NAME)
@@ -164,6 +175,7 @@ where
                 removed: p.removed.len() as u64,
                 locked: p.kept_locked.len() as u64,
             }),
+            deadline_used_percent,
         }
         .to_emf(function_name, OffsetDateTime::now_utc()),
         (Err(e), false) => RunMetrics {
@@ -175,6 +187,7 @@ where
             error_type: Some(e.error_type().to_string()),
             already_existed: false,
             prune: None,
+            deadline_used_percent,
         }
         .to_emf(function_name, OffsetDateTime::now_utc()),
     };

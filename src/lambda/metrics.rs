@@ -22,6 +22,9 @@ pub struct RunMetrics {
     pub already_existed: bool,
     /// The prune after the backup, when a policy is configured and the backup succeeded.
     pub prune: Option<PruneMetrics>,
+    /// How much of the invocation's time the run used, when Lambda gave a deadline: the
+    /// warning before the wall (the template alarms over 70%).
+    pub deadline_used_percent: Option<f64>,
 }
 
 /// What the prune after a backup did: `PruneFailure` is alarmed on apart from the backup's
@@ -65,6 +68,19 @@ impl RunMetrics {
             }
             if let Some(t) = &self.error_type {
                 map.insert("ErrorType".into(), Value::String(t.clone()));
+            }
+            if let Some(used) = self.deadline_used_percent {
+                if let Some(list) = map
+                    .get_mut("_aws")
+                    .and_then(|a| a.pointer_mut("/CloudWatchMetrics/0/Metrics"))
+                    .and_then(Value::as_array_mut)
+                {
+                    list.push(json!({"Name": "DeadlineUsedPercent", "Unit": "Percent"}));
+                }
+                map.insert(
+                    "DeadlineUsedPercent".into(),
+                    json!((used * 1000.0).round() / 1000.0),
+                );
             }
             if let Some(p) = &self.prune {
                 if let Some(list) = map
@@ -189,6 +205,7 @@ mod tests {
             error_type: Some("MongoUnreachable".into()),
             already_existed: false,
             prune: None,
+            deadline_used_percent: Some(71.25),
         };
         let at = time::macros::datetime!(2026-11-25 03:00:01.250 UTC);
         let line = m.to_emf("nightdump-prod", at);
@@ -206,6 +223,7 @@ mod tests {
         assert_eq!(v["BackupSuccess"], 0);
         assert_eq!(v["BackupDurationSeconds"], 12.5);
         assert_eq!(v["ErrorType"], "MongoUnreachable");
+        assert_eq!(v["DeadlineUsedPercent"], 71.25);
         assert!(v.get("PruneFailure").is_none());
     }
 
@@ -257,6 +275,7 @@ mod tests {
                 removed: 2,
                 locked: 1,
             }),
+            deadline_used_percent: None,
         };
         let v: Value = serde_json::from_str(&m.to_emf("f", OffsetDateTime::UNIX_EPOCH)).unwrap();
         let names: Vec<&str> = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]

@@ -219,6 +219,10 @@ async fn scheduled_run_reads_the_secret_and_stores_an_sse_kms_backup() {
     assert_eq!(r["BackupBytes"], summary.size);
     assert_eq!(r["BackupDocuments"], summary.documents);
     assert!(r["BackupDurationSeconds"].as_f64().unwrap() > 0.0);
+    // How much of the invocation's 600 s the run used: the 70% alarm's metric.
+    let used = r["DeadlineUsedPercent"].as_f64().unwrap();
+    let expected = 100.0 * r["BackupDurationSeconds"].as_f64().unwrap() / 600.0;
+    assert!((used - expected).abs() < 0.01, "{used} vs {expected}");
 
     // The scheduler may deliver the same event again: it finds the finished backup.
     let again = run_at(&deps, &["2026-11-25T03:00:00Z"]).await.remove(0);

@@ -438,6 +438,17 @@ def test_staleness_alarm_fires_after_26_hours_without_a_success(stack: Stack) ->
     assert f"ref:{topic_id(stack)}" in alarm["AlarmActions"]
 
 
+def test_deadline_alarm_fires_when_a_run_used_more_than_70_percent_of_its_time(stack: Stack) -> None:
+    fn = function_id(stack)
+    (alarm,) = alarms_on(stack, "Nightdump", "DeadlineUsedPercent")
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": f"ref:{fn}"}]
+    assert alarm["Statistic"] == "Maximum"
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 70
+    assert alarm["EvaluationPeriods"] == 1
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert f"ref:{topic_id(stack)}" in alarm["AlarmActions"]
+
+
 # --- outputs and metadata -------------------------------------------------------------------
 
 
