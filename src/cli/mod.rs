@@ -63,6 +63,24 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Remove backups a retention policy no longer keeps (a dry run without --yes).
     Prune(PruneArgs),
+    /// Estimate a nightly run from the deployment's sizes: duration, memory, stored size and
+    /// cost at several Lambda memory sizes, and whether one Lambda run holds it.
+    Estimate(EstimateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EstimateArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Only these namespaces, as the backup would take them. Repeatable.
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Leave out these namespaces. Repeatable.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Print the estimate as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -611,6 +629,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cat(args) => run_cat(args).await,
         Command::Restore(args) => run_restore(args).await,
         Command::Prune(args) => prune::run(args).await,
+        Command::Estimate(args) => run_estimate(args).await,
     }
 }
 
@@ -797,6 +816,55 @@ async fn run_cat(args: CatArgs) -> Result<()> {
         tokio::io::stdout(),
     )
     .await
+}
+
+async fn run_estimate(args: EstimateArgs) -> Result<()> {
+    let source = args.source.options()?;
+    let filter = NamespaceFilter {
+        include: parse_patterns("--include", &args.include)?,
+        exclude: parse_patterns("--exclude", &args.exclude)?,
+    };
+    let e =
+        nightdump::estimate::estimate(&source, &filter, nightdump::estimate::DRAIN_MIB_PER_SECOND)
+            .await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        write_json(&mut out, &e);
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{}: {} collections, {} documents, {} of BSON; a sample compresses to {:.0}% (gzip 6), so about {} stored",
+        e.target,
+        e.collections,
+        e.documents,
+        human_bytes(e.bson_bytes),
+        e.compression_ratio * 100.0,
+        human_bytes(e.stored_bytes)
+    )
+    .ok();
+    writeln!(
+        out,
+        "{:>10} {:>6} {:>9} {:>10} {:>5} {:>12} {:>12}",
+        "MEMORY MB", "VCPUS", "SECONDS", "PEAK MIB", "FITS", "$/RUN", "$/MONTH"
+    )
+    .ok();
+    for r in &e.runs {
+        writeln!(
+            out,
+            "{:>10} {:>6.2} {:>9.0} {:>10.0} {:>5} {:>12.4} {:>12.2}",
+            r.memory_mb,
+            r.vcpus,
+            r.seconds,
+            r.peak_memory_mib,
+            if r.fits { "yes" } else { "no" },
+            r.cost_per_run_usd,
+            r.cost_per_month_usd
+        )
+        .ok();
+    }
+    writeln!(out, "{}", e.advice).ok();
+    Ok(())
 }
 
 async fn run_restore(args: RestoreArgs) -> Result<()> {

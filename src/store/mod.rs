@@ -24,9 +24,9 @@ pub use aws::{https_client, load_sdk_config};
 pub use destination::{Destination, DestinationError};
 pub use lock::{LockMode, LockState, ObjectLock, Retention, MAX_RETAIN_FOR};
 pub use options::{
-    S3Options, Sse, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_PART_SIZE,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_UPLOAD_CONCURRENCY, MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE,
-    PART_GROWTH_EVERY,
+    first_part_size, S3Options, Sse, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PART_SIZE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_UPLOAD_CONCURRENCY, MAX_PARTS,
+    MAX_PART_SIZE, MIN_PART_SIZE, PART_GROWTH_EVERY,
 };
 pub use reader::ObjectReader;
 

@@ -450,6 +450,12 @@ fn point_in_time_rows(f: &Fixture) -> Vec<Row> {
     let u = u.as_str();
     vec![
         cli(&["oplog", "--to", d], 2, "no MongoDB source: pass --uri"),
+        cli(&["estimate"], 2, "no MongoDB source: pass --uri"),
+        cli(
+            &["estimate", "--uri", u, "--include", "nodot"],
+            2,
+            "--include",
+        ),
         cli(
             &["backup", "--uri", u, "--to", d, "--part-size", "4MiB"],
             2,

@@ -194,3 +194,38 @@ async fn backup_list_status_verify_and_cat_through_the_cli() {
     assert!(cat.status.success(), "{}", stderr(&cat));
     assert_eq!(cat.stdout, stored);
 }
+
+/// `nightdump estimate` reads the sizes the server reports and a compressed sample: its
+/// stored size is close to what a backup then stores, and a small database fits one Lambda
+/// run at the template's default memory.
+#[tokio::test]
+async fn estimate_predicts_the_stored_size_and_that_a_small_database_fits_one_lambda_run() {
+    let source = demo_test_server().await;
+    let run = run_nightdump(&["estimate", "--uri", &source.uri, "--json"], &[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let e: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let outcome = nightdump::backup::run(&options(&source.uri), &store, &progress())
+        .await
+        .unwrap();
+    let m = &outcome.manifest;
+    let bson = e["bson_bytes"].as_f64().unwrap();
+    let documents_bytes = m.totals.bytes as f64;
+    assert!(
+        (bson / documents_bytes - 1.0).abs() < 0.25,
+        "reported {bson} vs {documents_bytes} backed up"
+    );
+    let stored = e["stored_bytes"].as_f64().unwrap();
+    let actual = m.archive.size as f64;
+    assert!(
+        stored / actual > 0.5 && stored / actual < 2.0,
+        "estimated {stored} stored, {actual} actually"
+    );
+    assert_eq!(e["fits_at_mb"], 1024);
+    assert_eq!(e["runs"].as_array().unwrap().len(), 5);
+    assert!(e["advice"]
+        .as_str()
+        .unwrap()
+        .starts_with("fits one Lambda run"));
+}
