@@ -176,6 +176,7 @@ where
                 locked: p.kept_locked.len() as u64,
             }),
             deadline_used_percent,
+            latest_update_failed: s.latest_warning.is_some(),
         }
         .to_emf(function_name, OffsetDateTime::now_utc()),
         (Err(e), false) => RunMetrics {
@@ -188,6 +189,7 @@ where
             already_existed: false,
             prune: None,
             deadline_used_percent,
+            latest_update_failed: false,
         }
         .to_emf(function_name, OffsetDateTime::now_utc()),
     };

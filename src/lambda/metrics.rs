@@ -25,6 +25,9 @@ pub struct RunMetrics {
     /// How much of the invocation's time the run used, when Lambda gave a deadline: the
     /// warning before the wall (the template alarms over 70%).
     pub deadline_used_percent: Option<f64>,
+    /// The backup succeeded but `latest.json` was not moved forward (alarmed: the portal's
+    /// last success would freeze).
+    pub latest_update_failed: bool,
 }
 
 /// What the prune after a backup did: `PruneFailure` is alarmed on apart from the backup's
@@ -52,6 +55,7 @@ impl RunMetrics {
                         {"Name": "BackupDurationSeconds", "Unit": "Seconds"},
                         {"Name": "BackupBytes", "Unit": "Bytes"},
                         {"Name": "BackupDocuments", "Unit": "Count"},
+                        {"Name": "LatestUpdateFailure", "Unit": "Count"},
                     ],
                 }],
             },
@@ -61,6 +65,7 @@ impl RunMetrics {
             "BackupBytes": self.bytes,
             "BackupDocuments": self.documents,
             "AlreadyExisted": self.already_existed,
+            "LatestUpdateFailure": u8::from(self.latest_update_failed),
         });
         if let Value::Object(map) = &mut record {
             if let Some(id) = &self.backup_id {
@@ -206,6 +211,7 @@ mod tests {
             already_existed: false,
             prune: None,
             deadline_used_percent: Some(71.25),
+            latest_update_failed: false,
         };
         let at = time::macros::datetime!(2026-11-25 03:00:01.250 UTC);
         let line = m.to_emf("nightdump-prod", at);
@@ -276,6 +282,7 @@ mod tests {
                 locked: 1,
             }),
             deadline_used_percent: None,
+            latest_update_failed: true,
         };
         let v: Value = serde_json::from_str(&m.to_emf("f", OffsetDateTime::UNIX_EPOCH)).unwrap();
         let names: Vec<&str> = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
@@ -291,5 +298,6 @@ mod tests {
         assert_eq!(v["PruneFailure"], 1);
         assert_eq!(v["BackupsPruned"], 2);
         assert_eq!(v["BackupsKeptLocked"], 1);
+        assert_eq!(v["LatestUpdateFailure"], 1);
     }
 }

@@ -219,6 +219,7 @@ async fn scheduled_run_reads_the_secret_and_stores_an_sse_kms_backup() {
     assert_eq!(r["BackupBytes"], summary.size);
     assert_eq!(r["BackupDocuments"], summary.documents);
     assert!(r["BackupDurationSeconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["LatestUpdateFailure"], 0);
     // How much of the invocation's 600 s the run used: the 70% alarm's metric.
     let used = r["DeadlineUsedPercent"].as_f64().unwrap();
     let expected = 100.0 * r["BackupDurationSeconds"].as_f64().unwrap() / 600.0;
@@ -782,4 +783,41 @@ async fn an_oplog_event_captures_a_slice_with_its_own_metrics() {
         capture.window.as_ref().unwrap().latest.as_str(),
         "{latest}"
     );
+}
+
+/// A backup that succeeds while `latest.json` cannot be written: the run succeeds, says so in
+/// its response, and its metrics record `LatestUpdateFailure` 1, which the template alarms on.
+#[tokio::test]
+async fn a_latest_json_that_cannot_be_updated_is_a_metric_of_its_own() {
+    let source = crate::harness::demo_source().await;
+    let moto = Moto::shared();
+    let proxy = crate::support::fault_proxy::FaultProxy::start(moto.addr()).await;
+    let aws = Aws::new().await;
+    let bucket = moto.create_bucket("lambda-latest-fails").await;
+    let (env, _) = aws
+        .function_env(&bucket, &json!({ "uri": source.uri }).to_string())
+        .await;
+    let through_proxy = Deps {
+        env,
+        sdk: Moto::sdk_config_for(&proxy.endpoint()).await,
+        secrets: SecretsManager::new(&aws.sdk),
+        metrics: Captured::default(),
+    };
+    proxy.stop_at_request("PUT", "latest.json");
+    let summary = handle(
+        event(
+            scheduler_event("2026-11-24T03:00:00Z"),
+            Duration::from_secs(600),
+        ),
+        &through_proxy,
+    )
+    .await
+    .expect("the backup succeeds although latest.json is not updated")
+    .backup()
+    .expect("a backup's summary");
+    assert!(proxy.stopped());
+    assert!(summary.latest_warning.is_some());
+    let r = &emf(&through_proxy)[0];
+    assert_eq!(r["BackupSuccess"], 1);
+    assert_eq!(r["LatestUpdateFailure"], 1);
 }

@@ -279,7 +279,7 @@ def role_grants(stack: Stack) -> tuple[dict[str, set[str]], list[dict[str, Any]]
     trust = role["AssumeRolePolicyDocument"]["Statement"]
     assert [s["Principal"] for s in trust] == [{"Service": "lambda.amazonaws.com"}]
     assert role.get("ManagedPolicyArns", []) == [], "managed policies are broader than this function needs"
-    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"] if s["Effect"] != "Deny"]
     grants: dict[str, set[str]] = {}
     for s in statements:
         assert s["Effect"] == "Allow"
@@ -446,6 +446,31 @@ def test_deadline_alarm_fires_when_a_run_used_more_than_70_percent_of_its_time(s
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 70
     assert alarm["EvaluationPeriods"] == 1
     assert alarm["TreatMissingData"] == "notBreaching"
+    assert f"ref:{topic_id(stack)}" in alarm["AlarmActions"]
+
+
+def test_the_role_can_never_write_with_a_customer_provided_key(stack: Stack) -> None:
+    fn = stack.resource(function_id(stack))
+    role = stack.resource(fn["Role"].removeprefix("Arn:"))
+    denies = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    objects = f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"
+    sse_c = [
+        d
+        for d in denies
+        if "s3:PutObject" in as_list(d["Action"])
+        and objects in as_list(d["Resource"])
+        and d.get("Condition", {}).get("Null", {}).get("s3:x-amz-server-side-encryption-customer-algorithm") == "false"
+    ]
+    assert len(sse_c) == 1, "a write carrying an SSE-C key must be denied under the prefix"
+
+
+@pytest.mark.parametrize("metric", ["PruneFailure", "LatestUpdateFailure"])
+def test_failures_that_only_logged_are_alarmed(template: dict[str, Any], metric: str) -> None:
+    stack = Stack(template, **REQUIRED, Prune="keep-daily=7")
+    fn = function_id(stack)
+    (alarm,) = alarms_on(stack, "Nightdump", metric)
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": f"ref:{fn}"}]
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["Threshold"] == 1
     assert f"ref:{topic_id(stack)}" in alarm["AlarmActions"]
 
 
