@@ -127,12 +127,18 @@ pub fn check_stream(
             .collect();
     let (mut documents, mut bytes) = (0u64, 0u64);
     {
-        let mut plain = crate::crypto::decrypting(
+        let opened = crate::crypto::decrypting(
             &format!("backup {id}"),
             &manifest.archive.encryption,
             keys,
             io::BufReader::with_capacity(256 * 1024, &mut hashing),
-        )?;
+        );
+        let mut plain = match opened {
+            Ok(plain) => plain,
+            // A header that does not open is damage when the stored bytes are not the
+            // manifest's, whatever the key: the bytes are checked before the key is blamed.
+            Err(e) => return Err(stored_mismatch(id, manifest, hashing).unwrap_or(e)),
+        };
         let gz = MultiGzDecoder::new(&mut plain);
         let mut reader = ArchiveReader::new(io::BufReader::with_capacity(256 * 1024, gz))
             .map_err(|e| integrity(format!("{e}")))?;
@@ -190,6 +196,24 @@ pub fn check_stream(
         namespaces: manifest.namespaces.len() as u64,
         documents,
         bytes,
+    })
+}
+
+/// Reads the rest of the stored object through its hash: the integrity error when its size
+/// or SHA-256 is not the manifest's, `None` when they are (or it cannot be read).
+fn stored_mismatch(
+    id: &str,
+    manifest: &Manifest,
+    hashing: HashingReader<impl Read>,
+) -> Option<Error> {
+    let (size, sha) = hashing.finish().ok()?;
+    let sha = hex::encode(sha);
+    (size != manifest.archive.size || sha != manifest.archive.sha256).then(|| Error::Integrity {
+        id: id.to_string(),
+        detail: format!(
+            "the stored object is {size} bytes with SHA-256 {sha}, the manifest says {} bytes with {}: it is damaged",
+            manifest.archive.size, manifest.archive.sha256
+        ),
     })
 }
 

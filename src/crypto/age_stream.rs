@@ -109,8 +109,8 @@ pub fn decrypting<R: BufRead>(
             let Some(keys) = require_keys(name, encryption, keys)? else {
                 return Ok(Plain::Clear(stored));
             };
-            let damaged = |detail: String| Error::Integrity {
-                id: name.to_string(),
+            let damaged = |detail: String| Error::Damaged {
+                what: name.to_string(),
                 detail,
             };
             let decryptor = age::Decryptor::new_buffered(stored)
@@ -118,7 +118,7 @@ pub fn decrypting<R: BufRead>(
             let reader = decryptor
                 .decrypt(keys.identities.iter().map(|i| i as &dyn age::Identity))
                 .map_err(|e| match e {
-                    DecryptError::NoMatchingKeys => Error::invalid(format!(
+                    DecryptError::NoMatchingKeys => Error::KeyRejected(format!(
                         "none of the identities in --identity opens {name}: it is encrypted to {}; pass the identity file of one of those (if it is the right file, the age header is damaged)",
                         recipients_hint(&encryption.recipients)
                     )),
@@ -138,8 +138,8 @@ pub fn decrypting<R: BufRead>(
                 )));
             };
             let reader = EnvelopeReader::new(&unwrapped.key, stored).map_err(|e| {
-                Error::Integrity {
-                    id: name.to_string(),
+                Error::Damaged {
+                    what: name.to_string(),
                     detail: e.to_string(),
                 }
             })?;

@@ -94,6 +94,15 @@ pub enum Error {
     #[error("integrity check failed for backup {id}: {detail}")]
     Integrity { id: String, detail: String },
 
+    /// Stored bytes that do not decrypt or decode as they must: `what` names the object
+    /// ("backup 20261125T030000Z", "oplog slice …", a file).
+    #[error("integrity check failed for {what}: {detail}")]
+    Damaged { what: String, detail: String },
+
+    /// A key that does not open what it is given (an age identity of another recipient).
+    #[error("{0}")]
+    KeyRejected(String),
+
     #[error("integrity check failed for oplog slice {slice}: {detail}")]
     SliceIntegrity { slice: String, detail: String },
 
@@ -147,9 +156,10 @@ impl Error {
             | Error::Mongo { .. }
             | Error::OplogRolledOver(_)
             | Error::OplogGap(_) => 3,
-            Error::Store(_) | Error::Kms(_) => 4,
+            Error::Store(_) | Error::Kms(_) | Error::KeyRejected(_) => 4,
             Error::BackupNotFound { .. } | Error::NoBackups { .. } | Error::NoBackupBefore(_) => 5,
             Error::Integrity { .. }
+            | Error::Damaged { .. }
             | Error::SliceIntegrity { .. }
             | Error::NotRestorable(_)
             | Error::Archive(_)
@@ -178,7 +188,10 @@ impl Error {
             Error::RestoreFailed { .. } => "RestoreFailed",
             Error::BackupNotFound { .. } | Error::NoBackupBefore(_) => "BackupNotFound",
             Error::NoBackups { .. } => "NoBackups",
-            Error::Integrity { .. } | Error::SliceIntegrity { .. } => "IntegrityCheckFailed",
+            Error::Integrity { .. } | Error::SliceIntegrity { .. } | Error::Damaged { .. } => {
+                "IntegrityCheckFailed"
+            }
+            Error::KeyRejected(_) => "KeyRejected",
             Error::NotRestorable(_) => "NotRestorable",
             Error::Stale { .. } => "BackupStale",
             Error::PitrStale(_) => "OplogStale",

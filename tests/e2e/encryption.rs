@@ -213,6 +213,12 @@ async fn a_missing_or_wrong_identity_is_a_clear_error_and_restores_nothing() {
         wrong.to_string().contains("none of the identities"),
         "{wrong}"
     );
+    // A key error, as the README's table says: exit 4.
+    assert_eq!(
+        (wrong.exit_code(), wrong.error_type()),
+        (4, "KeyRejected"),
+        "{wrong}"
+    );
     let mut out = Vec::new();
     let err = nightdump::cat::cat(&e.store, &Selector::Latest, None, false, &mut out)
         .await
@@ -247,6 +253,27 @@ fn flip(path: &Path, at: impl Fn(usize) -> usize) -> Vec<u8> {
     bytes[i] ^= 0x01;
     std::fs::write(path, &bytes).unwrap();
     bytes
+}
+
+/// A damaged age header makes the stored bytes differ from the manifest's SHA-256: that is
+/// what verify reports (exit 6), before any word about the identity; and no message names
+/// the backup twice.
+#[tokio::test]
+async fn a_damaged_age_header_is_damage_not_a_wrong_identity() {
+    let e = encrypted_backup().await;
+    // Inside the recipient stanza, before the header's MAC.
+    flip(&stored_path(&e), |_| 40);
+    let err = nightdump::verify::verify(&e.store, &Selector::Latest, Some(&e.keys))
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 6, "{err}");
+    assert!(err.to_string().contains("SHA-256"), "{err}");
+    assert!(!err.to_string().contains("none of the identities"), "{err}");
+    let mut out = Vec::new();
+    let err = nightdump::cat::cat(&e.store, &Selector::Latest, Some(&e.keys), false, &mut out)
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("backup backup"), "{err}");
 }
 
 #[tokio::test]
