@@ -109,11 +109,9 @@ pub async fn estimate(
 ) -> Result<Estimate> {
     let source = Source::connect(options).await?;
     let plans = crate::source::discover(&source, filter).await?;
-    let size = |p: &crate::source::CollectionPlan| {
-        p.estimated_documents
-            .saturating_mul(p.average_document_size.unwrap_or(0))
-    };
-    let bson_bytes: u64 = plans.iter().map(size).sum();
+    let size =
+        |p: &crate::source::CollectionPlan| crate::backup::reported_bytes(std::slice::from_ref(p));
+    let bson_bytes = crate::backup::reported_bytes(&plans);
     let documents = plans.iter().map(|p| p.estimated_documents).sum();
     let largest = plans
         .iter()

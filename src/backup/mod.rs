@@ -261,19 +261,11 @@ async fn run_new(
     let retention = options.s3.object_lock.map(|l| l.retention_from(started));
     // The sizes the server reports size the upload's parts; an estimate that turns out low
     // is covered by the parts growing as the upload goes.
-    let expected = plans
-        .iter()
-        .map(|p| {
-            p.estimated_documents
-                .saturating_mul(p.average_document_size.unwrap_or(0))
-        })
-        .sum::<u64>();
+    let expected = Some(reported_bytes(&plans));
     let mut upload = store
         .start_upload(
             &archive_key,
-            PutOptions::create()
-                .retained(retention)
-                .expecting(Some(expected)),
+            PutOptions::create().retained(retention).expecting(expected),
         )
         .await?;
     let settings = pipeline::DumpSettings {
@@ -370,6 +362,17 @@ async fn run_new(
         retention.as_ref(),
     )
     .await
+}
+
+/// The BSON bytes the server reports for `plans` (documents × average size).
+pub fn reported_bytes(plans: &[crate::source::CollectionPlan]) -> u64 {
+    plans
+        .iter()
+        .map(|p| {
+            p.estimated_documents
+                .saturating_mul(p.average_document_size.unwrap_or(0))
+        })
+        .sum()
 }
 
 /// Writes the manifest, the only mark of success, then moves `latest.json` forward.
