@@ -24,6 +24,7 @@
 use std::collections::BTreeMap;
 
 use bson::Timestamp;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -107,6 +108,9 @@ pub struct LinkManifest {
     pub kind: LinkKind,
     /// Exclusive start: the entries are those after it.
     pub after: OplogTimestamp,
+    /// The first entry stored (a slice with entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<OplogTimestamp>,
     /// Inclusive end: the newest entry stored (a slice), or the oldest entry the oplog still
     /// held when the gap was found (a gap; it is lost too).
     pub last: OplogTimestamp,
@@ -220,31 +224,20 @@ pub async fn read(store: &Store) -> Result<Chain> {
             dirs.entry(dir.to_string()).or_default().push(o);
         }
     }
+    // Manifests are read several at once: a month of captures every 15 minutes is
+    // thousands of links, and every capture and status reads them all.
+    let examined: Vec<(String, Vec<ObjectInfo>, Result<LinkManifest, String>)> =
+        futures_util::stream::iter(dirs)
+            .map(|(dir, objects)| async move {
+                let checked = examine(store, &dir, &objects).await?;
+                Ok::<_, Error>((dir, objects, checked))
+            })
+            .buffered(MANIFEST_READS)
+            .try_collect()
+            .await?;
     let mut chain = Chain::default();
-    for (dir, objects) in dirs {
+    for (dir, objects, checked) in examined {
         let manifest_key = format!("{dir}/{LINK_MANIFEST}");
-        let checked = match objects.iter().any(|o| o.key == manifest_key) {
-            false => Err("no slice.json (the capture failed, or is still running)".to_string()),
-            true => match store.get(&manifest_key).await? {
-                None => Err("no slice.json (the capture failed, or is still running)".into()),
-                Some(bytes) => LinkManifest::parse(&bytes).and_then(|m| {
-                    m.check(&dir)?;
-                    if let Some(o) = &m.object {
-                        match objects.iter().find(|s| s.key == o.key) {
-                            None => return Err(format!("its entries object {} is missing", o.key)),
-                            Some(s) if s.size != o.size => {
-                                return Err(format!(
-                                    "its entries object is {} bytes, the manifest says {}",
-                                    s.size, o.size
-                                ))
-                            }
-                            Some(_) => {}
-                        }
-                    }
-                    Ok(m)
-                }),
-            },
-        };
         match checked {
             Ok(manifest) => {
                 let named = manifest.object.as_ref().map(|o| o.key.clone());
@@ -264,6 +257,41 @@ pub async fn read(store: &Store) -> Result<Chain> {
     }
     chain.links.sort_by_key(|l| key(l.manifest.after()));
     Ok(chain)
+}
+
+/// Manifests read at once.
+const MANIFEST_READS: usize = 16;
+
+/// Applies the definition of a complete link to one directory.
+async fn examine(
+    store: &Store,
+    dir: &str,
+    objects: &[ObjectInfo],
+) -> Result<Result<LinkManifest, String>> {
+    let manifest_key = format!("{dir}/{LINK_MANIFEST}");
+    let missing = || Err("no slice.json (the capture failed, or is still running)".to_string());
+    if !objects.iter().any(|o| o.key == manifest_key) {
+        return Ok(missing());
+    }
+    let Some(bytes) = store.get(&manifest_key).await? else {
+        return Ok(missing());
+    };
+    Ok(LinkManifest::parse(&bytes).and_then(|m| {
+        m.check(dir)?;
+        if let Some(o) = &m.object {
+            match objects.iter().find(|s| s.key == o.key) {
+                None => return Err(format!("its entries object {} is missing", o.key)),
+                Some(s) if s.size != o.size => {
+                    return Err(format!(
+                        "its entries object is {} bytes, the manifest says {}",
+                        s.size, o.size
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(m)
+    }))
 }
 
 /// How far the slices reach from one instant, and what stops them.
@@ -560,6 +588,7 @@ mod tests {
                 schema_version: SCHEMA_VERSION,
                 kind,
                 after: after.into(),
+                first: None,
                 last: last.into(),
                 last_wall: None,
                 continues: Continues::Link(String::new()),

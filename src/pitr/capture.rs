@@ -217,6 +217,7 @@ async fn capture(options: &CaptureOptions, store: &Store) -> Result<CaptureOutco
         schema_version: chain::SCHEMA_VERSION,
         kind: LinkKind::Slice,
         after: after.into(),
+        first: streamed.first.map(OplogTimestamp::from),
         last: OplogTimestamp::from(last.0),
         last_wall: last.1,
         continues,
@@ -439,6 +440,7 @@ impl GapContext<'_> {
             schema_version: chain::SCHEMA_VERSION,
             kind: LinkKind::Gap,
             after: after.into(),
+            first: None,
             last: last.into(),
             last_wall: None,
             continues,
@@ -481,6 +483,8 @@ struct Streamed {
     stored: Stored,
     entries: u64,
     bytes: u64,
+    /// The first entry's `ts`.
+    first: Option<Timestamp>,
     /// The last entry's `ts` and wall clock.
     last: Option<(Timestamp, Option<String>)>,
 }
@@ -516,7 +520,7 @@ async fn stream(
     });
     let reading = async {
         let batch_tx = batch_tx;
-        let (mut entries, mut bytes, mut last) = (0u64, 0u64, None);
+        let (mut entries, mut bytes, mut first, mut last) = (0u64, 0u64, None, None);
         let mut batch = Vec::with_capacity(BATCH_BYTES);
         loop {
             let next = tokio::select! {
@@ -537,6 +541,7 @@ async fn stream(
                 _ => None,
             };
             batch.extend_from_slice(entry.as_bytes());
+            first.get_or_insert(ts);
             entries += 1;
             bytes += entry.as_bytes().len() as u64;
             last = Some((ts, wall));
@@ -554,7 +559,7 @@ async fn stream(
                 .await
                 .map_err(|_| Error::Interrupted("the slice's compressor stopped".into()))?;
         }
-        Ok::<_, Error>((entries, bytes, last))
+        Ok::<_, Error>((entries, bytes, first, last))
     };
     let uploading = async { upload.drain(chunk_rx).await.map_err(Error::from) };
     let writing = async {
@@ -565,10 +570,11 @@ async fn stream(
     let (read, uploaded, written) = tokio::join!(reading, uploading, writing);
     // The first real cause wins over the "stopped" errors it causes in the other stages.
     match (read, uploaded, written) {
-        (Ok((entries, bytes, last)), Ok(()), Ok(stored)) => Ok(Streamed {
+        (Ok((entries, bytes, first, last)), Ok(()), Ok(stored)) => Ok(Streamed {
             stored,
             entries,
             bytes,
+            first,
             last,
         }),
         (Err(e), _, _) if !matches!(e, Error::Interrupted(_)) => Err(e),

@@ -253,13 +253,58 @@ async fn target_state(uri: &str) -> State {
     state
 }
 
-async fn replica_set() -> ServerHandle {
-    mongo_test_server::start(ServerConfig {
+/// The replica set captured: the real one `NIGHTDUMP_TEST_MONGODB_URI` names (its `pit`
+/// database dropped first, one test at a time), or the test server run as a replica set.
+/// Restore targets are always empty test servers.
+struct Deployment {
+    uri: String,
+    server: Option<ServerHandle>,
+    _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
+}
+
+static REAL_SERVER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl Deployment {
+    fn uri(&self) -> String {
+        self.uri.clone()
+    }
+
+    /// Slows every cursor batch, so the dump lasts while the writer works (test server only;
+    /// a real server's dump is slow enough on its own).
+    fn slow_batches(&self, delay: Duration) {
+        if let Some(s) = &self.server {
+            s.faults().delay_batches(delay);
+        }
+    }
+
+    fn clear_faults(&self) {
+        if let Some(s) = &self.server {
+            s.faults().clear();
+        }
+    }
+}
+
+async fn replica_set() -> Deployment {
+    if let Ok(uri) = std::env::var("NIGHTDUMP_TEST_MONGODB_URI") {
+        let turn = REAL_SERVER_TURN.lock().await;
+        client(&uri).await.database(DB).drop().await.unwrap();
+        return Deployment {
+            uri,
+            server: None,
+            _turn: Some(turn),
+        };
+    }
+    let server = mongo_test_server::start(ServerConfig {
         replica_set: Some("rs0".into()),
         ..ServerConfig::default()
     })
     .await
-    .expect("server starts")
+    .expect("server starts");
+    Deployment {
+        uri: server.uri(),
+        server: Some(server),
+        _turn: None,
+    }
 }
 
 async fn empty_target() -> ServerHandle {
@@ -290,18 +335,18 @@ fn to_time_options(uri: &str) -> RestoreOptions {
 /// The scenario on `store`: returns the writer's log and the backup's point in time.
 async fn backup_and_captures(
     uri: &str,
-    server: &ServerHandle,
+    server: &Deployment,
     store: &Store,
     s3: &S3Options,
 ) -> (Vec<(Op, Timestamp)>, Timestamp, Vec<Timestamp>) {
     seed(uri).await;
     let mut writer = start_writer(uri);
     writer.wait_for(20).await;
-    server.faults().delay_batches(Duration::from_millis(20));
+    server.slow_batches(Duration::from_millis(20));
     let mut opts = options(uri);
     opts.allow_inconsistent = false;
     let outcome = backup::run(&opts, store, &progress()).await.unwrap();
-    server.faults().clear();
+    server.clear_faults();
     writer.specials.store(true, Ordering::Relaxed);
     let pit = outcome.manifest.point_in_time.clone().unwrap().ts.to_bson();
     let mut ends = Vec::new();
@@ -382,7 +427,7 @@ async fn restore_cat(store: &Store, t: Timestamp) -> State {
     target_state(&target.uri()).await
 }
 
-async fn restores_to_any_instant(store: &Store, s3: &S3Options, server: &ServerHandle) {
+async fn restores_to_any_instant(store: &Store, s3: &S3Options, server: &Deployment) {
     let uri = server.uri();
     let (log, pit, ends) = backup_and_captures(&uri, server, store, s3).await;
     assert!(ends.len() >= 3, "several slices: {ends:?}");
@@ -482,6 +527,12 @@ async fn prune_removes_only_the_slices_no_kept_backup_needs() {
     backup_now(&uri, &store).await;
     write_some(&uri, 10).await;
     let s1 = capture_now(&uri, &store, &s3).await;
+    let first = s1
+        .manifest
+        .first
+        .expect("a slice records its first entry")
+        .to_bson();
+    assert!(key(s1.manifest.after()) < key(first) && key(first) <= key(s1.manifest.last()));
     write_some(&uri, 20).await;
     let s2 = capture_now(&uri, &store, &s3).await;
     // The second backup starts after the first slices, so only the slices after it matter.
