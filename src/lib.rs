@@ -34,6 +34,7 @@ pub mod cat;
 pub mod catalog;
 pub mod chain;
 pub mod crypto;
+pub mod digest;
 pub mod error;
 pub mod estimate;
 pub mod lambda;

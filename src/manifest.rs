@@ -223,6 +223,10 @@ pub struct NamespaceEntry {
     /// CRC-64/XZ of the documents as written in the archive's EOF block, as 16 hex digits
     /// (JSON numbers cannot carry 64 bits safely).
     pub crc64: String,
+    /// The content digest of the documents ([`crate::digest`]); absent in manifests written
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -510,6 +514,7 @@ mod tests {
                 documents: 1,
                 bytes: 14,
                 crc64: crc_hex(0xF3EA_6143_6A44_59FE),
+                digest: None,
             }],
             totals: Totals {
                 namespaces: 1,

@@ -142,11 +142,15 @@ pub fn check_stream(
         let gz = MultiGzDecoder::new(&mut plain);
         let mut reader = ArchiveReader::new(io::BufReader::with_capacity(256 * 1024, gz))
             .map_err(|e| integrity(format!("{e}")))?;
+        let mut digests: HashMap<(String, String), crate::digest::ContentDigest> = HashMap::new();
         loop {
             let event = reader.next_event().map_err(|e| integrity(format!("{e}")))?;
             match event {
                 None => break,
-                Some(Event::Document { .. }) => {}
+                Some(Event::Document { ns, raw }) => digests
+                    .entry((ns.db.clone(), ns.collection.clone()))
+                    .or_default()
+                    .add(raw),
                 Some(Event::NamespaceEnd { ns, summary }) => {
                     let key = (ns.db.clone(), ns.collection.clone());
                     let Some((entry, seen)) = expected.get_mut(&key) else {
@@ -162,6 +166,14 @@ pub fn check_stream(
                             crc_hex(summary.crc),
                             entry.documents,
                             entry.crc64
+                        )));
+                    }
+                    // The content as written, recomputed: a backup whose bytes are intact but
+                    // whose content differs from what the dump read is caught here.
+                    let found = digests.remove(&key).unwrap_or_default().hex();
+                    if let Some(expected) = entry.digest.as_ref().filter(|d| **d != found) {
+                        return Err(integrity(format!(
+                            "{ns}: the archive's documents have content digest {found}, the manifest says {expected}"
                         )));
                     }
                     documents += summary.documents;

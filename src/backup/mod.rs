@@ -333,7 +333,8 @@ async fn run_new(
     )
     .point_in_time(dumped.oplog.map(point_in_time))
     .selection(manifest::Selection::of(&options.filter));
-    for (p, s) in plans.iter().zip(&dumped.summaries) {
+    let digest = |i: usize| dumped.digests.get(i).map(|d| d.hex());
+    for (i, (p, s)) in plans.iter().zip(&dumped.summaries).enumerate() {
         builder = builder.namespace(NamespaceEntry {
             db: p.db.clone(),
             collection: p.collection.clone(),
@@ -341,6 +342,7 @@ async fn run_new(
             documents: s.documents,
             bytes: s.bytes,
             crc64: crc_hex(s.crc),
+            digest: digest(i),
         });
     }
     if let (Some(_), Some(s)) = (&dumped.oplog, dumped.summaries.get(plans.len())) {
@@ -351,6 +353,7 @@ async fn run_new(
             documents: s.documents,
             bytes: s.bytes,
             crc64: crc_hex(s.crc),
+            digest: digest(plans.len()),
         });
     }
     seal(

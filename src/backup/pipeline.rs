@@ -31,6 +31,8 @@ pub struct DumpSettings {
 pub struct DumpResult {
     /// One per plan, in plan order, then the oplog's when it was captured.
     pub summaries: Vec<NamespaceSummary>,
+    /// The content digest of each namespace, in the same order.
+    pub digests: Vec<crate::digest::ContentDigest>,
     pub stored: Stored,
     pub oplog: Option<OplogOutcome>,
 }
@@ -331,11 +333,15 @@ fn write_archive(
     )
     .map_err(map_archive_error)?;
     let mut summaries: Vec<Option<NamespaceSummary>> = vec![None; namespaces.len()];
+    let mut digests = vec![crate::digest::ContentDigest::default(); namespaces.len()];
     while let Some(message) = rx.blocking_recv() {
         match message {
-            Message::Batch(batch) => writer
-                .write_documents(&namespaces[batch.index], &batch.bytes)
-                .map_err(map_archive_error)?,
+            Message::Batch(batch) => {
+                digests[batch.index].add_documents(&batch.bytes);
+                writer
+                    .write_documents(&namespaces[batch.index], &batch.bytes)
+                    .map_err(map_archive_error)?
+            }
             Message::End(i) => {
                 summaries[i] = Some(
                     writer
@@ -367,6 +373,7 @@ fn write_archive(
     let stored = sink.finish_stream().map_err(stream_error)?;
     Ok(DumpResult {
         summaries: summaries.into_iter().flatten().collect(),
+        digests,
         stored,
         oplog: None,
     })

@@ -126,6 +126,55 @@ async fn verify_catches_a_single_flipped_byte() {
     assert_eq!(err.exit_code(), 6);
 }
 
+/// Every namespace's content digest is in the manifest, and verify recomputes it from the
+/// archive: a backup whose bytes are intact but whose content is not what was read (here the
+/// manifest's record of it, changed) fails, naming the namespace.
+#[tokio::test]
+async fn verify_recomputes_each_namespaces_content_digest() {
+    let source = demo_source().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let m = backup::run(&options(&source.uri), &store, &progress())
+        .await
+        .unwrap()
+        .manifest;
+    assert!(m
+        .namespaces
+        .iter()
+        .all(|n| n.digest.as_ref().is_some_and(|d| d.len() == 32)));
+    nightdump::verify::verify(&store, &Selector::Latest, None)
+        .await
+        .unwrap();
+    let manifest_path = dir.path().join(m.backup_id.as_str()).join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let victim = manifest["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|n| n["documents"].as_u64().unwrap() > 0)
+        .unwrap();
+    let name = format!(
+        "{}.{}",
+        manifest["namespaces"][victim]["db"].as_str().unwrap(),
+        manifest["namespaces"][victim]["collection"]
+            .as_str()
+            .unwrap()
+    );
+    manifest["namespaces"][victim]["digest"] = serde_json::json!("0".repeat(32));
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    let err = nightdump::verify::verify(&store, &Selector::Latest, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 6, "{err}");
+    assert!(err.to_string().contains("content digest"), "{err}");
+    assert!(err.to_string().contains(&name), "{name}: {err}");
+}
+
 #[tokio::test]
 async fn a_duplicate_trigger_for_the_same_schedule_time_makes_one_backup() {
     let source = demo_source().await;
