@@ -51,6 +51,7 @@ pub mod signal;
 mod sink;
 pub mod source;
 pub mod store;
+pub mod task;
 pub mod verify;
 
 pub use backup::{BackupOptions, BackupOutcome};

@@ -135,6 +135,9 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    if matches!(cli.command, cli::Command::Task) {
+        return runtime.block_on(cli::task::run());
+    }
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

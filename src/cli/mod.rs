@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod pitr;
 mod progress_bar;
 mod prune;
+pub mod task;
 
 use nightdump::backup::{self, BackupOptions};
 use nightdump::catalog::{self, Selector};
@@ -66,6 +67,10 @@ pub enum Command {
     /// Estimate a nightly run from the deployment's sizes: duration, memory, stored size and
     /// cost at several Lambda memory sizes, and whether one Lambda run holds it.
     Estimate(EstimateArgs),
+    /// Run one scheduled backup or oplog capture as a container task (the Fargate engine):
+    /// the Lambda function's NIGHTDUMP_* settings, the event in NIGHTDUMP_EVENT, the deadline
+    /// in NIGHTDUMP_TASK_TIMEOUT; exits with the run's code.
+    Task,
 }
 
 #[derive(Debug, Args)]
@@ -630,6 +635,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Restore(args) => run_restore(args).await,
         Command::Prune(args) => prune::run(args).await,
         Command::Estimate(args) => run_estimate(args).await,
+        // main() runs it through task::run for its exit code; nothing reaches here.
+        Command::Task => Ok(()),
     }
 }
 

@@ -26,6 +26,9 @@ pub const S3_PATH_STYLE: &str = "NIGHTDUMP_S3_PATH_STYLE";
 pub const PLAIN_URI: &str = "MONGODB_URI";
 pub const ALLOW_PLAIN_URI: &str = "NIGHTDUMP_ALLOW_PLAIN_URI";
 pub const FUNCTION_NAME: &str = "AWS_LAMBDA_FUNCTION_NAME";
+/// The metrics' `FunctionName` dimension outside Lambda: the container task sets it to the
+/// function's name, so one set of alarms watches both engines.
+pub const METRICS_NAME: &str = "NIGHTDUMP_METRICS_NAME";
 /// `age:<recipient>`, comma-separated for several recipients, or `kms:<key-id>`.
 pub const ENCRYPT: &str = "NIGHTDUMP_ENCRYPT";
 /// `true` backs up a standalone server or a mongos, which cannot be made consistent to one
@@ -90,6 +93,14 @@ fn get<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
+/// The metrics' `FunctionName` dimension: Lambda's own name, or the task's
+/// `NIGHTDUMP_METRICS_NAME`; empty when neither is set.
+pub fn metrics_name(env: &HashMap<String, String>) -> &str {
+    get(env, FUNCTION_NAME)
+        .or_else(|| get(env, METRICS_NAME))
+        .unwrap_or_default()
+}
+
 fn flag(env: &HashMap<String, String>, name: &str) -> Result<bool> {
     settings::switch(name, get(env, name))
 }
@@ -148,7 +159,7 @@ impl LambdaConfig {
             connect_timeout,
             stale_upload_age,
             compress_threads,
-            function_name: get(env, FUNCTION_NAME).unwrap_or_default().to_string(),
+            function_name: metrics_name(env).to_string(),
         })
     }
 }

@@ -12,6 +12,8 @@ use crate::secret::ConnectionString;
 pub struct HandlerError {
     error_type: &'static str,
     message: String,
+    /// The CLI's exit code for the same failure; the container task exits with it.
+    exit_code: i32,
 }
 
 impl HandlerError {
@@ -20,6 +22,8 @@ impl HandlerError {
         HandlerError {
             error_type: "SecretUnavailable",
             message,
+            // Like any other AWS service that refuses or cannot serve what the run needs.
+            exit_code: 4,
         }
     }
 
@@ -30,11 +34,17 @@ impl HandlerError {
         HandlerError {
             error_type: error.error_type(),
             message: crate::error::one_line(&text, 1000),
+            exit_code: error.exit_code(),
         }
     }
 
     pub fn error_type(&self) -> &'static str {
         self.error_type
+    }
+
+    /// The exit code of the same failure on the command line (see the README's table).
+    pub fn exit_code(&self) -> i32 {
+        self.exit_code
     }
 }
 

@@ -10,6 +10,7 @@ use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
 use crate::backup::{self, BackupOptions, BackupOutcome};
 use crate::error::Error;
@@ -110,6 +111,22 @@ where
     S: SecretSource,
     M: MetricsSink,
 {
+    // Lambda freezes or kills its process instead of signalling it: nothing stops a run early.
+    handle_until(event, deps, &CancellationToken::new()).await
+}
+
+/// [`handle_payload`] for a host that asks a run to stop (ECS sends SIGTERM before it kills
+/// a task): once `stop` is cancelled the backup is dropped where it stands, its upload
+/// aborted, and the run reported as interrupted.
+pub async fn handle_until<S, M>(
+    event: LambdaEvent<Payload>,
+    deps: &Deps<S, M>,
+    stop: &CancellationToken,
+) -> Result<Response, HandlerError>
+where
+    S: SecretSource,
+    M: MetricsSink,
+{
     let clock = Instant::now();
     let now = SystemTime::now();
     let deadline = run_deadline(event.context.deadline(), now);
@@ -135,14 +152,10 @@ where
             .ok()
             .filter(|b| !b.is_zero()),
     };
-    let result = run(&event.payload, deadline, deps).await;
+    let result = run(&event.payload, deadline, deps, stop).await;
     let elapsed = clock.elapsed().as_secs_f64();
     let deadline_used_percent = budget.map(|b| 100.0 * elapsed / b.as_secs_f64());
-    let function_name = deps
-        .env
-        .get(super::config::FUNCTION_NAME)
-        .map(String::as_str)
-        .unwrap_or_default();
+    let function_name = super::config::metrics_name(&deps.env);
     let record = match (&result, oplog_action(&event.payload)) {
         (Ok(Response::Oplog(c)), _) => CaptureMetrics {
             success: true,
@@ -218,6 +231,7 @@ async fn run<S, M>(
     payload: &Payload,
     deadline: Deadline,
     deps: &Deps<S, M>,
+    stop: &CancellationToken,
 ) -> Result<Response, HandlerError>
 where
     S: SecretSource,
@@ -250,7 +264,7 @@ where
         }
     };
     if invocation.action == Action::Oplog {
-        return capture(&config, uri, deadline, deps)
+        return capture(&config, uri, deadline, deps, stop)
             .await
             .map(Response::Oplog);
     }
@@ -269,7 +283,12 @@ where
     .await?
     .map_err(|e| HandlerError::from_error(&e.into(), Some(&uri)))?;
     let progress = Arc::new(Progress::default());
-    let outcome = backup::run(&options, &store, &progress).await;
+    let outcome = tokio::select! {
+        outcome = backup::run(&options, &store, &progress) => outcome,
+        () = stop.cancelled() => Err(Error::Interrupted(
+            "stopped by SIGTERM: the backup's upload was aborted and nothing was marked successful".into(),
+        )),
+    };
     // An abandoned multipart upload is aborted in the background; a frozen container would
     // leave it half done.
     if tokio::time::timeout(SETTLE_LIMIT, store.settle())
@@ -294,6 +313,7 @@ async fn capture<S, M>(
     uri: ConnectionString,
     deadline: Option<tokio::time::Instant>,
     deps: &Deps<S, M>,
+    stop: &CancellationToken,
 ) -> Result<crate::pitr::CaptureSummary, HandlerError>
 where
     S: SecretSource,
@@ -309,7 +329,7 @@ where
         encrypt: config.encrypt.clone().map(|e| e.with_sdk(&deps.sdk)),
         compression_level: COMPRESSION_LEVEL,
         deadline,
-        cancel: Default::default(),
+        cancel: stop.clone(),
     };
     let store = within(
         deadline,

@@ -15,7 +15,7 @@ pub mod handler;
 pub mod metrics;
 pub mod secrets;
 
-pub use handler::{handle, handle_payload, Deps, HandlerError, Response, Summary};
+pub use handler::{handle, handle_payload, handle_until, Deps, HandlerError, Response, Summary};
 
 use lambda_runtime::{service_fn, LambdaEvent};
 

@@ -307,7 +307,7 @@ pub enum Topology {
 
 /// A test server holding `seed`, whose only user is `backup` with the known password, so
 /// every fault also checks that the password is never shown.
-async fn bench_server(seed: &str, topology: Topology) -> ServerHandle {
+pub async fn bench_server(seed: &str, topology: Topology) -> ServerHandle {
     mongo_test_server::start(ServerConfig {
         seed: seed.parse().unwrap(),
         users: vec![User::new("backup", PASSWORD)],
@@ -335,7 +335,7 @@ macro_rules! on_both_topologies {
 }
 
 /// The server's connection string with the credentials.
-fn source_uri(server: &ServerHandle) -> String {
+pub fn source_uri(server: &ServerHandle) -> String {
     server.uri().replacen(
         "mongodb://",
         &format!("mongodb://backup:{PASSWORD_IN_URI}@"),
@@ -495,7 +495,7 @@ async fn mongodb_authentication_revoked_between_commands_with(topology: Topology
 }
 
 /// Bench data large enough, at gzip level 1, for a multipart upload (parts of 8 MiB).
-const MULTIPART_SEED: &str = "bench:24MiB";
+pub const MULTIPART_SEED: &str = "bench:24MiB";
 
 on_both_topologies!(
     s3_stopped_mid_upload,

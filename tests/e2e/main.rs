@@ -46,3 +46,5 @@ mod secrets;
 mod settings_parity;
 #[path = "../support/mod.rs"]
 mod support;
+/// The container task engine as a process: success, failure and SIGTERM, metrics on moto.
+mod task;

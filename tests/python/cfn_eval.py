@@ -1,6 +1,6 @@
 """Just enough of CloudFormation's intrinsic functions to read template.yml as deployed.
 
-Resolves Ref, Fn::Sub, Fn::GetAtt, Fn::If, Fn::Equals/Not/And/Or and AWS::NoValue for one set
+Resolves Ref, Fn::Sub, Fn::GetAtt, Fn::If, Fn::Join, Fn::FindInMap, Fn::Equals/Not/And/Or and AWS::NoValue for one set
 of parameter values, so tests can compare the policies and variables a stack would really
 get. Resources resolve to symbolic strings: ``Ref`` to ``ref:<LogicalId>`` and ``Fn::GetAtt``
 to ``<attr>:<LogicalId>`` (e.g. ``Arn:Function``).
@@ -89,6 +89,8 @@ class Stack:
         if name in pseudo:
             return pseudo[name]
         if name in self.params:
+            if self.template["Parameters"][name]["Type"] == "CommaDelimitedList":
+                return self.params[name].split(",") if self.params[name] else [""]
             return self.params[name]
         if name in self.template["Resources"]:
             if not self.exists(name):
@@ -135,6 +137,9 @@ class Stack:
             if key == "Fn::If":
                 cond, yes, no = value
                 return self.resolve(yes if self.condition(cond) else no)
+            if key == "Fn::FindInMap":
+                table, first, second = (self.resolve(x) for x in value)
+                return self.template["Mappings"][table][first][second]
             if key == "Fn::Join":
                 sep, parts = value
                 return sep.join(str(p) for p in self.resolve(parts))

@@ -44,6 +44,13 @@ CONFIGS = {
         "ReservedConcurrency": "0",
         "Architecture": "x86_64",
     },
+    "fargate": {
+        "Engine": "fargate",
+        "TaskImage": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/nightdump@sha256:{'ab' * 32}",
+        "Subnets": "subnet-0a1b2c3d,subnet-4e5f6a7b",
+        "SecurityGroups": "sg-0123456789abcdef0",
+        "Prune": "keep-daily=7",
+    },
 }
 
 CONTRACT_ENV = {
@@ -113,9 +120,12 @@ def test_schedule_invokes_the_function_through_a_role_scoped_to_it(stack: Stack)
     rules = stack.resources_of_type("AWS::Events::Rule")
     assert schedules or rules, "nothing schedules the backup"
 
+    fargate = stack.params["Engine"] == "fargate"
     for name, schedule in schedules.items():
         target = schedule["Target"]
-        assert target["Arn"] == f"Arn:{fn}", f"{name} does not target the function"
+        # Engine fargate: the nightly backup starts the state machine; captures stay on the function.
+        expected = "ref:StateMachine" if fargate and not is_capture(schedule) else f"Arn:{fn}"
+        assert target["Arn"] == expected, f"{name} does not target {expected}"
         assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}, "a flexible window shifts the backup time"
         if is_capture(schedule):
             assert schedule["ScheduleExpression"] == stack.params["OplogEvery"]
@@ -131,7 +141,10 @@ def test_schedule_invokes_the_function_through_a_role_scoped_to_it(stack: Stack)
         assert role.get("ManagedPolicyArns", []) == []
         statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
         grants = {(a, r) for s in statements if s["Effect"] == "Allow" for a in as_list(s["Action"]) for r in as_list(s["Resource"])}
-        assert grants == {("lambda:InvokeFunction", f"Arn:{fn}")}, "the scheduler role must only invoke this function"
+        allowed = {("lambda:InvokeFunction", f"Arn:{fn}")}
+        if fargate:
+            allowed.add(("states:StartExecution", "ref:StateMachine"))
+        assert grants == allowed, "the scheduler role must only start this function (and state machine)"
 
     # An Events rule would need a resource policy on the function limited to that rule.
     permissions = stack.resources_of_type("AWS::Lambda::Permission").values()
@@ -277,7 +290,10 @@ def role_grants(stack: Stack) -> tuple[dict[str, set[str]], list[dict[str, Any]]
     role_id = fn["Role"].removeprefix("Arn:")
     role = stack.resource(role_id)
     trust = role["AssumeRolePolicyDocument"]["Statement"]
-    assert [s["Principal"] for s in trust] == [{"Service": "lambda.amazonaws.com"}]
+    # With Engine fargate the task runs with the function's role, so both engines hold the
+    # same grants (and the test below covers both).
+    services = ["lambda.amazonaws.com"] + (["ecs-tasks.amazonaws.com"] if stack.params["Engine"] == "fargate" else [])
+    assert [s["Principal"] for s in trust] == [{"Service": services}]
     assert role.get("ManagedPolicyArns", []) == [], "managed policies are broader than this function needs"
     statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"] if s["Effect"] != "Deny"]
     grants: dict[str, set[str]] = {}
@@ -325,6 +341,9 @@ def test_role_grants_exactly_the_prefix_the_keys_the_secret_the_topic_and_the_lo
     if p["EncryptKmsKeyArn"]:
         expected["kms:GenerateDataKey"].add(p["EncryptKmsKeyArn"])
         expected["kms:Decrypt"].add(p["EncryptKmsKeyArn"])
+    if p["Engine"] == "fargate":
+        # PutMetricData takes no resource; a namespace condition narrows it (checked below).
+        expected["cloudwatch:PutMetricData"] = {"*"}
     assert grants == expected
     assert all("*" not in a for a in grants), "wildcard actions"
 
@@ -355,7 +374,7 @@ def test_wildcard_resources_appear_only_in_key_policies(template: dict[str, Any]
         if isinstance(node, dict):
             for k, v in node.items():
                 if k == "Resource" and "*" in as_list(v):
-                    found.append(path)
+                    found.append(f"{path}#{node.get('Sid', '')}")
                 walk(v, f"{path}.{k}")
         elif isinstance(node, list):
             for i, v in enumerate(node):
@@ -364,7 +383,33 @@ def test_wildcard_resources_appear_only_in_key_policies(template: dict[str, Any]
     for logical_id, res in template["Resources"].items():
         walk(res.get("Properties", {}), f"{logical_id}({res['Type']})")
     assert found, "the key policies are expected to use Resource '*'"
-    assert all("(AWS::KMS::Key).KeyPolicy" in where for where in found), found
+    # Two IAM actions take no resource at all; each is checked where it is granted.
+    resourceless = {"TaskPublishesItsMetrics": "cloudwatch:PutMetricData", "RegistryLogin": "ecr:GetAuthorizationToken"}
+    for where in found:
+        if "(AWS::KMS::Key).KeyPolicy" in where:
+            continue
+        sid = next((sid for sid in resourceless if sid in where), None)
+        assert sid, f"wildcard resource outside a key policy: {where}"
+
+
+def test_resourceless_grants_are_only_what_they_name(template: dict[str, Any]) -> None:
+    statements = [
+        st
+        for res in template["Resources"].values()
+        if res["Type"] == "AWS::IAM::Role"
+        for p in res["Properties"].get("Policies", [])
+        for st in p["PolicyDocument"]["Statement"]
+    ]
+    flat = []
+    for st in statements:
+        if "Fn::If" in st:
+            flat.extend(x for x in st["Fn::If"][1:] if isinstance(x, dict) and "Sid" in x)
+        else:
+            flat.append(st)
+    by_sid = {st["Sid"]: st for st in flat if "Sid" in st}
+    assert by_sid["TaskPublishesItsMetrics"]["Action"] == "cloudwatch:PutMetricData"
+    assert by_sid["TaskPublishesItsMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Nightdump"}}
+    assert by_sid["RegistryLogin"]["Action"] == "ecr:GetAuthorizationToken"
 
 
 # --- failures and alerts --------------------------------------------------------------------
@@ -478,8 +523,15 @@ def test_failures_that_only_logged_are_alarmed(template: dict[str, Any], metric:
 
 
 def test_outputs_name_the_function_topic_log_group_and_status_object(stack: Stack) -> None:
-    outputs = {k: stack.resolve(v["Value"]) for k, v in stack.template["Outputs"].items()}
+    outputs = {
+        k: stack.resolve(v["Value"])
+        for k, v in stack.template["Outputs"].items()
+        if "Condition" not in v or stack.condition(v["Condition"])
+    }
     fn = function_id(stack)
+    fargate = stack.params["Engine"] == "fargate"
+    assert outputs["Engine"] == stack.params["Engine"]
+    assert ("StateMachineArn" in outputs) == fargate and ("TaskDefinitionArn" in outputs) == fargate
     log_group_id, _ = single(stack.resources_of_type("AWS::Logs::LogGroup"), "log group")
     assert outputs["FunctionName"] == f"ref:{fn}"
     assert outputs["FunctionArn"] == f"Arn:{fn}"
