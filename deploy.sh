@@ -31,6 +31,15 @@ Optional:
   --arch ARCH            arm64 (default) or x86_64
   --zip PATH             deploy this zip (bootstrap at its root) instead of building
   --code-bucket NAME     bucket for the function's zip (default: the backup bucket)
+  --engine ENGINE        lambda (default) or fargate: the nightly backup in an ECS Fargate
+                         task run by Step Functions, for databases that do not fit one
+                         15-minute Lambda run (docs/scaling.md)            [NIGHTDUMP_ENGINE]
+  --image-binary PATH    fargate: put this static linux/arm64 nightdump in the task image
+                         instead of building it
+  --subnets IDS          fargate: comma-separated subnets of the task (default: the
+                         default VPC's)
+  --security-groups IDS  fargate: comma-separated security groups (default: the default
+                         VPC's default group)
   --parameter KEY=VALUE  any other template parameter, repeatable
                          (e.g. --parameter MemorySize=2048 --parameter Include='app.*')
   -h, --help             show this help
@@ -61,6 +70,10 @@ timezone=""
 arch=""
 zip_path=""
 code_bucket=""
+engine="${NIGHTDUMP_ENGINE:-}"
+image_binary=""
+subnets=""
+security_groups=""
 extra_parameters=()
 
 while [[ $# -gt 0 ]]; do
@@ -78,6 +91,10 @@ while [[ $# -gt 0 ]]; do
         --arch) need_value "$@"; arch="$2"; shift 2 ;;
         --zip) need_value "$@"; zip_path="$2"; shift 2 ;;
         --code-bucket) need_value "$@"; code_bucket="$2"; shift 2 ;;
+        --engine) need_value "$@"; engine="$2"; shift 2 ;;
+        --image-binary) need_value "$@"; image_binary="$2"; shift 2 ;;
+        --subnets) need_value "$@"; subnets="$2"; shift 2 ;;
+        --security-groups) need_value "$@"; security_groups="$2"; shift 2 ;;
         --parameter) need_value "$@"; extra_parameters+=("$2"); shift 2 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -103,6 +120,13 @@ kms_re='^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$'
 [[ -z "$schedule" || "$schedule" =~ ^(cron|rate|at)\(.+\)$ ]] || die "schedule '$schedule' must be cron(...), rate(...) or at(...): fix --schedule"
 [[ -z "$arch" || "$arch" == arm64 || "$arch" == x86_64 ]] || die "architecture '$arch' must be arm64 or x86_64: fix --arch"
 [[ -z "$code_bucket" || "$code_bucket" =~ $bucket_re ]] || die "'$code_bucket' is not an S3 bucket name: fix --code-bucket"
+[[ -z "$engine" || "$engine" == lambda || "$engine" == fargate ]] || die "engine '$engine' must be lambda or fargate: fix --engine"
+[[ -z "$image_binary" || -f "$image_binary" ]] || die "image binary '$image_binary' not found: fix --image-binary"
+[[ -z "$subnets" || "$subnets" =~ ^subnet-[0-9a-f]+(,subnet-[0-9a-f]+)*$ ]] || die "'$subnets' is not a comma-separated list of subnet ids (subnet-...): fix --subnets"
+[[ -z "$security_groups" || "$security_groups" =~ ^sg-[0-9a-f]+(,sg-[0-9a-f]+)*$ ]] || die "'$security_groups' is not a comma-separated list of security group ids (sg-...): fix --security-groups"
+if [[ "$engine" != fargate && ( -n "$image_binary" || -n "$subnets" || -n "$security_groups" ) ]]; then
+    die "--image-binary, --subnets and --security-groups are for --engine fargate: add it or drop them"
+fi
 for kv in ${extra_parameters[@]+"${extra_parameters[@]}"}; do
     [[ "$kv" =~ ^[A-Za-z0-9]+=.*$ ]] || die "--parameter '$kv' must look like KEY=VALUE"
     key="${kv%%=*}"
@@ -199,6 +223,99 @@ if [[ -z "$zip_path" ]]; then
     [[ -f "$zip_path" ]] || die "build finished but $zip_path is missing: check the cargo lambda output above"
 fi
 
+# --- fargate: the task image ---------------------------------------------------------------
+
+# A static arm64 binary in a one-layer OCI image (scripts/oci-image: no Docker needed), pushed
+# to this account's ECR repository "nightdump" by skopeo, crane or docker, whichever is
+# installed, and deployed pinned by its digest.
+image_tool() {
+    local tool
+    for tool in skopeo crane docker; do
+        command -v "$tool" >/dev/null 2>&1 && { echo "$tool"; return; }
+    done
+    die "engine fargate pushes an image with skopeo, crane or docker, and none is installed: 'apt-get install skopeo' (or 'brew install skopeo')"
+}
+
+push_image() {
+    local dir="$1" tag="$2" registry="$3" tool="$4" password
+    password="$(awsc ecr get-login-password)" || die "could not get an ECR login: check ecr:GetAuthorizationToken"
+    case "$tool" in
+        skopeo)
+            local auth="$dir.auth.json"
+            skopeo login --authfile "$auth" --username AWS --password-stdin "$registry" <<<"$password" >/dev/null || return 1
+            skopeo copy --authfile "$auth" --preserve-digests "oci:$dir:latest" "docker://$registry/nightdump:$tag" || return 1
+            rm -f "$auth" ;;
+        crane)
+            crane auth login "$registry" --username AWS --password-stdin <<<"$password" >/dev/null || return 1
+            crane push "$dir" "$registry/nightdump:$tag" ;;
+        docker)
+            # Docker 25 or later loads an OCI layout archive.
+            docker login --username AWS --password-stdin "$registry" <<<"$password" >/dev/null || return 1
+            tar -C "$dir" -cf "$dir.tar" . || return 1
+            local loaded
+            loaded="$(docker load -q -i "$dir.tar" | awk '{print $NF}')" || return 1
+            docker tag "$loaded" "$registry/nightdump:$tag" || return 1
+            docker push "$registry/nightdump:$tag" ;;
+    esac
+}
+
+task_image=""
+if [[ "$engine" == fargate ]]; then
+    tool="$(image_tool)"
+    if [[ -z "$image_binary" ]]; then
+        musl=aarch64-unknown-linux-musl
+        if command -v rustup >/dev/null 2>&1; then
+            rustup target list --installed 2>/dev/null | grep -qx "$musl" ||
+                die "Rust target $musl missing (the task image holds a static binary): run 'rustup target add $musl'"
+        fi
+        echo "deploy.sh: building the static arm64 binary of the task image"
+        target_dir="${CARGO_TARGET_DIR:-$root/target}"
+        [[ "$target_dir" == /* ]] || target_dir="$root/$target_dir"
+        (cd "$root" && PATH="$build_path" cargo lambda build --release --target "$musl" \
+            --lambda-dir "$target_dir/task-image" --bin nightdump)
+        image_binary="$target_dir/task-image/nightdump/bootstrap"
+        [[ -f "$image_binary" ]] || die "build finished but $image_binary is missing: check the cargo lambda output above"
+    fi
+    image_dir="$(mktemp -d)"
+    trap 'rm -rf "$image_dir" "$image_dir.tar" "$image_dir.auth.json"' EXIT
+    rmdir "$image_dir"
+    digest="$(python3 "$root/scripts/oci-image" "$image_binary" "$image_dir" --arch arm64)" ||
+        die "could not assemble the task image (scripts/oci-image above)"
+    registry="$account.dkr.ecr.$region.amazonaws.com"
+    if ! awsc ecr describe-repositories --repository-names nightdump >/dev/null 2>&1; then
+        echo "deploy.sh: creating the ECR repository nightdump"
+        awsc ecr create-repository --repository-name nightdump --image-tag-mutability IMMUTABLE \
+            --image-scanning-configuration scanOnPush=true --encryption-configuration encryptionType=KMS >/dev/null ||
+            die "could not create the ECR repository nightdump: check ecr:CreateRepository"
+    fi
+    tag="${digest#sha256:}"
+    tag="${tag:0:20}"
+    if awsc ecr describe-images --repository-name nightdump --image-ids "imageTag=$tag" >/dev/null 2>&1; then
+        echo "deploy.sh: image nightdump:$tag already pushed"
+    else
+        echo "deploy.sh: pushing image nightdump:$tag with $tool"
+        push_image "$image_dir" "$tag" "$registry" "$tool" || die "pushing the image with $tool failed: see its output above"
+    fi
+    pushed="$(awsc ecr describe-images --repository-name nightdump --image-ids "imageTag=$tag" \
+        --query 'imageDetails[0].imageDigest' --output text 2>/dev/null)" ||
+        die "the image nightdump:$tag is not in ECR after the push: see the output above"
+    task_image="$registry/nightdump@$pushed"
+    if [[ -z "$subnets" || -z "$security_groups" ]]; then
+        vpc="$(awsc ec2 describe-vpcs --filters Name=isDefault,Values=true --query 'Vpcs[0].VpcId' --output text 2>/dev/null || true)"
+        [[ -n "$vpc" && "$vpc" != None ]] ||
+            die "no default VPC in $region for the task: pass --subnets and --security-groups"
+        if [[ -z "$subnets" ]]; then
+            subnets="$(awsc ec2 describe-subnets --filters "Name=vpc-id,Values=$vpc" Name=default-for-az,Values=true \
+                --query 'Subnets[].SubnetId' --output text | tr '\t' ',')"
+        fi
+        if [[ -z "$security_groups" ]]; then
+            security_groups="$(awsc ec2 describe-security-groups --filters "Name=vpc-id,Values=$vpc" Name=group-name,Values=default \
+                --query 'SecurityGroups[0].GroupId' --output text)"
+        fi
+        echo "deploy.sh: the task runs in the default VPC $vpc (subnets $subnets, security group $security_groups, public IP)"
+    fi
+fi
+
 # --- upload --------------------------------------------------------------------------------
 
 if command -v sha256sum >/dev/null 2>&1; then
@@ -230,6 +347,10 @@ overrides=(
 [[ -n "$kms_key_arn" ]] && overrides+=("KmsKeyArn=$kms_key_arn")
 [[ -n "$schedule" ]] && overrides+=("ScheduleExpression=$schedule")
 [[ -n "$timezone" ]] && overrides+=("ScheduleTimezone=$timezone")
+[[ -n "$engine" ]] && overrides+=("Engine=$engine")
+if [[ "$engine" == fargate ]]; then
+    overrides+=("TaskImage=$task_image" "Subnets=$subnets" "SecurityGroups=$security_groups")
+fi
 overrides+=(${extra_parameters[@]+"${extra_parameters[@]}"})
 
 deploy_stack() {
@@ -269,6 +390,12 @@ else
     deploy_stack
 fi
 
+deployed_engine="$(awsc cloudformation describe-stacks --stack-name "$stack_name" \
+    --query "Stacks[0].Parameters[?ParameterKey=='Engine'].ParameterValue" --output text 2>/dev/null || true)"
+case "$deployed_engine" in
+    fargate) echo "deploy.sh: engine fargate: the schedule starts a Step Functions state machine that runs ${task_image:-the task image} on ECS Fargate" ;;
+    *) echo "deploy.sh: engine lambda: the schedule invokes the function $stack_name" ;;
+esac
 echo "deploy.sh: stack $stack_name outputs:"
 awsc cloudformation describe-stacks --stack-name "$stack_name" \
     --query 'Stacks[0].Outputs[].[OutputKey, OutputValue]' --output text

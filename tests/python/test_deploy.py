@@ -372,3 +372,97 @@ def test_every_parameter_deploy_sh_sets_exists_in_the_template() -> None:
     assert keys <= set(params), sorted(keys - set(params))
     # Whatever deploy.sh does not pass must have a default in the template.
     assert all("Default" in spec for name, spec in params.items() if name not in keys)
+
+
+# --- engine fargate -------------------------------------------------------------------------
+
+# A stand-in for skopeo: logs how it was called, refuses an image layout that the real skopeo
+# (when installed) cannot read, and "pushes" by storing the manifest in moto's ECR under its
+# real digest, as a registry would.
+STUB_SKOPEO = r"""#!/bin/sh
+echo "$*" >> "$STUB_LOG"
+case "$1" in
+  login) cat >/dev/null; exit 0 ;;
+  copy)
+    for a in "$@"; do
+      case "$a" in oci:*) src="${a#oci:}"; src="${src%:latest}" ;; docker://*) dst="$a" ;; esac
+    done
+    if [ -x /usr/bin/skopeo ]; then /usr/bin/skopeo inspect "oci:$src:latest" >> "$STUB_LOG" || exit 1; fi
+    digest=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1] + "/index.json"))["manifests"][0]["digest"])' "$src")
+    exec aws --endpoint-url "$AWS_ENDPOINT_URL" --region "$AWS_REGION" ecr put-image --repository-name nightdump \
+      --image-tag "${dst##*:}" --image-digest "$digest" \
+      --image-manifest "file://$src/blobs/sha256/${digest#sha256:}" \
+      --image-manifest-media-type application/vnd.oci.image.manifest.v1+json ;;
+esac
+exit 2
+"""
+
+
+@pytest.fixture(scope="module")
+def fargate_deploy(
+    aws_env: dict[str, str], account: dict[str, str], function_zip: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    stubs = tmp_path_factory.mktemp("stubs")
+    (stubs / "skopeo").write_text(STUB_SKOPEO)
+    (stubs / "skopeo").chmod(0o755)
+    log = stubs / "skopeo.log"
+    binary = stubs / "nightdump"
+    binary.write_bytes(b"\x7fELF stand-in for the static arm64 nightdump")
+    env = dict(aws_env, PATH=f"{stubs}{os.pathsep}{aws_env['PATH']}", STUB_LOG=str(log))
+    result = run_deploy(
+        env,
+        "--bucket", BUCKET,
+        "--prefix", "fargate/mongo",
+        "--secret-arn", account["secret"],
+        "--alert-email", EMAIL,
+        "--zip", str(function_zip),
+        "--stack-name", "nightdump-fargate",
+        "--engine", "fargate",
+        "--image-binary", str(binary),
+    )
+    return result, log, binary
+
+
+def test_fargate_deploy_pushes_the_image_by_digest_and_says_which_engine(
+    moto: MotoServer, fargate_deploy: tuple[subprocess.CompletedProcess[str], Path, Path], tmp_path: Path
+) -> None:
+    result, log, binary = fargate_deploy
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = log.read_text()
+    assert "copy --authfile" in calls and "--preserve-digests" in calls, calls
+    # The same binary always makes the same image: the digest deployed is the one built here.
+    expected = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "oci-image"), str(binary), str(tmp_path / "img")],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    s = client(moto, "cloudformation").describe_stacks(StackName="nightdump-fargate")["Stacks"][0]
+    params = {p["ParameterKey"]: p["ParameterValue"] for p in s["Parameters"]}
+    assert params["Engine"] == "fargate"
+    assert params["TaskImage"].endswith(f"/nightdump@{expected}"), params["TaskImage"]
+    # The default VPC's subnets and default security group, said on the way.
+    ec2 = client(moto, "ec2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    subnets = {sn["SubnetId"] for sn in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"] if sn["DefaultForAz"]}
+    # moto reports a CommaDelimitedList parameter as a Python list's repr.
+    given = ast.literal_eval(params["Subnets"]) if params["Subnets"].startswith("[") else params["Subnets"].split(",")
+    assert set(given) == subnets
+    assert "sg-" in params["SecurityGroups"]
+    assert f"default VPC {vpc}" in result.stdout
+    assert "engine fargate: the schedule starts a Step Functions state machine" in result.stdout
+    repo = client(moto, "ecr").describe_repositories(repositoryNames=["nightdump"])["repositories"][0]
+    assert repo["imageTagMutability"] == "IMMUTABLE"
+
+
+def test_fargate_options_are_checked_before_touching_aws(aws_env: dict[str, str], account: dict[str, str], function_zip: Path) -> None:
+    base = ["--bucket", BUCKET, "--secret-arn", account["secret"], "--alert-email", EMAIL, "--zip", str(function_zip)]
+    for extra, needle in [
+        (["--engine", "ecs"], "engine 'ecs' must be lambda or fargate"),
+        (["--engine", "fargate", "--subnets", "vpc-1"], "is not a comma-separated list of subnet ids"),
+        (["--engine", "fargate", "--security-groups", "default"], "is not a comma-separated list of security group ids"),
+        (["--subnets", "subnet-0a"], "are for --engine fargate"),
+        (["--engine", "fargate", "--image-binary", "/nonexistent/nightdump"], "image binary '/nonexistent/nightdump' not found"),
+    ]:
+        r = run_deploy(aws_env, *base, *extra)
+        assert r.returncode != 0, extra
+        assert needle in r.stderr, (extra, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
