@@ -253,4 +253,17 @@ async fn a_task_timeout_that_is_not_a_duration_is_refused() {
     );
     assert_eq!(metric_max("task-bad", "BackupSuccess").await, Some(0.0));
     assert!(dest.snapshot().await.objects.is_empty());
+    // An event that is not JSON is the Lambda's bad event: exit 2, InvalidEvent, named.
+    env.retain(|(k, _)| *k != "NIGHTDUMP_TASK_TIMEOUT" && *k != "NIGHTDUMP_EVENT");
+    env.push(("NIGHTDUMP_EVENT", "{not json".into()));
+    let run = spawn_task(&env).finish(RUN_LIMIT).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    let plain = run.plain_stderr_lines();
+    assert_eq!(plain.len(), 1, "{}", run.stderr);
+    assert!(
+        plain[0].contains("NIGHTDUMP_EVENT") && plain[0].contains("InvalidEvent"),
+        "{}",
+        plain[0]
+    );
+    assert!(dest.snapshot().await.objects.is_empty());
 }
