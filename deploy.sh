@@ -30,7 +30,9 @@ Optional:
   --timezone TZ          time zone of the schedule, e.g. Europe/Paris (default UTC)
   --arch ARCH            arm64 (default) or x86_64
   --zip PATH             deploy this zip (bootstrap at its root) instead of building
-  --code-bucket NAME     bucket for the function's zip (default: the backup bucket)
+  --code-bucket NAME     bucket for the function's zip, in the stack's region (default:
+                         nightdump-artifacts-ACCOUNT-REGION, created when missing; never
+                         the backup bucket, whose lock and lifecycle rules are for backups)
   --engine ENGINE        lambda (default) or fargate: the nightly backup in an ECS Fargate
                          task run by Step Functions, for databases that do not fit one
                          15-minute Lambda run (docs/scaling.md)            [NIGHTDUMP_ENGINE]
@@ -133,7 +135,6 @@ for kv in ${extra_parameters[@]+"${extra_parameters[@]}"}; do
     awk '/^[A-Za-z]/ { section = $1 } section == "Parameters:" && /^  [A-Za-z0-9]+:$/ { print substr($1, 1, length($1) - 1) }' "$template" |
         grep -qxF "$key" || die "--parameter '$kv': template.yml has no parameter '$key'"
 done
-code_bucket="${code_bucket:-$bucket}"
 [[ -f "$template" ]] || die "$template not found: run deploy.sh from a nightdump checkout"
 
 command -v aws >/dev/null 2>&1 || die "aws CLI not found: install AWS CLI v2 (https://docs.aws.amazon.com/cli/) or 'pip install awscli'"
@@ -175,10 +176,39 @@ account="$(awsc sts get-caller-identity --query Account --output text 2>/dev/nul
     die "no usable AWS credentials: configure them ('aws configure', AWS_PROFILE or AWS_ACCESS_KEY_ID) and retry"
 awsc s3api head-bucket --bucket "$bucket" >/dev/null 2>&1 ||
     die "bucket '$bucket' does not exist or is not accessible in account $account: create it or fix --bucket"
-if [[ "$code_bucket" != "$bucket" ]]; then
+
+# A bucket's region as S3 names it: none for us-east-1, EU for eu-west-1 (the oldest buckets).
+bucket_region() {
+    local where
+    where="$(awsc s3api get-bucket-location --bucket "$1" --query LocationConstraint --output text 2>/dev/null)" || return 1
+    case "$where" in None | null | "") echo us-east-1 ;; EU) echo eu-west-1 ;; *) echo "$where" ;; esac
+}
+# The function reaches its buckets in its own region (AWS_REGION is Lambda's) and CloudFormation
+# reads the code from the stack's: a bucket elsewhere fails the deploy or every run.
+backup_region="$(bucket_region "$bucket")" || die "cannot read the region of bucket '$bucket' (s3:GetBucketLocation): grant it or fix --bucket"
+[[ "$backup_region" == "$region" ]] ||
+    die "bucket '$bucket' is in $backup_region but the stack would be in $region: deploy with --region $backup_region, or use a bucket in $region"
+if [[ -z "$code_bucket" ]]; then
+    code_bucket="nightdump-artifacts-$account-$region"
+    if ! awsc s3api head-bucket --bucket "$code_bucket" >/dev/null 2>&1; then
+        echo "deploy.sh: creating the artifacts bucket $code_bucket (the function's code, never the backups)"
+        if [[ "$region" == us-east-1 ]]; then
+            awsc s3api create-bucket --bucket "$code_bucket" >/dev/null
+        else
+            awsc s3api create-bucket --bucket "$code_bucket" --create-bucket-configuration LocationConstraint="$region" >/dev/null
+        fi || die "could not create the artifacts bucket $code_bucket: create it or pass --code-bucket"
+        awsc s3api put-public-access-block --bucket "$code_bucket" --public-access-block-configuration \
+            BlockPublicAcls=true,IgnorePublicAcls=true,BlockPublicPolicy=true,RestrictPublicBuckets=true >/dev/null || true
+    fi
+else
     awsc s3api head-bucket --bucket "$code_bucket" >/dev/null 2>&1 ||
         die "code bucket '$code_bucket' does not exist or is not accessible: create it or fix --code-bucket"
+    [[ "$code_bucket" != "$bucket" ]] ||
+        die "the code bucket is the backup bucket, whose Object Lock and lifecycle rules are for backups: drop --code-bucket (an artifacts bucket is created) or name another"
 fi
+code_region="$(bucket_region "$code_bucket")" || die "cannot read the region of code bucket '$code_bucket': grant s3:GetBucketLocation or fix --code-bucket"
+[[ "$code_region" == "$region" ]] ||
+    die "code bucket '$code_bucket' is in $code_region but the stack would be in $region: CloudFormation reads the function's code from the stack's region; drop --code-bucket or name a bucket in $region"
 awsc secretsmanager describe-secret --secret-id "$secret_arn" >/dev/null 2>&1 ||
     die "secret '$secret_arn' not found in $region: create it ('aws secretsmanager create-secret') or fix --secret-arn"
 
@@ -187,6 +217,11 @@ stack_status="$(awsc cloudformation describe-stacks --stack-name "$stack_name" \
 case "$stack_status" in
     ROLLBACK_COMPLETE | ROLLBACK_FAILED | DELETE_FAILED)
         die "stack '$stack_name' is $stack_status and cannot be updated: delete it with 'aws cloudformation delete-stack --stack-name $stack_name' and rerun" ;;
+    # A change set that was never executed (an interrupted first deploy): nothing was created,
+    # and 'cloudformation deploy' creates the stack from there.
+    REVIEW_IN_PROGRESS)
+        echo "deploy.sh: stack '$stack_name' is REVIEW_IN_PROGRESS (a first deploy that never ran): deploying it anew"
+        stack_status="" ;;
     *_IN_PROGRESS)
         die "stack '$stack_name' is $stack_status: wait until 'aws cloudformation describe-stacks --stack-name $stack_name' shows it finished, then rerun" ;;
 esac
@@ -323,9 +358,9 @@ if command -v sha256sum >/dev/null 2>&1; then
 else
     sha="$(shasum -a 256 "$zip_path" | cut -d' ' -f1)"
 fi
-# Outside PREFIX/ so the function's role cannot reach it and listings of backups never see it;
-# named by content so an unchanged build is neither uploaded nor redeployed.
-code_key="_deploy/$prefix/nightdump-$arch-$sha.zip"
+# In the artifacts bucket, under the stack's name; named by content so an unchanged build is
+# neither uploaded nor redeployed.
+code_key="$stack_name/nightdump-$arch-$sha.zip"
 if awsc s3api head-object --bucket "$code_bucket" --key "$code_key" >/dev/null 2>&1; then
     echo "deploy.sh: s3://$code_bucket/$code_key already uploaded"
 else
@@ -348,6 +383,32 @@ overrides=(
 [[ -n "$schedule" ]] && overrides+=("ScheduleExpression=$schedule")
 [[ -n "$timezone" ]] && overrides+=("ScheduleTimezone=$timezone")
 [[ -n "$engine" ]] && overrides+=("Engine=$engine")
+
+# Reserving concurrency must leave the account 100 unreserved (Lambda's rule); new accounts have
+# a quota of 10 and cannot reserve any, and a stack asking for it fails and rolls back. Chosen
+# from the account unless --parameter ReservedConcurrency=N says.
+if ! printf '%s\n' ${extra_parameters[@]+"${extra_parameters[@]}"} | grep -q '^ReservedConcurrency='; then
+    unreserved="$(awsc lambda get-account-settings --query 'AccountLimit.UnreservedConcurrentExecutions' --output text 2>/dev/null || true)"
+    if [[ "$unreserved" =~ ^[0-9]+$ ]]; then
+        current=""
+        if [[ -n "$stack_status" ]]; then
+            current="$(awsc cloudformation describe-stacks --stack-name "$stack_name" \
+                --query "Stacks[0].Parameters[?ParameterKey=='ReservedConcurrency'].ParameterValue" --output text 2>/dev/null || true)"
+        fi
+        # The stack's own reservation is already counted out of the unreserved pool.
+        needed=101
+        [[ "$current" == 1 ]] && needed=100
+        if (( unreserved >= needed )); then
+            overrides+=("ReservedConcurrency=1")
+            echo "deploy.sh: ReservedConcurrency=1 (one run at a time; the account keeps $((unreserved - needed + 100)) unreserved)"
+        else
+            overrides+=("ReservedConcurrency=0")
+            echo "deploy.sh: ReservedConcurrency=0: the account has $unreserved unreserved concurrent executions and Lambda keeps 100 unreserved, so none can be reserved (raise the quota in Service Quotas to reserve one)"
+        fi
+    else
+        echo "deploy.sh: could not read the account's Lambda concurrency (lambda:GetAccountSettings); ReservedConcurrency keeps the stack's value"
+    fi
+fi
 if [[ "$engine" == fargate ]]; then
     overrides+=("TaskImage=$task_image" "Subnets=$subnets" "SecurityGroups=$security_groups")
 fi

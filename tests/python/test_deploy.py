@@ -192,9 +192,12 @@ def test_first_deploy_creates_the_stack(moto: MotoServer, first_deploy: subproce
     assert params["BucketName"] == BUCKET and params["Prefix"] == PREFIX
     assert params["ScheduleTimezone"] == "Europe/Paris"
     assert params["Architecture"] == "arm64"
-    # The zip went outside the backup prefix, named by its content.
-    assert re.fullmatch(rf"_deploy/{PREFIX}/nightdump-arm64-[0-9a-f]{{64}}\.zip", params["CodeKey"])
-    client(moto, "s3").head_object(Bucket=BUCKET, Key=params["CodeKey"])
+    # The zip went to an artifacts bucket created for it, never the backup bucket, named by its content.
+    artifacts = f"nightdump-artifacts-123456789012-{REGION}"
+    assert params["CodeBucket"] == artifacts
+    assert re.fullmatch(r"nightdump-test/nightdump-arm64-[0-9a-f]{64}\.zip", params["CodeKey"])
+    client(moto, "s3").head_object(Bucket=artifacts, Key=params["CodeKey"])
+    assert "creating the artifacts bucket" in first_deploy.stdout
     assert "uploading s3://" in first_deploy.stdout
     assert "confirm the subscription email" in first_deploy.stdout
 
@@ -466,3 +469,61 @@ def test_fargate_options_are_checked_before_touching_aws(aws_env: dict[str, str]
         assert r.returncode != 0, extra
         assert needle in r.stderr, (extra, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# --- a first deployment on a new account --------------------------------------------------
+
+
+def aws_with_unreserved(tmp_path: Path, aws_env: dict[str, str], unreserved: int) -> dict[str, str]:
+    """The real aws CLI, except that the account's Lambda settings report `unreserved`
+    (moto does not serve GetAccountSettings)."""
+    real = shutil.which("aws", path=aws_env["PATH"])
+    assert real
+    stub = tmp_path / "aws"
+    stub.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = get-account-settings ] && { echo "$STUB_UNRESERVED"; exit 0; }; done\n'
+        f'exec "{real}" "$@"\n'
+    )
+    stub.chmod(0o755)
+    return dict(aws_env, PATH=f"{tmp_path}{os.pathsep}{aws_env['PATH']}", STUB_UNRESERVED=str(unreserved))
+
+
+@pytest.mark.parametrize(("unreserved", "reserved"), [(10, "0"), (1000, "1")])
+def test_reserved_concurrency_follows_the_accounts_quota(
+    moto: MotoServer, aws_env: dict[str, str], account: dict[str, str], function_zip: Path, tmp_path: Path,
+    unreserved: int, reserved: str,
+) -> None:
+    env = aws_with_unreserved(tmp_path, aws_env, unreserved)
+    name = f"nightdump-quota-{unreserved}"
+    result = run_deploy(
+        env, "--bucket", BUCKET, "--prefix", f"quota/{unreserved}", "--secret-arn", account["secret"],
+        "--alert-email", EMAIL, "--zip", str(function_zip), "--stack-name", name,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ReservedConcurrency={reserved}" in result.stdout
+    s = client(moto, "cloudformation").describe_stacks(StackName=name)["Stacks"][0]
+    params = {p["ParameterKey"]: p["ParameterValue"] for p in s["Parameters"]}
+    assert params["ReservedConcurrency"] == reserved
+
+
+def test_buckets_in_another_region_are_refused_with_the_fix(
+    moto: MotoServer, aws_env: dict[str, str], account: dict[str, str], function_zip: Path
+) -> None:
+    s3 = client(moto, "s3")
+    s3.create_bucket(Bucket="nightdump-elsewhere", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    base = ["--secret-arn", account["secret"], "--alert-email", EMAIL, "--zip", str(function_zip), "--stack-name", "nightdump-region"]
+    r = run_deploy(aws_env, "--bucket", "nightdump-elsewhere", *base)
+    assert r.returncode != 0
+    assert "bucket 'nightdump-elsewhere' is in eu-west-1 but the stack would be in us-east-1: deploy with --region eu-west-1" in r.stderr
+    r = run_deploy(aws_env, "--bucket", BUCKET, "--code-bucket", "nightdump-elsewhere", *base)
+    assert r.returncode != 0
+    assert "code bucket 'nightdump-elsewhere' is in eu-west-1 but the stack would be in us-east-1" in r.stderr
+    r = run_deploy(aws_env, "--bucket", BUCKET, "--code-bucket", BUCKET, *base)
+    assert r.returncode != 0
+    assert "the code bucket is the backup bucket" in r.stderr
+    for bad in (r,):
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    cfn = client(moto, "cloudformation")
+    assert "nightdump-region" not in {st["StackName"] for st in cfn.list_stacks()["StackSummaries"]}
+
