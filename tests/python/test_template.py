@@ -596,3 +596,10 @@ def test_without_prune_the_role_can_write_but_never_delete(template: dict[str, A
     assert "s3:PutObject" in grants
     assert not any("Delete" in action for action in grants), sorted(grants)
     assert not any("Retention" in action or "ObjectLock" in action for action in grants)
+
+
+def test_a_failure_record_that_cannot_be_delivered_is_alarmed(stack: Stack) -> None:
+    [alarm] = alarms_on(stack, "AWS/Lambda", "DestinationDeliveryFailures")
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": f"ref:{function_id(stack)}"}]
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["Threshold"] == 1
+    assert alarm["AlarmActions"] == [f"ref:{topic_id(stack)}"]
