@@ -1,7 +1,7 @@
-//! Publishing a run's metrics records with `PutMetricData`: the container task's logs go
-//! through the awslogs driver, from which CloudWatch does not extract embedded metrics as it
-//! does from Lambda's. The records stay the single description of what a run reports; this
-//! module only reads them back.
+//! Publishing a run's metrics records with `PutMetricData`. Explicit calls rather than
+//! embedded metrics in the awslogs stream: a failed publication is seen by the run (and
+//! logged), and the path is tested end to end against CloudWatch on moto. The records stay
+//! the single description of what a run reports; this module only reads them back.
 
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};

@@ -6,8 +6,9 @@
 //! settings, the connection string read from Secrets Manager, the same backup or capture and
 //! the same metrics records. What differs is the host: the event comes from
 //! `NIGHTDUMP_EVENT`, the deadline from `NIGHTDUMP_TASK_TIMEOUT`, a stop request is SIGTERM
-//! (ECS sends it before it kills a task), the metrics are published with `PutMetricData`, and
-//! the outcome is the process's exit code, which the state machine retries and reports.
+//! (ECS sends it before it kills a task), the metrics are published with `PutMetricData` (and
+//! logged without their directive, so CloudWatch Logs does not extract them a second time),
+//! and the outcome is the process's exit code, which the state machine retries and reports.
 
 pub mod cloudwatch;
 
@@ -80,8 +81,9 @@ pub async fn run(env: HashMap<String, String>, stop: CancellationToken) -> TaskR
     };
     let lines = deps.metrics.lines();
     for line in &lines {
-        // The log keeps the record too, as a Lambda run's does.
-        Stdout.emit(line);
+        // The log keeps the record, without its metrics directive: CloudWatch Logs extracts
+        // embedded metrics from awslogs streams too, and the data points are published below.
+        Stdout.emit(&without_directive(line));
     }
     let metrics = cloudwatch::publish(&cloudwatch, &lines).await;
     if let Err(e) = &metrics {
@@ -89,6 +91,17 @@ pub async fn run(env: HashMap<String, String>, stop: CancellationToken) -> TaskR
         tracing::error!(error = %e, "metrics not published");
     }
     TaskRun { result, metrics }
+}
+
+/// The record with its `_aws` directive removed, so it is a plain log line.
+fn without_directive(line: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(mut record)) => {
+            record.remove("_aws");
+            serde_json::Value::Object(record).to_string()
+        }
+        _ => line.to_string(),
+    }
 }
 
 /// The event in `NIGHTDUMP_EVENT`, read as Lambda reads a payload.

@@ -115,6 +115,9 @@ async fn a_task_backs_up_with_the_functions_settings_with(topology: Topology) {
     );
     let emf = &records[0];
     assert_eq!(emf["BackupSuccess"], 1, "{emf}");
+    // Logged without the directive: CloudWatch Logs would otherwise extract the data points a
+    // second time from the awslogs stream.
+    assert!(emf.get("_aws").is_none(), "{emf}");
     assert_eq!(emf["FunctionName"], name.as_str());
     // The scheduled event names the backup, as the function's does, and the backup verifies.
     let verify = run_nightdump(

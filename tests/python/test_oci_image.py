@@ -63,8 +63,12 @@ def test_the_layout_is_a_linux_arm64_image_of_the_binary(tmp_path: Path) -> None
         assert members["nightdump"].mode == 0o755
         assert tar.extractfile("nightdump").read() == b"\x7fELF nightdump"
         assert "stand-in" in tar.extractfile("etc/ssl/certs/ca-certificates.crt").read().decode()
+        # ECS gives a Fargate bind mount the image's directory only when the image declares
+        # it a VOLUME; it must belong to the user the task runs as, or nothing can spill there.
         assert members["tmp"].isdir() and members["tmp"].mode == 0o1777
-        assert all(m.uid == 0 and m.mtime == 0 for m in members.values())
+        assert (members["tmp"].uid, members["tmp"].gid) == (65534, 65534)
+        assert all(m.uid == 0 and m.mtime == 0 for name, m in members.items() if name != "tmp")
+    assert config["config"]["Volumes"] == {"/tmp": {}}
     assert "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" in config["config"]["Env"]
 
 
