@@ -527,3 +527,4 @@ def test_buckets_in_another_region_are_refused_with_the_fix(
     cfn = client(moto, "cloudformation")
     assert "nightdump-region" not in {st["StackName"] for st in cfn.list_stacks()["StackSummaries"]}
 
+

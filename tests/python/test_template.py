@@ -452,7 +452,7 @@ def alarms_on(stack: Stack, namespace: str, metric: str) -> list[dict[str, Any]]
     ]
 
 
-def test_errors_alarm_notifies_the_topic(stack: Stack) -> None:
+def test_errors_alarm_counts_each_attempt_and_mails_no_one(stack: Stack) -> None:
     fn = function_id(stack)
     alarms = alarms_on(stack, "AWS/Lambda", "Errors")
     assert len(alarms) == 1
@@ -460,7 +460,23 @@ def test_errors_alarm_notifies_the_topic(stack: Stack) -> None:
     assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": f"ref:{fn}"}]
     assert alarm["Statistic"] == "Sum"
     assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["Threshold"] == 1
-    assert f"ref:{topic_id(stack)}" in alarm["AlarmActions"]
+    # Mailing each attempt would make one failed night three mails (or one for a night whose
+    # retry succeeded). The night's one mail is its failure record.
+    assert "AlarmActions" not in alarm and "OKActions" not in alarm
+
+
+def test_one_failed_night_is_one_mail(stack: Stack) -> None:
+    [sub] = stack.resources_of_type("AWS::SNS::Subscription").values()
+    assert sub["Protocol"] == "email"
+    # Nothing filters what reaches the address: every alarm and failure record is mailed.
+    assert "FilterPolicy" not in sub
+    invoke = stack.resource(single(stack.resources_of_type("AWS::Lambda::EventInvokeConfig"), "invoke config")[0])
+    assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == f"ref:{topic_id(stack)}"
+    mailing = [
+        name for name, a in stack.resources_of_type("AWS::CloudWatch::Alarm").items()
+        if a.get("Namespace") == "AWS/Lambda" and a.get("MetricName") == "Errors" and a.get("AlarmActions")
+    ]
+    assert mailing == []
 
 
 def test_staleness_alarm_fires_after_26_hours_without_a_success(stack: Stack) -> None:
@@ -517,6 +533,7 @@ def test_failures_that_only_logged_are_alarmed(template: dict[str, Any], metric:
     assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": f"ref:{fn}"}]
     assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["Threshold"] == 1
     assert f"ref:{topic_id(stack)}" in alarm["AlarmActions"]
+
 
 
 # --- outputs and metadata -------------------------------------------------------------------
