@@ -418,6 +418,7 @@ deploy_stack() {
     echo "deploy.sh: deploying stack $stack_name in $region"
     if ! awsc cloudformation deploy \
         --template-file "$template" \
+        --s3-bucket "$code_bucket" --s3-prefix "$stack_name/templates" \
         --stack-name "$stack_name" \
         --capabilities CAPABILITY_IAM \
         --no-fail-on-empty-changeset \

@@ -101,7 +101,9 @@ def aws_env(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> dict[
     env.update(
         HOME=str(home),
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        AWS_ENDPOINT_URL=moto.url,
+        # "localhost" (the same loopback server): moto resolves a CloudFormation TemplateURL
+        # by its host name, and the template is over the inline limit, so it goes through S3.
+        AWS_ENDPOINT_URL=moto.url.replace("127.0.0.1", "localhost"),
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_REGION=REGION,

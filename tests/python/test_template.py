@@ -384,9 +384,15 @@ def test_wildcard_resources_appear_only_in_key_policies(template: dict[str, Any]
         walk(res.get("Properties", {}), f"{logical_id}({res['Type']})")
     assert found, "the key policies are expected to use Resource '*'"
     # Two IAM actions take no resource at all; each is checked where it is granted.
-    resourceless = {"TaskPublishesItsMetrics": "cloudwatch:PutMetricData", "RegistryLogin": "ecr:GetAuthorizationToken"}
+    resourceless = {
+        "TaskPublishesItsMetrics": "cloudwatch:PutMetricData",
+        "RegistryLogin": "ecr:GetAuthorizationToken",
+        "ReadBackupMetrics": "cloudwatch:GetMetricData",
+    }
     for where in found:
         if "(AWS::KMS::Key).KeyPolicy" in where:
+            continue
+        if "(AWS::IAM::ManagedPolicy).PolicyDocument" in where and "ReadBackupMetrics" in where:
             continue
         sid = next((sid for sid in resourceless if sid in where), None)
         assert sid, f"wildcard resource outside a key policy: {where}"
@@ -620,3 +626,30 @@ def test_a_failure_record_that_cannot_be_delivered_is_alarmed(stack: Stack) -> N
     assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": f"ref:{function_id(stack)}"}]
     assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["Threshold"] == 1
     assert alarm["AlarmActions"] == [f"ref:{topic_id(stack)}"]
+
+
+def test_the_portal_reads_the_last_success_without_the_backups_or_their_key(stack: Stack) -> None:
+    policy = stack.resource("PortalReadPolicy")["PolicyDocument"]
+    actions = {a for st in policy["Statement"] for a in as_list(st["Action"])}
+    assert all(st["Effect"] == "Allow" for st in policy["Statement"])
+    # Reads of metric values only: no S3, no KMS, no Secrets Manager, no write of any kind.
+    assert actions == {"cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics", "cloudwatch:ListMetrics"}
+    outputs = stack.template["Outputs"]
+    assert stack.resolve(outputs["PortalReadPolicyArn"]["Value"]) == "ref:PortalReadPolicy"
+
+
+def test_the_dashboard_graphs_what_the_portal_needs(template: dict[str, Any]) -> None:
+    assert not Stack(template, **REQUIRED).exists("OperationsDashboard"), "the dashboard is optional"
+    stack = Stack(template, **REQUIRED, Dashboard="true")
+    body = json.loads(stack.resource("OperationsDashboard")["DashboardBody"])
+    graphed = {
+        (m[0], m[1]): m[3]
+        for w in body["widgets"]
+        for m in w["properties"]["metrics"]
+    }
+    for metric in [("Nightdump", "BackupSuccess"), ("Nightdump", "DeadlineUsedPercent"), ("Nightdump", "BackupBytes"),
+                   ("Nightdump", "BackupDocuments"), ("AWS/Lambda", "Errors")]:
+        assert graphed.get(metric) == f"ref:{function_id(stack)}", metric
+    [deadline] = [w for w in body["widgets"] if w["properties"]["metrics"][0][1] == "DeadlineUsedPercent"]
+    [alarm] = alarms_on(stack, "Nightdump", "DeadlineUsedPercent")
+    assert deadline["properties"]["annotations"]["horizontal"][0]["value"] == alarm["Threshold"]
