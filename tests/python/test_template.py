@@ -43,6 +43,8 @@ CONFIGS = {
         "AllowInconsistent": "true",
         "ReservedConcurrency": "0",
         "Architecture": "x86_64",
+        "OperationsKmsKey": "create",
+        "Dashboard": "true",
     },
     "fargate": {
         "Engine": "fargate",
@@ -248,7 +250,10 @@ def test_function_logs_json_to_its_own_encrypted_log_group_with_retention(stack:
     assert log_group["LogGroupName"] == f"/aws/lambda/{STACK}"
     assert fn["FunctionName"] == STACK, "the log group name assumes the function is named after the stack"
     assert int(log_group["RetentionInDays"]) == int(stack.params["LogRetentionDays"])
-    assert log_group.get("KmsKeyId"), "the log group is not encrypted with a customer key"
+    if stack.params["OperationsKmsKey"] == "create":
+        assert log_group.get("KmsKeyId") == "Arn:OperationsKey", "the log group is not encrypted with the operations key"
+    else:
+        assert "KmsKeyId" not in log_group
 
 
 def test_every_contract_variable_is_set_from_its_parameter(stack: Stack) -> None:
@@ -310,7 +315,7 @@ def test_role_grants_exactly_the_prefix_the_keys_the_secret_the_topic_and_the_lo
     p = stack.params
     objects = f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"
     topic = f"ref:{topic_id(stack)}"
-    sns_key = stack.resource(topic_id(stack))["KmsMasterKeyId"]
+    sns_key = stack.resource(topic_id(stack)).get("KmsMasterKeyId")
     log_group_id, _ = single(stack.resources_of_type("AWS::Logs::LogGroup"), "log group")
 
     expected: dict[str, set[str]] = {
@@ -322,8 +327,8 @@ def test_role_grants_exactly_the_prefix_the_keys_the_secret_the_topic_and_the_lo
         # Finding killed runs' unfinished uploads; aborting them stays limited to the prefix.
         "s3:ListBucketMultipartUploads": {f"arn:aws:s3:::{BUCKET}"},
         # Multipart SSE-KMS needs both; publishing to the encrypted topic needs both too.
-        "kms:GenerateDataKey": {backup_key(stack), sns_key},
-        "kms:Decrypt": {backup_key(stack), sns_key},
+        "kms:GenerateDataKey": {backup_key(stack)} | ({sns_key} if sns_key else set()),
+        "kms:Decrypt": {backup_key(stack)} | ({sns_key} if sns_key else set()),
         "secretsmanager:GetSecretValue": {SECRET},
         "sns:Publish": {topic},
         # GetAtt LogGroup.Arn ends in ":*", which covers exactly this group's streams.
@@ -355,7 +360,7 @@ def test_role_conditions_narrow_listing_and_indirect_key_use(stack: Stack) -> No
     assert len(listing) == 1
     assert listing[0]["Condition"] == {"StringLike": {"s3:prefix": f"{PREFIX}/*"}}
 
-    sns_key = stack.resource(topic_id(stack))["KmsMasterKeyId"]
+    sns_key = stack.resource(topic_id(stack)).get("KmsMasterKeyId")
     for s in statements:
         resources = as_list(s["Resource"])
         if sns_key in resources:
@@ -434,6 +439,15 @@ def test_async_retries_twice_then_sends_the_failure_to_the_topic(stack: Stack) -
 def test_topic_is_encrypted_with_a_key_cloudwatch_may_use_and_emails_the_alert_address(stack: Stack) -> None:
     topic = stack.resource(topic_id(stack))
     key = topic.get("KmsMasterKeyId")
+    subs = stack.resources_of_type("AWS::SNS::Subscription").values()
+    assert [(s["Protocol"], s["Endpoint"], s["TopicArn"]) for s in subs] == [
+        ("email", "ops@example.com", f"ref:{topic_id(stack)}")
+    ]
+    if stack.params["OperationsKmsKey"] == "none":
+        # No customer key (about $1 a month saved): no KMS encryption at all rather than
+        # aws/sns, under which CloudWatch alarms could not publish.
+        assert key is None and not stack.exists("OperationsKey")
+        return
     assert key, "the alert topic is not encrypted"
     # CloudWatch alarms cannot publish to a topic under the AWS managed key aws/sns.
     assert key.startswith("Arn:") or key.startswith("ref:"), key
