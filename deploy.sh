@@ -42,6 +42,11 @@ Optional:
                          default VPC's)
   --security-groups IDS  fargate: comma-separated security groups (default: the default
                          VPC's default group)
+  --run-now              start a backup as soon as the stack is deployed (the staleness
+                         alarm is in ALARM until a first backup succeeds)
+  --explain-schedule EXPR
+                         print the staleness window deploy.sh derives from a schedule
+                         expression, and exit
   --parameter KEY=VALUE  any other template parameter, repeatable
                          (e.g. --parameter MemorySize=2048 --parameter Include='app.*')
   -h, --help             show this help
@@ -58,6 +63,81 @@ die() {
 
 need_value() {
     [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"
+}
+
+# Hours without a success before the staleness alarm fires, from the schedule's longest gap
+# between two runs plus two hours (retries, a slow night): 26 for a daily schedule. CloudWatch
+# evaluates an alarm over seven days at most, so a schedule further apart cannot be watched.
+stale_hours() {
+    local expr="$1" n unit gap hours fields minute hour dom dow
+    if [[ "$expr" =~ ^rate\(([0-9]+)\ (minute|minutes|hour|hours|day|days)\)$ ]]; then
+        n="${BASH_REMATCH[1]}"; unit="${BASH_REMATCH[2]}"
+        case "$unit" in
+            minute*) gap=$(((n + 59) / 60)) ;;
+            hour*) gap=$n ;;
+            day*) gap=$((n * 24)) ;;
+        esac
+    elif [[ "$expr" =~ ^cron\((.+)\)$ ]]; then
+        read -r -a fields <<<"${BASH_REMATCH[1]}"
+        [[ ${#fields[@]} -eq 6 ]] || die "schedule '$expr' must have six cron fields (minutes hours day-of-month month day-of-week year)"
+        minute="${fields[0]}"; hour="${fields[1]}"; dom="${fields[2]}"; dow="${fields[4]}"
+        if [[ "$dom" != "*" && "$dom" != "?" ]]; then
+            die "schedule '$expr' runs on days of the month: the staleness alarm can watch at most 7 days between backups (CloudWatch's limit); use a daily or weekly schedule"
+        elif [[ "$dow" != "*" && "$dow" != "?" ]]; then
+            gap="$(dow_gap_days "$dow")" ||
+                die "schedule '$expr': day of week '$dow' is not a list or range of days (SUN-SAT or 1-7); the nth or last weekday of a month is too far apart for the staleness alarm"
+            gap=$((gap * 24))
+        elif [[ "$hour" == "*" ]]; then
+            gap=1
+        elif [[ "$hour" =~ ^[0-9]+/([0-9]+)$ || "$hour" =~ ^\*/([0-9]+)$ ]]; then
+            gap="${BASH_REMATCH[1]}"
+        elif [[ "$hour" =~ ^[0-9]+(,[0-9]+)+$ ]]; then
+            # The longest gap between listed hours, around midnight too.
+            local -a hs
+            IFS=, read -r -a hs <<<"$hour"
+            mapfile -t hs < <(printf '%s\n' "${hs[@]}" | sort -n)
+            gap=$((hs[0] + 24 - hs[${#hs[@]} - 1]))
+            for ((i = 1; i < ${#hs[@]}; i++)); do
+                ((hs[i] - hs[i - 1] > gap)) && gap=$((hs[i] - hs[i - 1]))
+            done
+        elif [[ "$hour" =~ ^[0-9]+$ ]]; then
+            gap=24
+        else
+            gap=24
+        fi
+        : "$minute"
+    else
+        die "schedule '$expr' must be cron(...) or rate(...) for the staleness alarm to follow it"
+    fi
+    ((gap <= 168)) || die "schedule '$expr' runs less often than once a week: the staleness alarm can watch at most 168 hours (CloudWatch's limit); back up at least weekly"
+    # A weekly schedule gets the whole seven days: a run late by more than its own hour then
+    # shows as stale until it succeeds.
+    hours=$((gap + 2 > 168 ? 168 : gap + 2))
+    echo "$hours"
+}
+
+# The longest gap, in days, between the days a cron day-of-week field names (1 = SUN).
+dow_gap_days() {
+    local spec="${1^^}" part d i gap
+    local -a parts days=()
+    local names=(SUN MON TUE WED THU FRI SAT)
+    for i in "${!names[@]}"; do spec="${spec//${names[$i]}/$((i + 1))}"; done
+    IFS=, read -r -a parts <<<"$spec"
+    for part in "${parts[@]}"; do
+        if [[ "$part" =~ ^([1-7])-([1-7])$ ]]; then
+            for ((d = BASH_REMATCH[1]; d <= BASH_REMATCH[2]; d++)); do days+=("$d"); done
+        elif [[ "$part" =~ ^[1-7]$ ]]; then
+            days+=("$part")
+        else
+            return 1
+        fi
+    done
+    mapfile -t days < <(printf '%s\n' "${days[@]}" | sort -nu)
+    gap=$((days[0] + 7 - days[${#days[@]} - 1]))
+    for ((i = 1; i < ${#days[@]}; i++)); do
+        ((days[i] - days[i - 1] > gap)) && gap=$((days[i] - days[i - 1]))
+    done
+    echo "$gap"
 }
 
 bucket="${NIGHTDUMP_BUCKET:-}"
@@ -77,6 +157,7 @@ image_binary=""
 subnets=""
 security_groups=""
 extra_parameters=()
+run_now=""
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -98,6 +179,12 @@ while [[ $# -gt 0 ]]; do
         --subnets) need_value "$@"; subnets="$2"; shift 2 ;;
         --security-groups) need_value "$@"; security_groups="$2"; shift 2 ;;
         --parameter) need_value "$@"; extra_parameters+=("$2"); shift 2 ;;
+        --run-now) run_now=1; shift ;;
+        --explain-schedule)
+            need_value "$@"
+            hours="$(stale_hours "$2")" || exit 1
+            echo "StaleAfterHours=$hours MaxAge=${hours}h"
+            exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done
@@ -380,7 +467,16 @@ overrides=(
     "Architecture=$arch"
 )
 [[ -n "$kms_key_arn" ]] && overrides+=("KmsKeyArn=$kms_key_arn")
-[[ -n "$schedule" ]] && overrides+=("ScheduleExpression=$schedule")
+if [[ -n "$schedule" ]]; then
+    overrides+=("ScheduleExpression=$schedule")
+    # The staleness alarm and `nightdump status` follow the schedule unless told otherwise.
+    if ! printf '%s\n' ${extra_parameters[@]+"${extra_parameters[@]}"} | grep -q '^StaleAfterHours='; then
+        hours="$(stale_hours "$schedule")"
+        overrides+=("StaleAfterHours=$hours")
+        printf '%s\n' ${extra_parameters[@]+"${extra_parameters[@]}"} | grep -q '^MaxAge=' || overrides+=("MaxAge=${hours}h")
+        echo "deploy.sh: the staleness alarm fires after $hours hours without a success (schedule $schedule)"
+    fi
+fi
 [[ -n "$timezone" ]] && overrides+=("ScheduleTimezone=$timezone")
 [[ -n "$engine" ]] && overrides+=("Engine=$engine")
 
@@ -458,6 +554,24 @@ case "$deployed_engine" in
     fargate) echo "deploy.sh: engine fargate: the schedule starts a Step Functions state machine that runs ${task_image:-the task image} on ECS Fargate" ;;
     *) echo "deploy.sh: engine lambda: the schedule invokes the function $stack_name" ;;
 esac
+if [[ -n "$run_now" ]]; then
+    if [[ "$deployed_engine" == fargate ]]; then
+        machine="$(awsc cloudformation describe-stacks --stack-name "$stack_name" \
+            --query "Stacks[0].Outputs[?OutputKey=='StateMachineArn'].OutputValue" --output text)"
+        awsc stepfunctions start-execution --state-machine-arn "$machine" --input '{}' >/dev/null ||
+            die "could not start the first backup: run 'aws stepfunctions start-execution --state-machine-arn $machine'"
+    else
+        # AWS CLI v2 reads --payload as base64 unless told otherwise; v1 has no such option.
+        payload_format=()
+        [[ "$(aws --version 2>&1)" == aws-cli/2* ]] && payload_format=(--cli-binary-format raw-in-base64-out)
+        awsc lambda invoke --function-name "$stack_name" --invocation-type Event --payload '{}' \
+            ${payload_format[@]+"${payload_format[@]}"} /dev/null >/dev/null ||
+            die "could not start the first backup: run 'aws lambda invoke --function-name $stack_name --invocation-type Event /dev/null'"
+    fi
+    echo "deploy.sh: started a first backup; the staleness alarm turns OK when it succeeds"
+elif [[ "$stack_status" == "" ]]; then
+    echo "deploy.sh: the staleness alarm is in ALARM until a first backup succeeds: the schedule's next run, or now with --run-now"
+fi
 echo "deploy.sh: stack $stack_name outputs:"
 awsc cloudformation describe-stacks --stack-name "$stack_name" \
     --query 'Stacks[0].Outputs[].[OutputKey, OutputValue]' --output text

@@ -530,3 +530,53 @@ def test_buckets_in_another_region_are_refused_with_the_fix(
     assert "nightdump-region" not in {st["StackName"] for st in cfn.list_stacks()["StackSummaries"]}
 
 
+
+
+@pytest.mark.parametrize(
+    ("schedule", "hours"),
+    [
+        ("cron(0 3 * * ? *)", 26),
+        ("cron(30 2 ? * MON-FRI *)", 74),  # Friday to Monday
+        ("cron(0 3 ? * SUN *)", 168),
+        ("cron(0 3,15 * * ? *)", 14),
+        ("cron(0 */4 * * ? *)", 6),
+        ("rate(15 minutes)", 3),
+        ("rate(6 hours)", 8),
+        ("rate(7 days)", 168),
+    ],
+)
+def test_the_staleness_window_follows_the_schedule(schedule: str, hours: int) -> None:
+    r = subprocess.run([str(DEPLOY), "--explain-schedule", schedule], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"StaleAfterHours={hours} MaxAge={hours}h"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "needle"),
+    [
+        ("cron(0 3 1 * ? *)", "runs on days of the month"),
+        ("rate(8 days)", "runs less often than once a week"),
+        ("cron(0 3 ? * 2#1 *)", "the nth or last weekday of a month"),
+        ("at(2026-12-24T03:00:00)", "must be cron(...) or rate(...)"),
+    ],
+)
+def test_a_schedule_the_staleness_alarm_cannot_watch_is_refused(schedule: str, needle: str) -> None:
+    r = subprocess.run([str(DEPLOY), "--explain-schedule", schedule], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_weekly_deploy_gets_a_weekly_staleness_window_and_its_first_backup_at_once(
+    moto: MotoServer, aws_env: dict[str, str], account: dict[str, str], function_zip: Path
+) -> None:
+    result = run_deploy(
+        aws_env, "--bucket", BUCKET, "--prefix", "weekly", "--secret-arn", account["secret"],
+        "--alert-email", EMAIL, "--zip", str(function_zip), "--stack-name", "nightdump-weekly",
+        "--schedule", "cron(0 3 ? * SUN *)", "--run-now",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    s = client(moto, "cloudformation").describe_stacks(StackName="nightdump-weekly")["Stacks"][0]
+    params = {p["ParameterKey"]: p["ParameterValue"] for p in s["Parameters"]}
+    assert params["StaleAfterHours"] == "168" and params["MaxAge"] == "168h"
+    assert "fires after 168 hours without a success" in result.stdout
+    assert "started a first backup" in result.stdout

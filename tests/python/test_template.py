@@ -510,9 +510,11 @@ def test_staleness_alarm_fires_after_26_hours_without_a_success(stack: Stack) ->
     # Each period breaches unless it holds a 1 (a success).
     assert alarm["Statistic"] == "Maximum"
     assert alarm["ComparisonOperator"] == "LessThanThreshold" and alarm["Threshold"] == 1
-    period, periods = alarm["Period"], alarm["EvaluationPeriods"]
-    assert alarm.get("DatapointsToAlarm", periods) == periods, "every period of the window must lack a success"
-    assert period * periods >= 26 * 3600
+    period, periods = alarm["Period"], int(alarm["EvaluationPeriods"])
+    assert int(alarm.get("DatapointsToAlarm", periods)) == periods, "every period of the window must lack a success"
+    # The window follows the schedule: StaleAfterHours (26 for the default daily schedule).
+    assert period * periods == int(stack.params["StaleAfterHours"]) * 3600
+    assert period * periods >= 26 * 3600 or stack.params["StaleAfterHours"] != "26"
     # CloudWatch limits: 7 days in all, and 1 day when the period is under an hour.
     assert period * periods <= 7 * 86400
     assert period >= 3600 or period * periods <= 86400
@@ -667,3 +669,12 @@ def test_the_dashboard_graphs_what_the_portal_needs(template: dict[str, Any]) ->
     [deadline] = [w for w in body["widgets"] if w["properties"]["metrics"][0][1] == "DeadlineUsedPercent"]
     [alarm] = alarms_on(stack, "Nightdump", "DeadlineUsedPercent")
     assert deadline["properties"]["annotations"]["horizontal"][0]["value"] == alarm["Threshold"]
+
+
+@pytest.mark.parametrize("hours", ["2", "26", "168"])
+def test_the_staleness_window_follows_the_schedule_within_cloudwatchs_seven_days(template: dict[str, Any], hours: str) -> None:
+    spec = template["Parameters"]["StaleAfterHours"]
+    stack = Stack(template, **REQUIRED, StaleAfterHours=hours)
+    [alarm] = alarms_on(stack, "Nightdump", "BackupSuccess")
+    assert alarm["Period"] * int(alarm["EvaluationPeriods"]) == int(hours) * 3600 <= 7 * 86400
+    assert spec["Default"] == 26 and spec["MaxValue"] * 3600 <= 7 * 86400
