@@ -230,7 +230,9 @@ def test_function_role_reaches_only_its_prefix_key_secret_and_topic(
     assert iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []
     # moto keeps AWS::NoValue from Fn::If as None where CloudFormation drops the entry.
     statements = [s for d in docs for s in policy_document(d)["Statement"] if s is not None]
-    resources = {r for s in statements for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])}
+    # Deny statements may name what they leave out (NotResource); the grants are the Allows.
+    allows = [s for s in statements if s["Effect"] == "Allow"]
+    resources = {r for s in allows for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])}
 
     topics = [t["TopicArn"] for t in client(moto, "sns").list_topics()["Topics"] if "nightdump-test" in t["TopicArn"]]
     assert len(topics) == 1

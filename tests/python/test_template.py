@@ -7,11 +7,12 @@ parameter sets, so each assertion is about the values a stack would really get.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
-from cfn_eval import ACCOUNT, REGION, STACK, Stack, load_template
+from cfn_eval import ACCOUNT, REGION, ROOT, STACK, Stack, load_template
 
 BUCKET = "acme-backups"
 PREFIX = "prod/mongo"
@@ -541,7 +542,7 @@ def test_the_role_can_never_write_with_a_customer_provided_key(stack: Stack) -> 
         d
         for d in denies
         if "s3:PutObject" in as_list(d["Action"])
-        and objects in as_list(d["Resource"])
+        and objects in as_list(d.get("Resource", []))
         and d.get("Condition", {}).get("Null", {}).get("s3:x-amz-server-side-encryption-customer-algorithm") == "false"
     ]
     assert len(sse_c) == 1, "a write carrying an SSE-C key must be denied under the prefix"
@@ -678,3 +679,41 @@ def test_the_staleness_window_follows_the_schedule_within_cloudwatchs_seven_days
     [alarm] = alarms_on(stack, "Nightdump", "BackupSuccess")
     assert alarm["Period"] * int(alarm["EvaluationPeriods"]) == int(hours) * 3600 <= 7 * 86400
     assert spec["Default"] == 26 and spec["MaxValue"] * 3600 <= 7 * 86400
+
+
+def test_the_role_cannot_replace_a_stored_backup(stack: Stack) -> None:
+    role = stack.resource("FunctionRole")
+    denies = {
+        st["Sid"]: st
+        for p in role["Policies"]
+        for st in p["PolicyDocument"]["Statement"]
+        if st["Effect"] == "Deny"
+    }
+    latest = f"arn:aws:s3:::{BUCKET}/{PREFIX}/latest.json"
+    # Everything but latest.json: only create-only writes (If-None-Match) make an object.
+    objects = denies["DenyOverwritingBackups"]
+    assert objects["Action"] == "s3:PutObject" and objects["NotResource"] == latest
+    assert objects["Condition"] == {
+        "Bool": {"s3:ObjectCreationOperation": "true"},
+        "Null": {"s3:if-none-match": "true"},
+    }
+    # latest.json: only a conditional update (If-Match) or a first write (If-None-Match).
+    pointer = denies["DenyUnconditionalLatestUpdate"]
+    assert pointer["Resource"] == latest
+    assert pointer["Condition"]["Null"] == {"s3:if-none-match": "true", "s3:if-match": "true"}
+    assert pointer["Condition"]["Bool"] == {"s3:ObjectCreationOperation": "true"}
+
+
+def test_nightdump_writes_only_create_only_objects_and_updates_only_latest_json() -> None:
+    """The code half of the promise above: every PUT the library makes is create-only, and the
+    one read-decide-write update is of latest.json."""
+    import subprocess as sp
+
+    src = str(ROOT / "src")
+    puts = sp.run(["grep", "-rnE", r"PutOptions::[a-z_]+\(", src], capture_output=True, text=True).stdout.splitlines()
+    callers = [line for line in puts if not line.startswith(f"{src}/store/")]
+    assert callers and all("PutOptions::create()" in line for line in callers), callers
+    # Store updates name their key: only latest.json's constant is ever passed.
+    updates = sp.run(["grep", "-rnE", r"\.update\([A-Za-z_:]*KEY\b", src], capture_output=True, text=True).stdout.splitlines()
+    assert len(updates) >= 2, updates
+    assert all(re.search(r"\.update\((crate::layout::)?LATEST_KEY\b", line) for line in updates), updates
