@@ -192,19 +192,8 @@ where
             latest_update_failed: s.latest_warning.is_some(),
         }
         .to_emf(function_name, OffsetDateTime::now_utc()),
-        (Err(e), false) => RunMetrics {
-            success: false,
-            duration_seconds: elapsed,
-            bytes: 0,
-            documents: 0,
-            backup_id: None,
-            error_type: Some(e.error_type().to_string()),
-            already_existed: false,
-            prune: None,
-            deadline_used_percent,
-            latest_update_failed: false,
-        }
-        .to_emf(function_name, OffsetDateTime::now_utc()),
+        (Err(e), false) => RunMetrics::failed(e.error_type(), elapsed, deadline_used_percent)
+            .to_emf(function_name, OffsetDateTime::now_utc()),
     };
     deps.metrics.emit(&record);
     match &result {

@@ -41,6 +41,26 @@ pub struct PruneMetrics {
 }
 
 impl RunMetrics {
+    /// A run that failed with `error_type`: nothing stored, nothing counted.
+    pub fn failed(
+        error_type: &str,
+        duration_seconds: f64,
+        deadline_used_percent: Option<f64>,
+    ) -> RunMetrics {
+        RunMetrics {
+            success: false,
+            duration_seconds,
+            bytes: 0,
+            documents: 0,
+            backup_id: None,
+            error_type: Some(error_type.to_string()),
+            already_existed: false,
+            prune: None,
+            deadline_used_percent,
+            latest_update_failed: false,
+        }
+    }
+
     /// The EMF record as one JSON line.
     pub fn to_emf(&self, function_name: &str, at: OffsetDateTime) -> String {
         let timestamp_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);

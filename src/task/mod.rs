@@ -143,19 +143,7 @@ fn context(
 }
 
 fn failure_record(env: &HashMap<String, String>, e: &HandlerError) -> String {
-    RunMetrics {
-        success: false,
-        duration_seconds: 0.0,
-        bytes: 0,
-        documents: 0,
-        backup_id: None,
-        error_type: Some(e.error_type().to_string()),
-        already_existed: false,
-        prune: None,
-        deadline_used_percent: None,
-        latest_update_failed: false,
-    }
-    .to_emf(
+    RunMetrics::failed(e.error_type(), 0.0, None).to_emf(
         crate::lambda::config::metrics_name(env),
         OffsetDateTime::now_utc(),
     )

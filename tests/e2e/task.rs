@@ -86,6 +86,16 @@ async fn metric_max(metrics_name: &str, metric: &str) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// The failed run's exit code checked, and its one plain stderr line (the error; the rest
+/// are JSON log records).
+fn the_error_line(run: &Run, code: i32) -> String {
+    assert_eq!(run.code, Some(code), "{}", run.stderr);
+    let plain = run.plain_stderr_lines();
+    assert_eq!(plain.len(), 1, "{}", run.stderr);
+    assert!(plain[0].starts_with("error: "), "{}", plain[0]);
+    plain[0].to_string()
+}
+
 /// The run's stdout: its metrics record(s), then (on success) the summary.
 fn stdout_records(run: &Run) -> Vec<Value> {
     run.stdout
@@ -162,14 +172,8 @@ async fn a_failed_task_exits_with_its_code_with(topology: Topology) {
     );
     let env = task_env(&dest, &unreachable, &name, topology).await;
     let run = spawn_task(&env).finish(RUN_LIMIT).await;
-    assert_eq!(run.code, Some(3), "{}", run.stderr);
-    let plain = run.plain_stderr_lines();
-    assert_eq!(plain.len(), 1, "{}", run.stderr);
-    assert!(
-        plain[0].starts_with("error: ") && plain[0].contains("MongoUnreachable"),
-        "{}",
-        plain[0]
-    );
+    let line = the_error_line(&run, 3);
+    assert!(line.contains("MongoUnreachable"), "{}", line);
     assert_no_secret("the failed task's output", run.all_output().as_bytes());
     let records = stdout_records(&run);
     assert_eq!(records.len(), 1, "only the metrics record: {}", run.stdout);
@@ -210,11 +214,9 @@ async fn sigterm_stops_a_task_with(topology: Topology) {
     run.signal("TERM");
     proxy.hold_part_uploads(false);
     let run = run.finish(RUN_LIMIT).await;
-    assert_eq!(run.code, Some(8), "{}", run.stderr);
-    let plain = run.plain_stderr_lines();
-    assert_eq!(plain.len(), 1, "{}", run.stderr);
-    assert!(plain[0].contains("stopped by SIGTERM"), "{}", plain[0]);
-    assert!(plain[0].contains("upload was aborted"), "{}", plain[0]);
+    let line = the_error_line(&run, 8);
+    assert!(line.contains("stopped by SIGTERM"), "{}", line);
+    assert!(line.contains("upload was aborted"), "{}", line);
     let records = stdout_records(&run);
     assert_eq!(records[0]["ErrorType"], "Interrupted", "{}", run.stdout);
     assert_eq!(metric_max(&name, "BackupSuccess").await, Some(0.0));
@@ -246,13 +248,11 @@ async fn a_task_timeout_that_is_not_a_duration_is_refused() {
     env.retain(|(k, _)| *k != "NIGHTDUMP_TASK_TIMEOUT");
     env.push(("NIGHTDUMP_TASK_TIMEOUT", "soon".into()));
     let run = spawn_task(&env).finish(RUN_LIMIT).await;
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
-    let plain = run.plain_stderr_lines();
-    assert_eq!(plain.len(), 1, "{}", run.stderr);
+    let line = the_error_line(&run, 2);
     assert!(
-        plain[0].contains("NIGHTDUMP_TASK_TIMEOUT 'soon' is not a duration"),
+        line.contains("NIGHTDUMP_TASK_TIMEOUT 'soon' is not a duration"),
         "{}",
-        plain[0]
+        line
     );
     assert_eq!(metric_max("task-bad", "BackupSuccess").await, Some(0.0));
     assert!(dest.snapshot().await.objects.is_empty());
@@ -260,13 +260,11 @@ async fn a_task_timeout_that_is_not_a_duration_is_refused() {
     env.retain(|(k, _)| *k != "NIGHTDUMP_TASK_TIMEOUT" && *k != "NIGHTDUMP_EVENT");
     env.push(("NIGHTDUMP_EVENT", "{not json".into()));
     let run = spawn_task(&env).finish(RUN_LIMIT).await;
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
-    let plain = run.plain_stderr_lines();
-    assert_eq!(plain.len(), 1, "{}", run.stderr);
+    let line = the_error_line(&run, 2);
     assert!(
-        plain[0].contains("NIGHTDUMP_EVENT") && plain[0].contains("InvalidEvent"),
+        line.contains("NIGHTDUMP_EVENT") && line.contains("InvalidEvent"),
         "{}",
-        plain[0]
+        line
     );
     assert!(dest.snapshot().await.objects.is_empty());
 }
