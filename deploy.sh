@@ -38,10 +38,13 @@ Optional:
                          15-minute Lambda run (docs/scaling.md)            [NIGHTDUMP_ENGINE]
   --image-binary PATH    fargate: put this static linux/arm64 nightdump in the task image
                          instead of building it
-  --subnets IDS          fargate: comma-separated subnets of the task (default: the
-                         default VPC's)
-  --security-groups IDS  fargate: comma-separated security groups (default: the default
-                         VPC's default group)
+  --subnets IDS          comma-separated subnets of the task (fargate; default: the
+                         default VPC's) and of the function (--function-in-vpc)
+  --security-groups IDS  comma-separated security groups of the same (fargate default:
+                         the default VPC's default group)
+  --function-in-vpc      run the function in --subnets with --security-groups, for a
+                         database reachable only from a VPC; checks that the VPC has S3
+                         and Secrets Manager endpoints or a NAT gateway (docs/network.md)
   --run-now              start a backup as soon as the stack is deployed (the staleness
                          alarm is in ALARM until a first backup succeeds)
   --explain-schedule EXPR
@@ -156,6 +159,7 @@ engine="${NIGHTDUMP_ENGINE:-}"
 image_binary=""
 subnets=""
 security_groups=""
+function_in_vpc=""
 extra_parameters=()
 run_now=""
 
@@ -180,6 +184,7 @@ while [[ $# -gt 0 ]]; do
         --security-groups) need_value "$@"; security_groups="$2"; shift 2 ;;
         --parameter) need_value "$@"; extra_parameters+=("$2"); shift 2 ;;
         --run-now) run_now=1; shift ;;
+        --function-in-vpc) function_in_vpc=1; shift ;;
         --explain-schedule)
             need_value "$@"
             hours="$(stale_hours "$2")" || exit 1
@@ -213,8 +218,14 @@ kms_re='^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$'
 [[ -z "$image_binary" || -f "$image_binary" ]] || die "image binary '$image_binary' not found: fix --image-binary"
 [[ -z "$subnets" || "$subnets" =~ ^subnet-[0-9a-f]+(,subnet-[0-9a-f]+)*$ ]] || die "'$subnets' is not a comma-separated list of subnet ids (subnet-...): fix --subnets"
 [[ -z "$security_groups" || "$security_groups" =~ ^sg-[0-9a-f]+(,sg-[0-9a-f]+)*$ ]] || die "'$security_groups' is not a comma-separated list of security group ids (sg-...): fix --security-groups"
-if [[ "$engine" != fargate && ( -n "$image_binary" || -n "$subnets" || -n "$security_groups" ) ]]; then
-    die "--image-binary, --subnets and --security-groups are for --engine fargate: add it or drop them"
+[[ "$engine" == fargate || -z "$image_binary" ]] || die "--image-binary is for --engine fargate: add it or drop it"
+if [[ "$engine" != fargate && -z "$function_in_vpc" && ( -n "$subnets" || -n "$security_groups" ) ]]; then
+    die "--subnets and --security-groups are for --engine fargate or --function-in-vpc: add one or drop them"
+fi
+# No default VPC fallback for the function: a Lambda function in a public subnet has no
+# internet access, so the default VPC's subnets would leave it unable to reach anything.
+if [[ -n "$function_in_vpc" && ( -z "$subnets" || -z "$security_groups" ) ]]; then
+    die "--function-in-vpc needs --subnets and --security-groups: private subnets that reach MongoDB, with S3 and Secrets Manager endpoints or a NAT gateway (docs/network.md)"
 fi
 for kv in ${extra_parameters[@]+"${extra_parameters[@]}"}; do
     [[ "$kv" =~ ^[A-Za-z0-9]+=.*$ ]] || die "--parameter '$kv' must look like KEY=VALUE"
@@ -438,6 +449,28 @@ if [[ "$engine" == fargate ]]; then
     fi
 fi
 
+# A function in a VPC reaches S3 and Secrets Manager only through endpoints or a NAT gateway;
+# without either every run times out at its first request, so say it now. A warning, not a
+# refusal: the route may leave through a transit gateway this check cannot see.
+if [[ -n "$function_in_vpc" ]]; then
+    # shellcheck disable=SC2086 # the subnet ids are split on purpose
+    vpc="$(awsc ec2 describe-subnets --subnet-ids ${subnets//,/ } --query 'Subnets[0].VpcId' --output text 2>/dev/null)" ||
+        die "subnets $subnets not found in $region: fix --subnets"
+    endpoints="$(awsc ec2 describe-vpc-endpoints --filters "Name=vpc-id,Values=$vpc" \
+        --query 'VpcEndpoints[].ServiceName' --output text 2>/dev/null || true)"
+    nat="$(awsc ec2 describe-nat-gateways --filter "Name=vpc-id,Values=$vpc" Name=state,Values=available \
+        --query 'NatGateways[].NatGatewayId' --output text 2>/dev/null || true)"
+    for service in s3 secretsmanager; do
+        if grep -qw "com\.amazonaws\.$region\.$service" <<<"$endpoints"; then
+            echo "deploy.sh: the function reaches $service through the VPC endpoint in $vpc"
+        elif [[ -n "$nat" && "$nat" != None ]]; then
+            echo "deploy.sh: the function reaches $service through the NAT gateway $nat"
+        else
+            echo "deploy.sh: warning: VPC $vpc has no $service endpoint and no NAT gateway, so the function cannot reach $service: add the endpoint (docs/network.md)" >&2
+        fi
+    done
+fi
+
 # --- upload --------------------------------------------------------------------------------
 
 if command -v sha256sum >/dev/null 2>&1; then
@@ -506,8 +539,12 @@ if ! printf '%s\n' ${extra_parameters[@]+"${extra_parameters[@]}"} | grep -q '^R
     fi
 fi
 if [[ "$engine" == fargate ]]; then
-    overrides+=("TaskImage=$task_image" "Subnets=$subnets" "SecurityGroups=$security_groups")
+    overrides+=("TaskImage=$task_image")
 fi
+if [[ "$engine" == fargate || -n "$function_in_vpc" ]]; then
+    overrides+=("Subnets=$subnets" "SecurityGroups=$security_groups")
+fi
+[[ -n "$function_in_vpc" ]] && overrides+=("FunctionInVpc=true")
 overrides+=(${extra_parameters[@]+"${extra_parameters[@]}"})
 
 deploy_stack() {

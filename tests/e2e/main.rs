@@ -6,6 +6,8 @@
 
 /// The SNS alert topic with an SQS subscriber, to read what the failure alert delivers.
 mod alert_topic;
+/// MONGODB-AWS: the role is the database identity; no password anywhere.
+mod aws_auth;
 /// Backups: the archive equals the source byte for byte, selection, ids, latest.json.
 mod backup;
 /// Every option and setting given a wrong value: its own one-line message and exit code.

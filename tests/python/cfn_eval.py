@@ -1,6 +1,6 @@
 """Just enough of CloudFormation's intrinsic functions to read template.yml as deployed.
 
-Resolves Ref, Fn::Sub, Fn::GetAtt, Fn::If, Fn::Join, Fn::FindInMap, Fn::Equals/Not/And/Or and AWS::NoValue for one set
+Resolves Ref, Fn::Sub, Fn::GetAtt, Fn::If, Fn::Join, Fn::Split, Fn::FindInMap, Fn::Equals/Not/And/Or and AWS::NoValue for one set
 of parameter values, so tests can compare the policies and variables a stack would really
 get. Resources resolve to symbolic strings: ``Ref`` to ``ref:<LogicalId>`` and ``Fn::GetAtt``
 to ``<attr>:<LogicalId>`` (e.g. ``Arn:Function``).
@@ -143,6 +143,9 @@ class Stack:
             if key == "Fn::Join":
                 sep, parts = value
                 return sep.join(str(p) for p in self.resolve(parts))
+            if key == "Fn::Split":
+                sep, text = value
+                return str(self.resolve(text)).split(sep)
             if key.startswith("Fn::"):
                 raise ValueError(f"unsupported intrinsic {key}")
         out = {k: self.resolve(v) for k, v in node.items()}

@@ -466,7 +466,9 @@ def test_fargate_options_are_checked_before_touching_aws(aws_env: dict[str, str]
         (["--engine", "ecs"], "engine 'ecs' must be lambda or fargate"),
         (["--engine", "fargate", "--subnets", "vpc-1"], "is not a comma-separated list of subnet ids"),
         (["--engine", "fargate", "--security-groups", "default"], "is not a comma-separated list of security group ids"),
-        (["--subnets", "subnet-0a"], "are for --engine fargate"),
+        (["--subnets", "subnet-0a"], "are for --engine fargate or --function-in-vpc"),
+        (["--function-in-vpc", "--subnets", "subnet-0a"], "--function-in-vpc needs --subnets and --security-groups"),
+        (["--image-binary", str(function_zip)], "--image-binary is for --engine fargate"),
         (["--engine", "fargate", "--image-binary", "/nonexistent/nightdump"], "image binary '/nonexistent/nightdump' not found"),
     ]:
         r = run_deploy(aws_env, *base, *extra)
@@ -582,3 +584,53 @@ def test_a_weekly_deploy_gets_a_weekly_staleness_window_and_its_first_backup_at_
     assert params["StaleAfterHours"] == "168" and params["MaxAge"] == "168h"
     assert "fires after 168 hours without a success" in result.stdout
     assert "started a first backup" in result.stdout
+
+
+# --- a function in a VPC ---------------------------------------------------------------------
+
+
+def test_a_function_in_a_vpc_gets_its_network_and_is_told_what_it_cannot_reach(
+    moto: MotoServer, aws_env: dict[str, str], account: dict[str, str], function_zip: Path
+) -> None:
+    ec2 = client(moto, "ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)
+    ]
+    group = ec2.create_security_group(GroupName="nightdump-fn", Description="nightdump", VpcId=vpc)["GroupId"]
+    args = [
+        "--bucket", BUCKET, "--prefix", "private", "--secret-arn", account["secret"],
+        "--alert-email", EMAIL, "--zip", str(function_zip), "--stack-name", "nightdump-private",
+        "--function-in-vpc", "--subnets", ",".join(subnets), "--security-groups", group,
+    ]
+    # No endpoint and no NAT gateway: deployed, with a warning naming each service and the fix.
+    result = run_deploy(aws_env, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for service in ("s3", "secretsmanager"):
+        assert f"VPC {vpc} has no {service} endpoint and no NAT gateway" in result.stderr, result.stderr
+    s = client(moto, "cloudformation").describe_stacks(StackName="nightdump-private")["Stacks"][0]
+    params = {p["ParameterKey"]: p["ParameterValue"] for p in s["Parameters"]}
+    assert params["FunctionInVpc"] == "true"
+    given = ast.literal_eval(params["Subnets"]) if params["Subnets"].startswith("[") else params["Subnets"].split(",")
+    assert sorted(given) == sorted(subnets)
+    config = client(moto, "lambda").get_function_configuration(FunctionName="nightdump-private")
+    assert sorted(config["VpcConfig"]["SubnetIds"]) == sorted(subnets), config.get("VpcConfig")
+    assert config["VpcConfig"]["SecurityGroupIds"] == [group]
+
+    # With the S3 gateway endpoint and the Secrets Manager interface endpoint, no warning.
+    table = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+    ec2.create_vpc_endpoint(
+        VpcId=vpc, ServiceName=f"com.amazonaws.{REGION}.s3", VpcEndpointType="Gateway", RouteTableIds=[table]
+    )
+    ec2.create_vpc_endpoint(
+        VpcId=vpc, ServiceName=f"com.amazonaws.{REGION}.secretsmanager", VpcEndpointType="Interface",
+        SubnetIds=subnets, SecurityGroupIds=[group], PrivateDnsEnabled=True,
+    )
+    # A stack of its own: moto's change-set update evaluates resources whose condition is
+    # false (here the state machine) and fails, which CloudFormation does not.
+    args[args.index("nightdump-private")] = "nightdump-private-endpoints"
+    again = run_deploy(aws_env, *args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "warning" not in again.stderr, again.stderr
+    for service in ("s3", "secretsmanager"):
+        assert f"reaches {service} through the VPC endpoint in {vpc}" in again.stdout, again.stdout

@@ -187,7 +187,10 @@ pub fn handle(
             .session
             .sasl_start(&shared.users, db, cmd)
             .map(with_ok),
-        "saslContinue" => client.session.sasl_continue(cmd).map(with_ok),
+        "saslContinue" => client
+            .session
+            .sasl_continue(&shared.users, cmd)
+            .map(with_ok),
         "authenticate" => Err(authenticate_unavailable(cmd)),
         "logout" => {
             client.session = auth::Session::default();

@@ -23,7 +23,7 @@ mod state;
 pub mod tls;
 pub mod wire;
 
-pub use auth::{RoleRef, User, UserError};
+pub use auth::{AwsIdentity, RoleRef, User, UserError};
 pub use error::CommandError;
 pub use faults::Faults;
 pub use seed::Seed;

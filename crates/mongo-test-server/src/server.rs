@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::auth::{User, UserError, UserStore};
+use crate::auth::{AwsIdentity, User, UserError, UserStore};
 use crate::connection;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::CommandError;
@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub port: u16,
     /// Accounts; authentication is required as soon as there is one.
     pub users: Vec<User>,
+    /// AWS credentials whose MONGODB-AWS logins are accepted, standing in for STS; each
+    /// logs in as the `$external` user of its ARN, which must be among `users`.
+    pub aws_identities: Vec<AwsIdentity>,
     /// Serve TLS only (like `--tlsMode requireTLS`).
     pub tls: Option<TlsConfig>,
     /// Run as the primary of a one-member replica set of this name, with an oplog.
@@ -42,6 +45,7 @@ impl Default for ServerConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             users: Vec::new(),
+            aws_identities: Vec::new(),
             tls: None,
             replica_set: None,
             seed: Seed::None,
@@ -85,7 +89,7 @@ pub struct ServerHandle {
 /// [`ServerHandle::uri`] can be used at once.
 pub async fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let users = UserStore::new(&config.users)?;
+    let users = UserStore::new(&config.users)?.with_aws(config.aws_identities.clone());
     let wanted = SocketAddr::new(config.bind, config.port);
     let listener = TcpListener::bind(wanted)
         .await

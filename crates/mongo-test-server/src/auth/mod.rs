@@ -1,7 +1,9 @@
-//! Users and SCRAM authentication, with mongod's commands (`saslStart`, `saslContinue`,
-//! speculative authentication in `hello`) and its refusals.
+//! Users and their authentication (SCRAM, and MONGODB-AWS for `$external` users), with
+//! mongod's commands (`saslStart`, `saslContinue`, speculative authentication in `hello`)
+//! and its refusals.
 
 pub mod authz;
+pub mod aws;
 mod required;
 pub mod scram;
 mod shell;
@@ -13,6 +15,7 @@ use bson::{rawdoc, spec::BinarySubtype, RawBsonRef, RawDocument, RawDocumentBuf}
 
 use crate::error::CommandError;
 pub use authz::RoleRef;
+pub use aws::AwsIdentity;
 pub use required::{authorize, Decision};
 use scram::{Conversation, Credentials, Mechanism, ScramError};
 
@@ -38,12 +41,26 @@ impl User {
         }
     }
 
+    /// A `root` user of `$external` named by an AWS IAM ARN, who logs in with
+    /// MONGODB-AWS and has no password.
+    pub fn external(arn: impl Into<String>) -> Self {
+        Self {
+            name: arn.into(),
+            password: String::new(),
+            db: EXTERNAL.into(),
+            roles: vec![RoleRef::new("root", "admin")],
+        }
+    }
+
     /// The same account with exactly these roles instead.
     pub fn with_roles(mut self, roles: impl IntoIterator<Item = RoleRef>) -> Self {
         self.roles = roles.into_iter().collect();
         self
     }
 }
+
+/// The database of users whose credentials live outside MongoDB.
+pub const EXTERNAL: &str = "$external";
 
 impl Default for User {
     fn default() -> Self {
@@ -92,6 +109,7 @@ impl StoredUser {
 #[derive(Debug)]
 pub struct UserStore {
     enforced: bool,
+    aws: Vec<AwsIdentity>,
     users: RwLock<HashMap<(String, String), StoredUser>>,
     catalog: Option<Arc<dyn UserCatalog>>,
 }
@@ -136,6 +154,7 @@ impl UserStore {
     pub fn new(users: &[User]) -> Result<Self, UserError> {
         let store = Self {
             enforced: !users.is_empty(),
+            aws: Vec::new(),
             users: RwLock::new(HashMap::new()),
             catalog: None,
         };
@@ -151,6 +170,12 @@ impl UserStore {
         self
     }
 
+    /// Also accepts MONGODB-AWS logins signed with these credentials (see [`aws`]).
+    pub fn with_aws(mut self, identities: Vec<AwsIdentity>) -> Self {
+        self.aws = identities;
+        self
+    }
+
     pub fn enforced(&self) -> bool {
         self.enforced
     }
@@ -163,9 +188,19 @@ impl UserStore {
                 source,
             })
         };
+        // `$external` users have no password: MONGODB-AWS (or x.509) proves who they are.
+        let external = user.db == EXTERNAL;
         let stored = StoredUser {
-            sha1: Some(derive(Mechanism::Sha1)?),
-            sha256: Some(derive(Mechanism::Sha256)?),
+            sha1: if external {
+                None
+            } else {
+                Some(derive(Mechanism::Sha1)?)
+            },
+            sha256: if external {
+                None
+            } else {
+                Some(derive(Mechanism::Sha256)?)
+            },
             roles: user.roles.clone(),
         };
         self.write()
@@ -245,11 +280,17 @@ pub struct Identity {
 }
 
 #[derive(Debug)]
+enum Exchange {
+    Scram(Conversation),
+    Aws(aws::Conversation),
+}
+
+#[derive(Debug)]
 struct Pending {
     conversation_id: i32,
     db: String,
     user: String,
-    conversation: Conversation,
+    exchange: Exchange,
     skip_empty_exchange: bool,
     /// The proof was accepted; only the empty final exchange is outstanding.
     verified: bool,
@@ -286,7 +327,7 @@ impl Session {
         let mechanism = cmd.get_str("mechanism").map_err(|_| {
             CommandError::bad_value("saslStart requires a string 'mechanism' field")
         })?;
-        let mech = Mechanism::parse(mechanism).ok_or_else(|| {
+        let unavailable = || {
             CommandError::new(
                 334,
                 "MechanismUnavailable",
@@ -294,41 +335,66 @@ impl Session {
                     "Received authentication for mechanism {mechanism} which is unknown or not enabled"
                 ),
             )
-        })?;
+        };
         let payload = payload(cmd)?;
+        let (exchange, user, reply) = if mechanism == "MONGODB-AWS" {
+            if store.aws.is_empty() {
+                return Err(unavailable());
+            }
+            if db != EXTERNAL {
+                tracing::info!(%db, "MONGODB-AWS outside $external");
+                return Err(authentication_failed());
+            }
+            let (conversation, reply) = aws::Conversation::start(&payload).map_err(|e| {
+                tracing::info!(error = %e, "saslStart refused");
+                authentication_failed()
+            })?;
+            (Exchange::Aws(conversation), String::new(), reply)
+        } else {
+            let mech = Mechanism::parse(mechanism).ok_or_else(unavailable)?;
+            let first = scram::parse_client_first(&payload).map_err(|e| {
+                tracing::info!(error = %e, "saslStart refused");
+                authentication_failed()
+            })?;
+            let Some(credentials) = store.credentials(db, &first.user, mech) else {
+                tracing::info!(user = %first.user, %db, "authentication for an unknown user");
+                return Err(authentication_failed());
+            };
+            let (conversation, server_first) = Conversation::start(&first, credentials);
+            (
+                Exchange::Scram(conversation),
+                first.user,
+                server_first.into_bytes(),
+            )
+        };
         let skip_empty_exchange = cmd
             .get_document("options")
             .ok()
             .and_then(|o| o.get_bool("skipEmptyExchange").ok())
             .unwrap_or(false);
-        let first = scram::parse_client_first(&payload).map_err(|e| {
-            tracing::info!(error = %e, "saslStart refused");
-            authentication_failed()
-        })?;
-        let Some(credentials) = store.credentials(db, &first.user, mech) else {
-            tracing::info!(user = %first.user, %db, "authentication for an unknown user");
-            return Err(authentication_failed());
-        };
-        let (conversation, server_first) = Conversation::start(&first, credentials);
         self.next_conversation_id += 1;
         let conversation_id = self.next_conversation_id;
         self.pending = Some(Pending {
             conversation_id,
             db: db.to_owned(),
-            user: first.user.clone(),
-            conversation,
+            user,
+            exchange,
             skip_empty_exchange,
             verified: false,
         });
         Ok(rawdoc! {
             "conversationId": conversation_id,
             "done": false,
-            "payload": binary(server_first.into_bytes()),
+            "payload": binary(reply),
         })
     }
 
     /// `saslContinue`. Returns the reply without `ok`.
-    pub fn sasl_continue(&mut self, cmd: &RawDocument) -> Result<RawDocumentBuf, CommandError> {
+    pub fn sasl_continue(
+        &mut self,
+        store: &UserStore,
+        cmd: &RawDocument,
+    ) -> Result<RawDocumentBuf, CommandError> {
         let conversation_id = match cmd.get("conversationId") {
             Ok(Some(RawBsonRef::Int32(i))) => i,
             Ok(Some(RawBsonRef::Int64(i))) => i32::try_from(i).unwrap_or(-1),
@@ -365,19 +431,45 @@ impl Session {
                 "payload": binary(Vec::new()),
             });
         }
-        let server_final = pending
-            .conversation
-            .finish(&payload)
-            .map_err(|e: ScramError| {
-                tracing::info!(
-                    user = %pending.user,
-                    db = %pending.db,
-                    mechanism = pending.conversation.mechanism().name(),
-                    error = %e,
-                    "authentication failed"
-                );
-                authentication_failed()
-            })?;
+        let conversation = match &pending.exchange {
+            Exchange::Scram(c) => c,
+            Exchange::Aws(c) => {
+                let user = c
+                    .finish(&payload, &store.aws, std::time::SystemTime::now())
+                    .map_err(|e| e.to_string())
+                    .and_then(|user| {
+                        if store.exists(EXTERNAL, &user) {
+                            Ok(user)
+                        } else {
+                            Err(format!("no $external user {user}"))
+                        }
+                    })
+                    .map_err(|e| {
+                        tracing::info!(mechanism = "MONGODB-AWS", error = %e, "authentication failed");
+                        authentication_failed()
+                    })?;
+                tracing::debug!(%user, "authenticated");
+                self.identity = Some(Identity {
+                    user,
+                    db: pending.db,
+                });
+                return Ok(rawdoc! {
+                    "conversationId": conversation_id,
+                    "done": true,
+                    "payload": binary(Vec::new()),
+                });
+            }
+        };
+        let server_final = conversation.finish(&payload).map_err(|e: ScramError| {
+            tracing::info!(
+                user = %pending.user,
+                db = %pending.db,
+                mechanism = conversation.mechanism().name(),
+                error = %e,
+                "authentication failed"
+            );
+            authentication_failed()
+        })?;
         let done = pending.skip_empty_exchange;
         if done {
             tracing::debug!(user = %pending.user, db = %pending.db, "authenticated");
@@ -444,12 +536,13 @@ mod tests {
             &server_first,
         );
         let reply = session
-            .sasl_continue(&rawdoc! {"saslContinue": 1, "conversationId": 1, "payload": binary(client_final.into_bytes())})
+            .sasl_continue(&store, &rawdoc! {"saslContinue": 1, "conversationId": 1, "payload": binary(client_final.into_bytes())})
             .unwrap();
         assert!(!reply.get_bool("done").unwrap());
         assert!(session.identity(&store).is_none());
         let reply = session
             .sasl_continue(
+                &store,
                 &rawdoc! {"saslContinue": 1, "conversationId": 1, "payload": binary(vec![])},
             )
             .unwrap();
@@ -484,6 +577,6 @@ mod tests {
             334
         );
         let cmd = rawdoc! {"saslContinue": 1, "conversationId": 1, "payload": binary(vec![])};
-        assert_eq!(session.sasl_continue(&cmd).unwrap_err().code, 17);
+        assert_eq!(session.sasl_continue(&store, &cmd).unwrap_err().code, 17);
     }
 }

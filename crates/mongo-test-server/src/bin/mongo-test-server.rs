@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mongo_test_server::{RoleRef, ServerConfig, TlsConfig, User};
+use mongo_test_server::{AwsIdentity, RoleRef, ServerConfig, TlsConfig, User};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +36,11 @@ struct Args {
     /// (`reader:pw:read@app,clusterMonitor`). Repeat for more users.
     #[arg(long = "user", value_name = "NAME:PASSWORD[:ROLE@DB,...]", value_parser = parse_user)]
     users: Vec<User>,
+    /// Accept MONGODB-AWS logins signed with this access key and secret, as STS would for
+    /// the caller ARN given (an assumed role's session ARN logs in as its role), and create
+    /// that `$external` user with the root role. Repeat for more.
+    #[arg(long = "aws-identity", value_name = "KEY_ID:SECRET:ARN", value_parser = parse_aws_identity)]
+    aws_identities: Vec<AwsIdentity>,
     /// PEM certificate chain; serve TLS only.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -62,6 +67,22 @@ fn parse_user(s: &str) -> Result<User, String> {
         }
     }
     Ok(User::new(name, rest))
+}
+
+fn parse_aws_identity(s: &str) -> Result<AwsIdentity, String> {
+    let mut parts = s.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(key), Some(secret), Some(arn))
+            if !key.is_empty() && !secret.is_empty() && arn.starts_with("arn:") =>
+        {
+            Ok(AwsIdentity {
+                access_key_id: key.to_owned(),
+                secret_access_key: secret.to_owned(),
+                arn: arn.to_owned(),
+            })
+        }
+        _ => Err("expected KEY_ID:SECRET:ARN, the ARN starting with arn:".to_owned()),
+    }
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, String> {
@@ -94,10 +115,17 @@ async fn run(args: Args) -> Result<(), String> {
         }),
         _ => None,
     };
+    let mut users = args.users;
+    users.extend(
+        args.aws_identities
+            .iter()
+            .map(|i| User::external(mongo_test_server::auth::aws::user_name(&i.arn))),
+    );
     let config = ServerConfig {
         bind: args.bind,
         port: args.port,
-        users: args.users,
+        users,
+        aws_identities: args.aws_identities,
         tls,
         replica_set: args.replica_set,
         seed: args.seed,
@@ -168,5 +196,17 @@ mod tests {
         let u = parse_user("ann:s3cret:with").unwrap();
         assert_eq!(u.password, "s3cret:with");
         assert!(parse_user(":pw").is_err());
+    }
+
+    #[test]
+    fn aws_identities_are_key_secret_and_an_arn_that_may_hold_colons() {
+        let i =
+            parse_aws_identity("AKIA1:s3cr/t:arn:aws:sts::123456789012:assumed-role/r/s").unwrap();
+        assert_eq!(i.access_key_id, "AKIA1");
+        assert_eq!(i.secret_access_key, "s3cr/t");
+        assert_eq!(i.arn, "arn:aws:sts::123456789012:assumed-role/r/s");
+        assert!(parse_aws_identity("AKIA1:secret").is_err());
+        assert!(parse_aws_identity("AKIA1::arn:aws:iam::1:role/r").is_err());
+        assert!(parse_aws_identity("AKIA1:secret:role/r").is_err());
     }
 }
