@@ -47,6 +47,10 @@ Optional:
                          and Secrets Manager endpoints or a NAT gateway (docs/network.md)
   --run-now              start a backup as soon as the stack is deployed (the staleness
                          alarm is in ALARM until a first backup succeeds)
+  --confirm-subscription LINK
+                         confirm the alert subscription with the link from AWS's email
+                         (copied, not clicked) so that only this account can unsubscribe
+                         it, and exit
   --explain-schedule EXPR
                          print the staleness window deploy.sh derives from a schedule
                          expression, and exit
@@ -62,6 +66,38 @@ EOF
 die() {
     echo "deploy.sh: $*" >&2
     exit 1
+}
+
+# The value of NAME in a URL query string, percent-decoded.
+query_param() {
+    local query="&$1" name="$2" value
+    value="${query#*&"$name"=}"
+    [[ "$value" == "$query" ]] && return 0
+    value="${value%%&*}"
+    value="${value//+/ }"
+    printf '%b' "${value//%/\\x}"
+}
+
+# Confirms an email subscription as its owner (AuthenticateOnUnsubscribe): the link in every
+# alert then needs this account's credentials to unsubscribe. Clicking the confirmation link
+# instead lets anyone who holds one alert email silence the alerts.
+confirm_subscription() {
+    local link="$1" topic token region arn
+    [[ "$link" =~ ^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^?]*\?(.+)$ ]] ||
+        die "'$link' is not an SNS confirmation link (https://sns.REGION.amazonaws.com/confirmation.html?TopicArn=...&Token=...): copy the link from AWS's email"
+    topic="$(query_param "${BASH_REMATCH[2]}" TopicArn)"
+    token="$(query_param "${BASH_REMATCH[2]}" Token)"
+    [[ "$topic" =~ ^arn:aws[a-z-]*:sns:([a-z0-9-]+):[0-9]{12}:[A-Za-z0-9_-]+$ ]] ||
+        die "the link has no topic ARN: copy the whole link from AWS's email"
+    region="${BASH_REMATCH[1]}"
+    [[ "$token" =~ ^[0-9a-f]+$ ]] || die "the link has no token: copy the whole link from AWS's email"
+    command -v aws >/dev/null 2>&1 || die "aws CLI not found: install AWS CLI v2 (https://docs.aws.amazon.com/cli/) or 'pip install awscli'"
+    local args=(--region "$region")
+    [[ -n "${AWS_ENDPOINT_URL:-}" ]] && args+=(--endpoint-url "$AWS_ENDPOINT_URL")
+    arn="$(aws "${args[@]}" sns confirm-subscription --topic-arn "$topic" --token "$token" \
+        --authenticate-on-unsubscribe true --query SubscriptionArn --output text)" ||
+        die "SNS refused the confirmation (a link expires after 3 days and confirms once): see the error above"
+    echo "deploy.sh: subscription $arn confirmed; unsubscribing it now needs this account's AWS credentials"
 }
 
 need_value() {
@@ -184,6 +220,7 @@ while [[ $# -gt 0 ]]; do
         --security-groups) need_value "$@"; security_groups="$2"; shift 2 ;;
         --parameter) need_value "$@"; extra_parameters+=("$2"); shift 2 ;;
         --run-now) run_now=1; shift ;;
+        --confirm-subscription) need_value "$@"; confirm_subscription "$2"; exit 0 ;;
         --function-in-vpc) function_in_vpc=1; shift ;;
         --explain-schedule)
             need_value "$@"
@@ -612,6 +649,20 @@ fi
 echo "deploy.sh: stack $stack_name outputs:"
 awsc cloudformation describe-stacks --stack-name "$stack_name" \
     --query 'Stacks[0].Outputs[].[OutputKey, OutputValue]' --output text
-if [[ "$stack_status" == "" ]]; then
-    echo "deploy.sh: confirm the subscription email AWS sent to $alert_email, or alerts will not arrive"
+# Alerts reach no one until the subscription is confirmed, and one confirmed by clicking the
+# email's link can be unsubscribed by anyone holding an alert email.
+topic_arn="$(awsc cloudformation list-stack-resources --stack-name "$stack_name" \
+    --query "StackResourceSummaries[?LogicalResourceId=='AlertTopic'].PhysicalResourceId | [0]" --output text 2>/dev/null || true)"
+subscription="$(awsc sns list-subscriptions-by-topic --topic-arn "$topic_arn" \
+    --query "Subscriptions[?Endpoint=='$alert_email'].SubscriptionArn | [0]" --output text 2>/dev/null || true)"
+if [[ "$subscription" == PendingConfirmation || ( "$stack_status" == "" && ( -z "$subscription" || "$subscription" == None ) ) ]]; then
+    echo "deploy.sh: alerts reach $alert_email once the subscription is confirmed: copy the link in AWS's email (do not click it) and run ./deploy.sh --confirm-subscription 'LINK', so that only this account can unsubscribe it"
+elif [[ "$subscription" == arn:* ]]; then
+    authenticated="$(awsc sns get-subscription-attributes --subscription-arn "$subscription" \
+        --query Attributes.ConfirmationWasAuthenticated --output text 2>/dev/null || true)"
+    if [[ "$authenticated" == true ]]; then
+        echo "deploy.sh: alerts reach $alert_email; only this account can unsubscribe it"
+    else
+        echo "deploy.sh: warning: the subscription of $alert_email was confirmed through the email's link, so anyone holding an alert email can unsubscribe it: see 'Confirm the alert subscription' in docs/deployment.md" >&2
+    fi
 fi

@@ -36,6 +36,12 @@ pub const SAFE_SHARE: f64 = 0.7;
 pub const BASE_MEMORY_MIB: f64 = 80.0;
 /// The memory sizes shown.
 pub const MEMORY_SIZES_MB: [u32; 5] = [1024, 1769, 3008, 5307, 10240];
+/// The template's `MemorySize` default: one whole vCPU. A backup is bound by compression,
+/// whose throughput follows the vCPUs Lambda allots, so a GiB costs the same GB-seconds at
+/// any size up to there, and below it every run is throttled: 1,769 MB holds 1.7 times the
+/// data of 1,024 MB in the same deadline for the same price per GiB. The pipeline itself
+/// needs under 300 MiB at any database size (`BASE_MEMORY_MIB` plus three parts).
+pub const TEMPLATE_MEMORY_MB: u32 = 1769;
 /// Bytes of the largest collection sampled for the compression ratio.
 const SAMPLE_BYTES: usize = 8 << 20;
 
@@ -125,10 +131,11 @@ pub async fn estimate(
     let fits_at_mb = runs.iter().find(|r| r.fits).map(|r| r.memory_mb);
     let advice = match runs.iter().find(|r| r.fits) {
         Some(r) => format!(
-            "fits one Lambda run at {} MB ({} s of the {} s the deadline alarm allows); the template's default is 1024 MB",
+            "fits one Lambda run at {} MB ({} s of the {} s the deadline alarm allows); the template's default is {} MB",
             r.memory_mb,
             r.seconds,
-            LAMBDA_SECONDS * SAFE_SHARE
+            LAMBDA_SECONDS * SAFE_SHARE,
+            TEMPLATE_MEMORY_MB
         ),
         None => "does not fit one Lambda run (15 minutes) at any memory size: run the backup where there is no deadline (the CLI on a server, or a container task; see docs/scaling.md)".into(),
     };
@@ -210,6 +217,27 @@ impl FinishWrite for Count {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_memory_is_a_whole_vcpu_at_the_price_per_gib_of_less() {
+        assert_eq!(f64::from(TEMPLATE_MEMORY_MB), MB_PER_VCPU);
+        let at = |runs: &[LambdaRun], mb: u32| runs.iter().find(|r| r.memory_mb == mb).cloned();
+        let gib = 10u64 << 30;
+        let r = runs(gib, 0.3, DRAIN_MIB_PER_SECOND);
+        let (small, default) = (at(&r, 1024).unwrap(), at(&r, TEMPLATE_MEMORY_MB).unwrap());
+        let gb_s = |r: &LambdaRun| r.seconds * f64::from(r.memory_mb) / 1024.0;
+        // The same GB-seconds (within the few seconds of start-up) for 10 GiB...
+        assert!(
+            (gb_s(&default) / gb_s(&small) - 1.0).abs() < 0.05,
+            "{small:?} {default:?}"
+        );
+        // ...done in 58% of the time, so the deadline holds 1.7 times the data.
+        assert!(
+            default.seconds < small.seconds * 0.6,
+            "{small:?} {default:?}"
+        );
+        assert!(default.peak_memory_mib < 300.0, "{default:?}");
+    }
 
     #[test]
     fn small_databases_fit_at_the_default_and_huge_ones_nowhere() {

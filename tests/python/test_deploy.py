@@ -201,7 +201,9 @@ def test_first_deploy_creates_the_stack(moto: MotoServer, first_deploy: subproce
     client(moto, "s3").head_object(Bucket=artifacts, Key=params["CodeKey"])
     assert "creating the artifacts bucket" in first_deploy.stdout
     assert "uploading s3://" in first_deploy.stdout
-    assert "confirm the subscription email" in first_deploy.stdout
+    # No confirmed subscription yet (moto's CloudFormation makes none, as AWS's is pending):
+    # the way to confirm it that keeps the alerts from being unsubscribed by anyone.
+    assert "run ./deploy.sh --confirm-subscription 'LINK'" in first_deploy.stdout
 
 
 def test_function_gets_the_contract_environment(
@@ -273,6 +275,12 @@ def test_second_deploy_changes_nothing(
         NIGHTDUMP_ALERT_EMAIL=EMAIL,
         NIGHTDUMP_STACK_NAME="nightdump-test",
     )
+    topic = next(
+        r["PhysicalResourceId"]
+        for r in cfn.list_stack_resources(StackName="nightdump-test")["StackResourceSummaries"]
+        if r["LogicalResourceId"] == "AlertTopic"
+    )
+    client(moto, "sns").subscribe(TopicArn=topic, Protocol="email", Endpoint=EMAIL)
     result = run_deploy(env, "--zip", str(function_zip), "--parameter", "MemorySize=2048")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "already uploaded" in result.stdout
@@ -286,6 +294,9 @@ def test_second_deploy_changes_nothing(
     # Options left out keep the stack's values (here the KMS key and the time zone).
     params = {p["ParameterKey"]: p["ParameterValue"] for p in s["Parameters"]}
     assert params["KmsKeyArn"] == account["key"] and params["ScheduleTimezone"] == "Europe/Paris"
+    # Once the address is subscribed (moto confirms at once, as authenticated), deploy.sh says
+    # so, from the subscription's ConfirmationWasAuthenticated attribute.
+    assert f"alerts reach {EMAIL}; only this account can unsubscribe it" in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize(
@@ -634,3 +645,35 @@ def test_a_function_in_a_vpc_gets_its_network_and_is_told_what_it_cannot_reach(
     assert "warning" not in again.stderr, again.stderr
     for service in ("s3", "secretsmanager"):
         assert f"reaches {service} through the VPC endpoint in {vpc}" in again.stdout, again.stdout
+
+
+# --- the alert subscription, confirmed by its owner -------------------------------------------
+
+
+def test_a_subscription_confirmed_with_the_copied_link_needs_credentials_to_unsubscribe(
+    moto: MotoServer, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    topic = client(moto, "sns").create_topic(Name="nightdump-confirm")["TopicArn"]
+    # The aws CLI seen through a stand-in that records its arguments, then runs it.
+    log = tmp_path / "aws.log"
+    stub = tmp_path / "aws"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexec "{VENV_BIN / "aws"}" "$@"\n')
+    stub.chmod(0o755)
+    env = dict(aws_env, PATH=f"{tmp_path}{os.pathsep}{aws_env['PATH']}")
+    quoted = topic.replace(":", "%3A")
+    link = f"https://sns.{REGION}.amazonaws.com/confirmation.html?TopicArn={quoted}&Token=2336412f37fb687f5d51e6e2425f004aed&Endpoint=ops%40example.com"
+    result = run_deploy(env, "--confirm-subscription", link)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "confirmed; unsubscribing it now needs this account's AWS credentials" in result.stdout
+    calls = log.read_text()
+    assert f"sns confirm-subscription --topic-arn {topic} --token 2336412f37fb687f5d51e6e2425f004aed --authenticate-on-unsubscribe true" in calls, calls
+
+    for bad, needle in [
+        ("https://example.com/confirmation.html?TopicArn=x&Token=ab", "is not an SNS confirmation link"),
+        (f"https://sns.{REGION}.amazonaws.com/confirmation.html?Token=ab", "the link has no topic ARN"),
+        (f"https://sns.{REGION}.amazonaws.com/confirmation.html?TopicArn={quoted}", "the link has no token"),
+    ]:
+        r = run_deploy(env, "--confirm-subscription", bad)
+        assert r.returncode != 0, bad
+        assert needle in r.stderr, (bad, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr

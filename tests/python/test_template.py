@@ -243,6 +243,15 @@ def test_function_runtime_architecture_and_timeout(stack: Stack, template: dict[
     assert timeout["MaxValue"] <= 900 and timeout["Default"] <= timeout["MaxValue"]
 
 
+def test_default_memory_is_the_one_the_estimate_reasons_from(template: dict[str, Any]) -> None:
+    # src/estimate.rs holds the reasoning (a whole vCPU at the same price per GiB) and its test.
+    source = (ROOT / "src" / "estimate.rs").read_text()
+    chosen = re.search(r"pub const TEMPLATE_MEMORY_MB: u32 = (\d+);", source)
+    assert chosen, "TEMPLATE_MEMORY_MB not found in src/estimate.rs"
+    assert template["Parameters"]["MemorySize"]["Default"] == int(chosen.group(1))
+    assert template["Parameters"]["Timeout"]["Default"] == 900
+
+
 def test_function_logs_json_to_its_own_encrypted_log_group_with_retention(stack: Stack) -> None:
     fn = stack.resource(function_id(stack))
     assert fn["LoggingConfig"]["LogFormat"] == "JSON"
