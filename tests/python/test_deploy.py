@@ -156,9 +156,9 @@ def policy_document(doc: Any) -> dict[str, Any]:
         return ast.literal_eval(doc)
 
 
-def run_deploy(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_deploy(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(DEPLOY), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [str(DEPLOY), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -677,3 +677,39 @@ def test_a_subscription_confirmed_with_the_copied_link_needs_credentials_to_unsu
         assert r.returncode != 0, bad
         assert needle in r.stderr, (bad, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_first_deploy_that_never_ran_its_change_set_is_deployed_anew(
+    moto: MotoServer, aws_env: dict[str, str], account: dict[str, str], function_zip: Path, tmp_path: Path
+) -> None:
+    cfn = client(moto, "cloudformation")
+    # An interrupted first deploy: the change set was made, never executed.
+    cfn.create_change_set(
+        StackName="nightdump-review", ChangeSetName="interrupted", ChangeSetType="CREATE",
+        TemplateBody='{"Resources": {"T": {"Type": "AWS::SNS::Topic"}}}',
+    )
+    status = cfn.describe_stacks(StackName="nightdump-review")["Stacks"][0]["StackStatus"]
+    assert status == "REVIEW_IN_PROGRESS", status
+    # `aws cloudformation deploy` itself creates such a stack anew (its deployer counts a
+    # REVIEW_IN_PROGRESS stack as absent); moto would keep a second stack of the same name
+    # beside the first, so that one call is recorded rather than run.
+    log = tmp_path / "aws.log"
+    stub = tmp_path / "aws"
+    stub.write_text(
+        f'#!/bin/sh\necho "$@" >> "{log}"\n'
+        f'case "$*" in *"cloudformation deploy "*) exit 0 ;; esac\n'
+        f'exec "{VENV_BIN / "aws"}" "$@"\n'
+    )
+    stub.chmod(0o755)
+    env = dict(aws_env, PATH=f"{tmp_path}{os.pathsep}{aws_env['PATH']}")
+    result = run_deploy(
+        env, "--bucket", BUCKET, "--prefix", "review", "--secret-arn", account["secret"],
+        "--alert-email", EMAIL, "--zip", str(function_zip), "--stack-name", "nightdump-review",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is REVIEW_IN_PROGRESS (a first deploy that never ran): deploying it anew" in result.stdout
+    deploys = [line for line in log.read_text().splitlines() if "cloudformation deploy " in line]
+    assert len(deploys) == 1 and "--stack-name nightdump-review" in deploys[0], deploys
+    deployer = (VENV_BIN.parent / "lib").glob("python3*/site-packages/awscli/customizations/cloudformation/deployer.py")
+    source = next(deployer).read_text()
+    assert 'return stack["StackStatus"] != "REVIEW_IN_PROGRESS"' in source
