@@ -417,6 +417,51 @@ pub fn cli_rows(f: &Fixture) -> Vec<Row> {
             5,
             "no successful backup",
         ),
+        // restore --dir / verify --dir: mongodump directory dumps
+        cli(
+            &["restore", "--dir", d, "--uri", &uri()],
+            2,
+            "holds no mongodump collection files",
+        ),
+        cli(
+            &["restore", "--dir", &f.path("no-such-dir"), "--uri", &uri()],
+            4,
+            "does not exist",
+        ),
+        cli(
+            &["restore", "--dir", d, "--from", d, "--uri", &uri()],
+            2,
+            "--dir and --from (or NIGHTDUMP_FROM) both name what to restore",
+        ),
+        cli(
+            &["restore", "20261125T030000Z", "--dir", d, "--uri", &uri()],
+            2,
+            "a backup id (20261125T030000Z) and --dir both name what to restore",
+        ),
+        cli(
+            &[
+                "restore",
+                "--dir",
+                d,
+                "--archive",
+                &f.path("plain-file"),
+                "--uri",
+                &uri(),
+            ],
+            2,
+            "cannot be used with",
+        ),
+        cli(
+            &["verify", "--dir", d],
+            2,
+            "holds no mongodump collection files",
+        ),
+        cli(
+            &["verify", "20261125T030000Z", "--dir", d],
+            2,
+            "a backup id and --dir both name what to verify",
+        ),
+        cli(&["verify", "--dir", d, "--oplog"], 2, "cannot be used with"),
         // prune
         cli(
             &["prune", "--from", d, "--keep-last", "-1"],

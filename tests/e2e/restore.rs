@@ -22,19 +22,19 @@ fn fixture(name: &str) -> PathBuf {
     fixtures_dir().join(name)
 }
 
-async fn fresh_target() -> ServerHandle {
+pub(crate) async fn fresh_target() -> ServerHandle {
     mongo_test_server::start(ServerConfig::default())
         .await
         .expect("test server starts")
 }
 
-fn restore_options(uri: &str) -> RestoreOptions {
+pub(crate) fn restore_options(uri: &str) -> RestoreOptions {
     let mut o = RestoreOptions::new(Some(ConnectionString::parse(uri).unwrap()));
     o.server_selection_timeout = Duration::from_secs(3);
     o
 }
 
-fn from_backup(store: &Store) -> Input<'_> {
+pub(crate) fn from_backup(store: &Store) -> Input<'_> {
     Input::Backup {
         store,
         selector: Selector::Latest,
@@ -43,7 +43,7 @@ fn from_backup(store: &Store) -> Input<'_> {
 }
 
 /// Documents by `_id` (as text), each as its raw bytes.
-async fn by_id(uri: &str, db: &str, coll: &str) -> BTreeMap<String, Vec<u8>> {
+pub(crate) async fn by_id(uri: &str, db: &str, coll: &str) -> BTreeMap<String, Vec<u8>> {
     source_documents(uri, db, coll)
         .await
         .into_iter()
@@ -65,7 +65,7 @@ fn without(mut d: Document, keys: &[&str]) -> Document {
     d
 }
 
-async fn collections(uri: &str, db: &str) -> BTreeMap<String, Document> {
+pub(crate) async fn collections(uri: &str, db: &str) -> BTreeMap<String, Document> {
     list_collections(uri, db)
         .await
         .into_iter()
@@ -76,7 +76,7 @@ async fn collections(uri: &str, db: &str) -> BTreeMap<String, Document> {
         .collect()
 }
 
-async fn indexes(uri: &str, db: &str, coll: &str) -> BTreeMap<String, Document> {
+pub(crate) async fn indexes(uri: &str, db: &str, coll: &str) -> BTreeMap<String, Document> {
     list_indexes(uri, db, coll)
         .await
         .into_iter()
