@@ -7,6 +7,7 @@
 //! a collection without `_id` uniqueness, such as time-series buckets written twice) count
 //! twice instead of cancelling out.
 
+use bson::Document;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,12 +43,91 @@ impl ContentDigest {
     }
 }
 
+/// The digest of a collection's index specifications as listIndexes gives them: SHA-256 of
+/// the specifications in order of index name, each the BSON bytes of the specification
+/// without `v` and `ns` (a restore may rebuild an index at another version; `ns` is legacy),
+/// its top-level fields in order of name (nested documents such as `key` keep their order,
+/// which is part of the index). 64 lowercase hex digits.
+pub fn indexes_digest(specs: &[Document]) -> String {
+    let mut named: Vec<(String, Vec<u8>)> = specs
+        .iter()
+        .map(|spec| {
+            let name = spec.get_str("name").unwrap_or_default().to_owned();
+            (name, canonical_bytes(spec, &["v", "ns"]))
+        })
+        .collect();
+    named.sort();
+    let mut hash = Sha256::new();
+    for (_, bytes) in named {
+        hash.update(bytes);
+    }
+    hex::encode(hash.finalize())
+}
+
+/// The digest of a collection's listCollections `options`: SHA-256 of their BSON bytes with
+/// the top-level fields in order of name. 64 lowercase hex digits.
+pub fn options_digest(options: &Document) -> String {
+    hex::encode(Sha256::digest(canonical_bytes(options, &[])))
+}
+
+/// `(indexes, options)` digests of a metadata.json text; `None` for no metadata.
+pub fn metadata_digests(metadata_json: &str) -> Option<(String, String)> {
+    if metadata_json.trim().is_empty() {
+        return None;
+    }
+    let meta = nightdump_archive::CollectionMetadata::parse(metadata_json).ok()?;
+    Some((indexes_digest(&meta.indexes), options_digest(&meta.options)))
+}
+
+fn canonical_bytes(doc: &Document, drop: &[&str]) -> Vec<u8> {
+    let mut keys: Vec<&String> = doc.keys().filter(|k| !drop.contains(&k.as_str())).collect();
+    keys.sort();
+    let mut sorted = Document::new();
+    for k in keys {
+        if let Some(v) = doc.get(k) {
+            sorted.insert(k.clone(), v.clone());
+        }
+    }
+    // A document of BSON values always serialises; an empty vector would only mismatch.
+    bson::to_vec(&sorted).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn doc(d: bson::Document) -> Vec<u8> {
         bson::to_vec(&d).unwrap()
+    }
+
+    #[test]
+    fn metadata_digests_ignore_field_and_index_order_but_not_key_order() {
+        let a = bson::doc! {"v": 2, "key": {"a": 1, "b": -1}, "name": "a_1_b_-1", "unique": true};
+        let id = bson::doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"};
+        let reordered = bson::doc! {"name": "a_1_b_-1", "unique": true, "key": {"a": 1, "b": -1}, "v": 1, "ns": "x.y"};
+        assert_eq!(
+            indexes_digest(&[a.clone(), id.clone()]),
+            indexes_digest(&[id.clone(), reordered])
+        );
+        let other_key_order =
+            bson::doc! {"v": 2, "key": {"b": -1, "a": 1}, "name": "a_1_b_-1", "unique": true};
+        assert_ne!(
+            indexes_digest(&[a.clone(), id.clone()]),
+            indexes_digest(&[other_key_order, id.clone()])
+        );
+        assert_ne!(indexes_digest(&[a, id.clone()]), indexes_digest(&[id]));
+        assert_eq!(
+            indexes_digest(&[]),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            options_digest(&bson::doc! {"capped": true, "size": 4096}),
+            options_digest(&bson::doc! {"size": 4096, "capped": true})
+        );
+        assert_ne!(
+            options_digest(&bson::doc! {"capped": true, "size": 4096}),
+            options_digest(&bson::doc! {"capped": true, "size": 8192_i64})
+        );
     }
 
     #[test]

@@ -227,6 +227,13 @@ pub struct NamespaceEntry {
     /// before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Digest of the index specifications as read ([`crate::digest::indexes_digest`]);
+    /// absent for the oplog and in manifests written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexes_digest: Option<String>,
+    /// Digest of the collection options as read ([`crate::digest::options_digest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -515,6 +522,8 @@ mod tests {
                 bytes: 14,
                 crc64: crc_hex(0xF3EA_6143_6A44_59FE),
                 digest: None,
+                indexes_digest: None,
+                options_digest: None,
             }],
             totals: Totals {
                 namespaces: 1,

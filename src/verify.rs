@@ -142,6 +142,7 @@ pub fn check_stream(
         let gz = MultiGzDecoder::new(&mut plain);
         let mut reader = ArchiveReader::new(io::BufReader::with_capacity(256 * 1024, gz))
             .map_err(|e| integrity(format!("{e}")))?;
+        check_metadata(reader.prelude(), manifest).map_err(integrity)?;
         let mut digests: HashMap<(String, String), crate::digest::ContentDigest> = HashMap::new();
         loop {
             let event = reader.next_event().map_err(|e| integrity(format!("{e}")))?;
@@ -209,6 +210,38 @@ pub fn check_stream(
         documents,
         bytes,
     })
+}
+
+/// The index specifications and options the archive's prelude records, against the digests
+/// the manifest took of them as read.
+fn check_metadata(
+    prelude: &[nightdump_archive::PreludeEntry],
+    manifest: &Manifest,
+) -> std::result::Result<(), String> {
+    for entry in prelude {
+        let Some(n) = manifest
+            .namespaces
+            .iter()
+            .find(|n| n.db == entry.db && n.collection == entry.collection)
+        else {
+            continue;
+        };
+        let Some((indexes, options)) = crate::digest::metadata_digests(&entry.metadata) else {
+            continue;
+        };
+        let ns = format!("{}.{}", entry.db, entry.collection);
+        if let Some(expected) = n.indexes_digest.as_ref().filter(|d| **d != indexes) {
+            return Err(format!(
+                "{ns}: the archive's index specifications have digest {indexes}, the manifest says {expected}"
+            ));
+        }
+        if let Some(expected) = n.options_digest.as_ref().filter(|d| **d != options) {
+            return Err(format!(
+                "{ns}: the archive's collection options have digest {options}, the manifest says {expected}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the rest of the stored object through its hash: the integrity error when its size

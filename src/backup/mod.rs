@@ -335,6 +335,7 @@ async fn run_new(
     .selection(manifest::Selection::of(&options.filter));
     let digest = |i: usize| dumped.digests.get(i).map(|d| d.hex());
     for (i, (p, s)) in plans.iter().zip(&dumped.summaries).enumerate() {
+        let (indexes_digest, options_digest) = crate::digest::metadata_digests(&p.metadata).unzip();
         builder = builder.namespace(NamespaceEntry {
             db: p.db.clone(),
             collection: p.collection.clone(),
@@ -343,6 +344,8 @@ async fn run_new(
             bytes: s.bytes,
             crc64: crc_hex(s.crc),
             digest: digest(i),
+            indexes_digest,
+            options_digest,
         });
     }
     if let (Some(_), Some(s)) = (&dumped.oplog, dumped.summaries.get(plans.len())) {
@@ -354,6 +357,8 @@ async fn run_new(
             bytes: s.bytes,
             crc64: crc_hex(s.crc),
             digest: digest(plans.len()),
+            indexes_digest: None,
+            options_digest: None,
         });
     }
     seal(

@@ -173,6 +173,36 @@ async fn verify_recomputes_each_namespaces_content_digest() {
     assert_eq!(err.exit_code(), 6, "{err}");
     assert!(err.to_string().contains("content digest"), "{err}");
     assert!(err.to_string().contains(&name), "{name}: {err}");
+
+    // The index specifications and options the archive records are checked the same way.
+    for (field, what) in [
+        ("indexes_digest", "index specifications"),
+        ("options_digest", "collection options"),
+    ] {
+        let mut tampered = manifest.clone();
+        tampered["namespaces"][victim]["digest"] = original_digest(&m, victim);
+        assert_eq!(
+            tampered["namespaces"][victim][field].as_str().map(str::len),
+            Some(64),
+            "{field}"
+        );
+        tampered["namespaces"][victim][field] = serde_json::json!("0".repeat(64));
+        std::fs::write(
+            &manifest_path,
+            serde_json::to_vec_pretty(&tampered).unwrap(),
+        )
+        .unwrap();
+        let err = nightdump::verify::verify(&store, &Selector::Latest, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 6, "{err}");
+        assert!(err.to_string().contains(what), "{field}: {err}");
+        assert!(err.to_string().contains(&name), "{name}: {err}");
+    }
+}
+
+fn original_digest(m: &nightdump::manifest::Manifest, i: usize) -> serde_json::Value {
+    serde_json::json!(m.namespaces[i].digest)
 }
 
 #[tokio::test]

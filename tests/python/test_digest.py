@@ -67,3 +67,60 @@ def test_the_manifest_digest_is_recomputed_by_another_driver():
         client.close()
     finally:
         server.stop()
+
+
+def canonical(doc, drop=()):
+    """docs/manifest.md: top-level fields in order of name, nested documents as they are."""
+    from bson import SON, encode
+
+    return encode(SON((k, doc[k]) for k in sorted(doc) if k not in drop))
+
+
+def indexes_digest(specs):
+    h = hashlib.sha256()
+    for spec in sorted(specs, key=lambda s: s["name"].encode()):
+        h.update(canonical(spec, drop=("v", "ns")))
+    return h.hexdigest()
+
+
+def options_digest(options):
+    return hashlib.sha256(canonical(options)).hexdigest()
+
+
+def test_the_index_and_options_digests_are_recomputed_by_another_driver():
+    server = Server()
+    try:
+        client = server.client()
+        db = client.shop
+        db.create_collection("events", capped=True, size=1 << 20, max=5000)
+        db.create_collection(
+            "orders", validator={"$jsonSchema": {"bsonType": "object", "required": ["total"]}}, validationLevel="moderate"
+        )
+        db.orders.create_index([("customer", 1), ("createdAt", -1)], name="customer_recent")
+        db.orders.create_index("ref", unique=True, partialFilterExpression={"ref": {"$exists": True}})
+        db.orders.insert_one({"_id": 1, "total": 3, "ref": "a"})
+        db.events.insert_one({"_id": 1})
+        with tempfile.TemporaryDirectory() as dest:
+            uri = f"mongodb://{server.host}:{server.port}/?directConnection=true"
+            run = subprocess.run(
+                [str(nightdump_binary()), "backup", "--uri", uri, "--to", dest, "--allow-inconsistent", "--quiet"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert run.returncode == 0, run.stderr
+            (manifest_path,) = Path(dest).glob("*/manifest.json")
+            manifest = json.loads(manifest_path.read_text())
+        entries = {(n["db"], n["collection"]): n for n in manifest["namespaces"]}
+        infos = {c["name"]: c for c in db.list_collections()}
+        for name in ("events", "orders"):
+            entry = entries[("shop", name)]
+            specs = list(db[name].list_indexes())
+            assert entry["indexes_digest"] == indexes_digest(specs), name
+            assert entry["options_digest"] == options_digest(infos[name]["options"]), name
+        # Either digest changes with what it covers.
+        assert indexes_digest(list(db.orders.list_indexes())) != indexes_digest(list(db.events.list_indexes()))
+        assert options_digest(infos["orders"]["options"]) != options_digest({})
+        client.close()
+    finally:
+        server.stop()
