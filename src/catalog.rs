@@ -309,6 +309,9 @@ pub struct Status {
     /// time to start from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pitr: Option<crate::chain::Window>,
+    /// The last restore drill, as `latest.json` records it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<crate::manifest::LatestDrill>,
 }
 
 /// The last success as the listing proves it (not as `latest.json` claims it: that object
@@ -322,7 +325,9 @@ pub async fn status(store: &Store, max_age: Option<std::time::Duration>) -> Resu
             .as_ref()
             .map(|m| m.latest(l.backup_id.manifest_key()))
     });
-    let warning = match read_latest(store).await? {
+    let claimed = read_latest(store).await?;
+    let last_drill = claimed.as_ref().and_then(|c| c.drill.clone());
+    let warning = match claimed {
         Some(claimed)
             if !listings
                 .iter()
@@ -374,6 +379,7 @@ pub async fn status(store: &Store, max_age: Option<std::time::Duration>) -> Resu
         newer_partial,
         warning,
         pitr,
+        last_drill,
     })
 }
 

@@ -35,6 +35,7 @@ pub mod catalog;
 pub mod chain;
 pub mod crypto;
 pub mod digest;
+pub mod drill;
 pub mod dumpdir;
 pub mod error;
 pub mod estimate;

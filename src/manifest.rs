@@ -263,6 +263,24 @@ pub struct Latest {
     /// The restorable window of the oplog chain, kept up to date by `nightdump oplog`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pitr: Option<LatestPitr>,
+    /// The last restore drill (`nightdump drill`), kept up to date by the drills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<LatestDrill>,
+}
+
+/// The last restore drill as `latest.json` and `status` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatestDrill {
+    pub drill_id: String,
+    /// The backup it restored.
+    pub backup_id: String,
+    pub finished_at: String,
+    /// Whether everything read back matched the backup's manifest.
+    pub passed: bool,
+    /// How long the restore took: the recovery time to expect.
+    pub restore_seconds: f64,
+    /// The stored report, relative to the destination.
+    pub report: String,
 }
 
 /// The point-in-time window as `latest.json` carries it for the admin portal.
@@ -330,6 +348,7 @@ impl Manifest {
             duration_seconds: self.duration_seconds,
             selection: self.selection.clone(),
             pitr: None,
+            drill: None,
         }
     }
 

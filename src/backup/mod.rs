@@ -333,33 +333,8 @@ async fn run_new(
     )
     .point_in_time(dumped.oplog.map(point_in_time))
     .selection(manifest::Selection::of(&options.filter));
-    let digest = |i: usize| dumped.digests.get(i).map(|d| d.hex());
-    for (i, (p, s)) in plans.iter().zip(&dumped.summaries).enumerate() {
-        let (indexes_digest, options_digest) = crate::digest::metadata_digests(&p.metadata).unzip();
-        builder = builder.namespace(NamespaceEntry {
-            db: p.db.clone(),
-            collection: p.collection.clone(),
-            kind: p.kind,
-            documents: s.documents,
-            bytes: s.bytes,
-            crc64: crc_hex(s.crc),
-            digest: digest(i),
-            indexes_digest,
-            options_digest,
-        });
-    }
-    if let (Some(_), Some(s)) = (&dumped.oplog, dumped.summaries.get(plans.len())) {
-        builder = builder.namespace(NamespaceEntry {
-            db: String::new(),
-            collection: "oplog".into(),
-            kind: crate::namespace::NamespaceKind::Oplog,
-            documents: s.documents,
-            bytes: s.bytes,
-            crc64: crc_hex(s.crc),
-            digest: digest(plans.len()),
-            indexes_digest: None,
-            options_digest: None,
-        });
+    for entry in namespace_entries(&plans, &dumped) {
+        builder = builder.namespace(entry);
     }
     seal(
         store,
@@ -642,6 +617,43 @@ async fn abort_stale_uploads(store: &Store, age: Duration) {
     }
 }
 
+/// The manifest's namespaces: each collection's counts, CRC and digests, then the oplog's.
+fn namespace_entries(
+    plans: &[crate::source::CollectionPlan],
+    dumped: &pipeline::DumpResult,
+) -> Vec<NamespaceEntry> {
+    let digest = |i: usize| dumped.digests.get(i).map(|d| d.hex());
+    let mut entries = Vec::with_capacity(plans.len() + 1);
+    for (i, (p, s)) in plans.iter().zip(&dumped.summaries).enumerate() {
+        let (indexes_digest, options_digest) = crate::digest::metadata_digests(&p.metadata).unzip();
+        entries.push(NamespaceEntry {
+            db: p.db.clone(),
+            collection: p.collection.clone(),
+            kind: p.kind,
+            documents: s.documents,
+            bytes: s.bytes,
+            crc64: crc_hex(s.crc),
+            digest: digest(i),
+            indexes_digest,
+            options_digest,
+        });
+    }
+    if let (Some(_), Some(s)) = (&dumped.oplog, dumped.summaries.get(plans.len())) {
+        entries.push(NamespaceEntry {
+            db: String::new(),
+            collection: "oplog".into(),
+            kind: crate::namespace::NamespaceKind::Oplog,
+            documents: s.documents,
+            bytes: s.bytes,
+            crc64: crc_hex(s.crc),
+            digest: digest(plans.len()),
+            indexes_digest: None,
+            options_digest: None,
+        });
+    }
+    entries
+}
+
 /// Moves `latest.json` forward, never backwards: by completion time, so a backup finishing
 /// before the one named there (or one named for a time long past or ahead) leaves it alone,
 /// and a filtered backup never replaces a full one. The read and the write are one
@@ -663,12 +675,14 @@ async fn update_latest(
             if !ours.supersedes(current.as_ref()) {
                 return None;
             }
-            // The oplog chain's window is the captures' to move: it is carried over.
-            match current.and_then(|c| c.pitr) {
-                None => Some(body.clone()),
-                Some(pitr) => {
+            // The oplog chain's window is the captures' to move, the last drill the drills':
+            // both are carried over.
+            match current.map(|c| (c.pitr, c.drill)) {
+                None | Some((None, None)) => Some(body.clone()),
+                Some((pitr, drill)) => {
                     let mut merged = ours.clone();
-                    merged.pitr = Some(pitr);
+                    merged.pitr = pitr;
+                    merged.drill = drill;
                     serde_json::to_vec_pretty(&merged).ok().map(Bytes::from)
                 }
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod drill;
 mod pitr;
 mod progress_bar;
 mod prune;
@@ -62,6 +63,10 @@ pub enum Command {
     Cat(CatArgs),
     /// Restore a backup, or any mongodump archive, into MongoDB.
     Restore(RestoreArgs),
+    /// Prove a backup restores: restore it into a scratch deployment, read every namespace
+    /// back, compare counts, content digests, indexes and options with its manifest, drop
+    /// what was restored, and store the result under drills/.
+    Drill(drill::DrillArgs),
     /// Remove backups a retention policy no longer keeps (a dry run without --yes).
     Prune(PruneArgs),
     /// Estimate a nightly run from the deployment's sizes: duration, memory, stored size and
@@ -652,6 +657,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Verify(args) => run_verify(args).await,
         Command::Cat(args) => run_cat(args).await,
         Command::Restore(args) => run_restore(args).await,
+        Command::Drill(args) => drill::run(args).await,
         Command::Prune(args) => prune::run(args).await,
         Command::Estimate(args) => run_estimate(args).await,
         // main() runs it through task::run for its exit code; nothing reaches here.
@@ -758,6 +764,18 @@ async fn run_status(args: StatusArgs) -> Result<()> {
         }
         if let Some(w) = &status.pitr {
             pitr::print_window(&mut out, w);
+        }
+        if let Some(d) = &status.last_drill {
+            writeln!(
+                out,
+                "last restore drill: {} of backup {} (finished {}): {}, the restore took {:.1} s",
+                d.drill_id,
+                d.backup_id,
+                d.finished_at,
+                if d.passed { "passed" } else { "FAILED" },
+                d.restore_seconds
+            )
+            .ok();
         }
     }
     drop(out);

@@ -127,6 +127,10 @@ pub enum Error {
     #[error("interrupted: {0}")]
     Interrupted(String),
 
+    /// A restore drill read back something other than the backup's manifest records.
+    #[error("{0}")]
+    DrillMismatch(String),
+
     /// KMS refused or could not be reached (envelope encryption).
     #[error("{0}")]
     Kms(String),
@@ -163,7 +167,8 @@ impl Error {
             | Error::SliceIntegrity { .. }
             | Error::NotRestorable(_)
             | Error::Archive(_)
-            | Error::ArchiveAt { .. } => 6,
+            | Error::ArchiveAt { .. }
+            | Error::DrillMismatch(_) => 6,
             Error::Stale { .. } | Error::PitrStale(_) => 7,
             Error::Deadline(_) | Error::Interrupted(_) => 8,
             Error::RestoreFailed { .. } => 9,
@@ -197,6 +202,7 @@ impl Error {
             Error::PitrStale(_) => "OplogStale",
             Error::Deadline(_) => "DeadlineReached",
             Error::Interrupted(_) => "Interrupted",
+            Error::DrillMismatch(_) => "DrillMismatch",
             Error::Kms(_) => "KmsFailed",
             Error::Internal(_) => "InternalError",
         }

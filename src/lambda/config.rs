@@ -48,6 +48,12 @@ pub const RETAIN_FOR: &str = "NIGHTDUMP_RETAIN_FOR";
 pub const STALE_UPLOAD_AGE: &str = "NIGHTDUMP_STALE_UPLOAD_AGE";
 /// Threads compressing the archive (default: the function's vCPUs).
 pub const COMPRESS_THREADS: &str = "NIGHTDUMP_COMPRESS_THREADS";
+/// The secret holding the connection string of the scratch deployment restore drills write
+/// to (`{"action": "drill"}`); unset, the function runs no drill.
+pub const DRILL_SECRET_ARN: &str = "NIGHTDUMP_DRILL_SECRET_ARN";
+/// The scratch deployment as a plain connection string: local testing only
+/// (`NIGHTDUMP_ALLOW_PLAIN_URI=1`).
+pub const DRILL_PLAIN_URI: &str = "NIGHTDUMP_DRILL_URI";
 
 const DEFAULT_PARALLEL: usize = 4;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,6 +93,8 @@ pub struct LambdaConfig {
     pub allow_empty: bool,
     /// The retention policy applied after a successful backup.
     pub prune: Option<crate::prune::Policy>,
+    /// The scratch deployment of restore drills, when drills are configured.
+    pub drill: Option<UriSource>,
 }
 
 fn get<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
@@ -144,8 +152,10 @@ impl LambdaConfig {
         let prune = get(env, PRUNE)
             .map(|spec| settings::policy(PRUNE, spec))
             .transpose()?;
+        let drill = parse_drill_source(env)?;
         Ok(LambdaConfig {
             prune,
+            drill,
             encrypt,
             allow_inconsistent,
             allow_empty,
@@ -200,6 +210,31 @@ fn parse_uri_source(env: &HashMap<String, String>) -> Result<UriSource> {
         }
         (None, None, _) => Err(Error::invalid(format!(
             "{SECRET_ARN} is not set: set it to the ARN of the secret holding the MongoDB connection string"
+        ))),
+    }
+}
+
+fn parse_drill_source(env: &HashMap<String, String>) -> Result<Option<UriSource>> {
+    match (get(env, DRILL_PLAIN_URI), get(env, DRILL_SECRET_ARN)) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(Error::invalid(format!(
+            "both {DRILL_PLAIN_URI} and {DRILL_SECRET_ARN} are set: unset one of them"
+        ))),
+        (Some(uri), None) => {
+            if !flag(env, ALLOW_PLAIN_URI)? {
+                return Err(Error::invalid(format!(
+                    "{DRILL_PLAIN_URI} is set but a plain connection string is only accepted for local testing: store it in Secrets Manager and set {DRILL_SECRET_ARN}, or set {ALLOW_PLAIN_URI}=1"
+                )));
+            }
+            ConnectionString::parse(uri)
+                .map(|u| Some(UriSource::Plain(u)))
+                .map_err(|e| Error::invalid(format!("{DRILL_PLAIN_URI}: {e}")))
+        }
+        (None, Some(arn)) if is_secret_arn(arn) => Ok(Some(UriSource::Secret {
+            arn: arn.to_string(),
+        })),
+        (None, Some(arn)) => Err(Error::invalid(format!(
+            "{DRILL_SECRET_ARN} '{arn}' is not a Secrets Manager secret ARN: use the full ARN, arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-SUFFIX"
         ))),
     }
 }

@@ -34,6 +34,8 @@ pub enum Action {
     Backup,
     /// An oplog capture: `{"action": "oplog"}`.
     Oplog,
+    /// A restore drill: `{"action": "drill"}`, or `{"action": "drill", "backup_id": ID}`.
+    Drill,
 }
 
 /// What one invocation asks for, on top of the environment's configuration.
@@ -50,6 +52,8 @@ pub struct Invocation {
     pub allow_empty: Option<bool>,
     /// True for an EventBridge / Scheduler event.
     pub scheduled: bool,
+    /// The backup a drill restores (`None`: the latest).
+    pub backup_id: Option<String>,
 }
 
 /// Fields EventBridge puts in a scheduled event; only `time` matters, the rest is accepted.
@@ -91,6 +95,35 @@ impl Invocation {
         }
     }
 
+    /// `{"action": "drill"}` with at most a `backup_id` (a backup id or `latest`).
+    fn parse_drill(map: &serde_json::Map<String, Value>) -> Result<Invocation> {
+        if let Some(other) = map.keys().find(|k| *k != "action" && *k != "backup_id") {
+            return Err(Error::InvalidEvent(format!(
+                "a drill takes no other field than action and backup_id, but the event has '{}': send {{\"action\": \"drill\"}}",
+                truncate(other)
+            )));
+        }
+        let backup_id = match map.get("backup_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => {
+                crate::settings::backup_selector(id)
+                    .map_err(|e| Error::InvalidEvent(e.to_string()))?;
+                Some(id.clone())
+            }
+            Some(other) => {
+                return Err(Error::InvalidEvent(format!(
+                    "the drill's backup_id must be a backup id or \"latest\", not {}",
+                    truncate(&other.to_string())
+                )))
+            }
+        };
+        Ok(Invocation {
+            action: Action::Drill,
+            backup_id,
+            ..Invocation::default()
+        })
+    }
+
     /// Accepts an EventBridge scheduled event (its `time` names the backup, so a repeated
     /// delivery finds the finished backup), a manual object, `{}` or `null` (back up now).
     pub fn parse(payload: &Value) -> Result<Invocation> {
@@ -121,9 +154,10 @@ impl Invocation {
                     ..Invocation::default()
                 });
             }
+            Some(Value::String(a)) if a == "drill" => return Self::parse_drill(map),
             Some(other) => {
                 return Err(Error::InvalidEvent(format!(
-                    "the event's action must be \"backup\" or \"oplog\", not {}",
+                    "the event's action must be \"backup\", \"oplog\" or \"drill\", not {}",
                     truncate(&other.to_string())
                 )))
             }
@@ -184,6 +218,7 @@ impl Invocation {
             allow_empty: manual.allow_empty,
             scheduled: false,
             action: Action::Backup,
+            backup_id: None,
         })
     }
 
@@ -314,6 +349,16 @@ mod tests {
     }
 
     #[test]
+    fn a_drill_action_names_its_backup_or_takes_the_latest() {
+        let inv = Invocation::parse(&json!({"action": "drill"})).unwrap();
+        assert_eq!((inv.action, inv.backup_id), (Action::Drill, None));
+        let inv = Invocation::parse(&json!({"action": "drill", "backup_id": "20261125T030000Z"}))
+            .unwrap();
+        assert_eq!(inv.backup_id.as_deref(), Some("20261125T030000Z"));
+        assert!(Invocation::parse(&json!({"action": "drill", "backup_id": "yesterday"})).is_err());
+    }
+
+    #[test]
     fn an_oplog_action_asks_for_a_capture() {
         let inv = Invocation::parse(&json!({"action": "oplog"})).unwrap();
         assert_eq!(inv.action, Action::Oplog);
@@ -347,7 +392,18 @@ mod tests {
                 json!({"action": "restore"}),
                 "must be \"backup\" or \"oplog\"",
             ),
-            (json!({"action": 1}), "must be \"backup\" or \"oplog\""),
+            (
+                json!({"action": 1}),
+                "must be \"backup\", \"oplog\" or \"drill\"",
+            ),
+            (
+                json!({"action": "drill", "parallel": 2}),
+                "a drill takes no other field than action and backup_id",
+            ),
+            (
+                json!({"action": "drill", "backup_id": 7}),
+                "backup_id must be",
+            ),
             (
                 json!({"action": "oplog", "parallel": 2}),
                 "takes no other field than action",

@@ -23,7 +23,7 @@ use crate::store::Store;
 use super::config::{LambdaConfig, UriSource, COMPRESSION_LEVEL};
 pub use super::error::HandlerError;
 use super::event::{Action, Invocation, Payload};
-use super::metrics::{CaptureMetrics, MetricsSink, PruneMetrics, RunMetrics};
+use super::metrics::{CaptureMetrics, DrillMetrics, MetricsSink, PruneMetrics, RunMetrics};
 use super::secrets::{connection_string_from_secret, SecretSource};
 
 /// Longest time kept back from Lambda's deadline to abort the upload and report.
@@ -60,6 +60,7 @@ pub struct Summary {
 pub enum Response {
     Backup(Summary),
     Oplog(crate::pitr::CaptureSummary),
+    Drill(Box<crate::drill::DrillReport>),
 }
 
 impl Response {
@@ -67,7 +68,7 @@ impl Response {
     pub fn backup(self) -> Option<Summary> {
         match self {
             Response::Backup(s) => Some(s),
-            Response::Oplog(_) => None,
+            _ => None,
         }
     }
 
@@ -75,7 +76,15 @@ impl Response {
     pub fn oplog(self) -> Option<crate::pitr::CaptureSummary> {
         match self {
             Response::Oplog(s) => Some(s),
-            Response::Backup(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The drill's report, when the invocation was a drill.
+    pub fn drill(self) -> Option<crate::drill::DrillReport> {
+        match self {
+            Response::Drill(r) => Some(*r),
+            _ => None,
         }
     }
 }
@@ -156,7 +165,18 @@ where
     let elapsed = clock.elapsed().as_secs_f64();
     let deadline_used_percent = budget.map(|b| 100.0 * elapsed / b.as_secs_f64());
     let function_name = super::config::metrics_name(&deps.env);
-    let record = match (&result, oplog_action(&event.payload)) {
+    let action = payload_action(&event.payload);
+    let record = match (&result, action == Action::Oplog) {
+        _ if action == Action::Drill => DrillMetrics {
+            success: result.is_ok(),
+            duration_seconds: elapsed,
+            restore_seconds: match &result {
+                Ok(Response::Drill(r)) => Some(r.restore_seconds),
+                _ => None,
+            },
+            error_type: result.as_ref().err().map(|e| e.error_type().to_string()),
+        }
+        .to_emf(function_name, OffsetDateTime::now_utc()),
         (Ok(Response::Oplog(c)), _) => CaptureMetrics {
             success: true,
             duration_seconds: elapsed,
@@ -192,8 +212,11 @@ where
             latest_update_failed: s.latest_warning.is_some(),
         }
         .to_emf(function_name, OffsetDateTime::now_utc()),
-        (Err(e), false) => RunMetrics::failed(e.error_type(), elapsed, deadline_used_percent)
-            .to_emf(function_name, OffsetDateTime::now_utc()),
+        (Err(_), false) | (Ok(Response::Drill(_)), _) => {
+            let error_type = result.as_ref().err().map_or("Internal", |e| e.error_type());
+            RunMetrics::failed(error_type, elapsed, deadline_used_percent)
+                .to_emf(function_name, OffsetDateTime::now_utc())
+        }
     };
     deps.metrics.emit(&record);
     match &result {
@@ -206,14 +229,25 @@ where
         Ok(Response::Oplog(c)) => {
             tracing::info!(status = ?c.status, entries = c.entries, "oplog capture complete")
         }
+        Ok(Response::Drill(r)) => {
+            tracing::info!(drill_id = %r.drill_id, backup_id = %r.backup_id, restore_seconds = r.restore_seconds, "restore drill passed")
+        }
         Err(e) => tracing::error!(error_type = e.error_type(), error = %e, "run failed"),
     }
     result
 }
 
-/// Whether the payload asks for an oplog capture (so its failure is reported as one).
-fn oplog_action(payload: &Payload) -> bool {
-    matches!(payload, Payload::Json(Value::Object(m)) if m.get("action").and_then(Value::as_str) == Some("oplog"))
+/// What the payload asks for, as far as its `action` says (so a failure is reported as a
+/// failure of that kind, even when the event itself is refused).
+fn payload_action(payload: &Payload) -> Action {
+    match payload {
+        Payload::Json(Value::Object(m)) => match m.get("action").and_then(Value::as_str) {
+            Some("oplog") => Action::Oplog,
+            Some("drill") => Action::Drill,
+            _ => Action::Backup,
+        },
+        _ => Action::Backup,
+    }
 }
 
 async fn run<S, M>(
@@ -240,6 +274,9 @@ where
             .into())
         }
     };
+    if invocation.action == Action::Drill {
+        return drill(&config, &invocation, deadline, deps, stop).await;
+    }
     let uri = match &config.uri {
         UriSource::Plain(uri) => uri.clone(),
         UriSource::Secret { arn } => {
@@ -293,6 +330,74 @@ where
         summary.prune = Some(prune_after_backup(&store, policy, deadline, ours).await);
     }
     Ok(Response::Backup(summary))
+}
+
+/// Time kept back from a drill's deadline to drop what it restored and store its result.
+const DRILL_CLEANUP: Duration = Duration::from_secs(60);
+
+/// `{"action": "drill"}`: a restore drill of the destination's latest (or named) backup into
+/// the scratch deployment; content that differs is an error naming the namespaces, so the
+/// failure alert carries the drill's result.
+async fn drill<S, M>(
+    config: &LambdaConfig,
+    invocation: &Invocation,
+    deadline: Option<tokio::time::Instant>,
+    deps: &Deps<S, M>,
+    stop: &CancellationToken,
+) -> Result<Response, HandlerError>
+where
+    S: SecretSource,
+    M: MetricsSink,
+{
+    let scratch = match &config.drill {
+        None => {
+            return Err(Error::invalid(format!(
+                "a drill needs a scratch deployment to restore into: set {} (the template's DrillSecretArn) to the secret holding its connection string",
+                super::config::DRILL_SECRET_ARN
+            ))
+            .into())
+        }
+        Some(UriSource::Plain(uri)) => uri.clone(),
+        Some(UriSource::Secret { arn }) => {
+            let value = within(deadline, "reading the scratch secret", deps.secrets.secret_string(arn)).await??;
+            connection_string_from_secret(arn, &value)?
+        }
+    };
+    let store = within(
+        deadline,
+        "opening the destination",
+        Store::open_with_sdk_config(&config.destination, &deps.sdk, &config.s3),
+    )
+    .await?
+    .map_err(|e| HandlerError::from_error(&e.into(), Some(&scratch)))?;
+    let mut options = crate::drill::DrillOptions::new(scratch.clone());
+    options.server_selection_timeout = config.connect_timeout;
+    options.parallel = config.parallel;
+    options.cancel = stop.child_token();
+    options.selector = match &invocation.backup_id {
+        Some(id) => {
+            crate::settings::backup_selector(id).map_err(|e| HandlerError::from_error(&e, None))?
+        }
+        None => crate::catalog::Selector::Latest,
+    };
+    options.budget = deadline.map(|at| {
+        at.saturating_duration_since(tokio::time::Instant::now())
+            .saturating_sub(DRILL_CLEANUP)
+    });
+    if options.budget.is_some_and(|b| b < Duration::from_secs(1)) {
+        return Err(Error::Deadline(format!(
+            "a drill keeps {} s of the invocation's time to drop what it restored, and less was left: give the function a longer timeout",
+            DRILL_CLEANUP.as_secs()
+        ))
+        .into());
+    }
+    let report = crate::drill::run(&store, &options)
+        .await
+        .map_err(|e| HandlerError::from_error(&e, Some(&scratch)))?;
+    match report.error() {
+        Some(e) => Err(HandlerError::from_error(&e, Some(&scratch))),
+        None => Ok(Response::Drill(Box::new(report))),
+    }
 }
 
 /// `{"action": "oplog"}`: one capture with the function's source, destination and storage

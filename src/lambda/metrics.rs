@@ -179,6 +179,53 @@ impl CaptureMetrics {
     }
 }
 
+/// One restore drill's record: `DrillSuccess` (1 when everything read back matched, 0
+/// otherwise; the drill alarms watch it, missing data included), `DrillRestoreSeconds`
+/// (the recovery time to expect) and `DrillDurationSeconds`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrillMetrics {
+    pub success: bool,
+    pub duration_seconds: f64,
+    /// Only for a drill that finished its restore.
+    pub restore_seconds: Option<f64>,
+    pub error_type: Option<String>,
+}
+
+impl DrillMetrics {
+    pub fn to_emf(&self, function_name: &str, at: OffsetDateTime) -> String {
+        let timestamp_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let mut metrics = vec![
+            json!({"Name": "DrillSuccess", "Unit": "Count"}),
+            json!({"Name": "DrillDurationSeconds", "Unit": "Seconds"}),
+        ];
+        if self.restore_seconds.is_some() {
+            metrics.push(json!({"Name": "DrillRestoreSeconds", "Unit": "Seconds"}));
+        }
+        let mut record = json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["FunctionName"]],
+                    "Metrics": metrics,
+                }],
+            },
+            "FunctionName": function_name,
+            "DrillSuccess": u8::from(self.success),
+            "DrillDurationSeconds": self.duration_seconds,
+        });
+        if let Value::Object(map) = &mut record {
+            if let Some(r) = self.restore_seconds {
+                map.insert("DrillRestoreSeconds".into(), json!(r));
+            }
+            if let Some(t) = &self.error_type {
+                map.insert("ErrorType".into(), Value::String(t.clone()));
+            }
+        }
+        record.to_string()
+    }
+}
+
 /// Where EMF lines go: stdout in Lambda, a buffer in tests.
 pub trait MetricsSink: Send + Sync {
     fn emit(&self, line: &str);

@@ -821,3 +821,153 @@ async fn a_latest_json_that_cannot_be_updated_is_a_metric_of_its_own() {
     assert_eq!(r["BackupSuccess"], 1);
     assert_eq!(r["LatestUpdateFailure"], 1);
 }
+
+#[tokio::test]
+async fn a_drill_event_restores_into_the_scratch_deployment_with_its_metric_and_alert() {
+    let source = crate::harness::demo_source().await;
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-drill").await;
+    let (mut env, _) = aws
+        .function_env(&bucket, &json!({ "uri": source.uri }).to_string())
+        .await;
+    let scratch = crate::drill::scratch().await;
+    let scratch_secret = aws
+        .secret(&format!("{bucket}-scratch"), &scratch.uri())
+        .await;
+    // Without a scratch deployment configured, a drill is refused before anything is read.
+    let unconfigured = deps(&aws, env.clone());
+    let error = handle(
+        event(json!({"action": "drill"}), Duration::from_secs(600)),
+        &unconfigured,
+    )
+    .await
+    .unwrap_err();
+    let d = assert_clean_failure(&error, "InvalidConfiguration");
+    assert!(
+        d.error_message.contains("NIGHTDUMP_DRILL_SECRET_ARN"),
+        "{}",
+        d.error_message
+    );
+    assert_eq!(emf(&unconfigured).last().unwrap()["DrillSuccess"], 0);
+
+    env.insert("NIGHTDUMP_DRILL_SECRET_ARN".into(), scratch_secret);
+    let deps = deps(&aws, env);
+    run_at(&deps, &["2026-11-25T03:00:00Z"]).await;
+    let report = handle(
+        event(json!({"action": "drill"}), Duration::from_secs(600)),
+        &deps,
+    )
+    .await
+    .unwrap()
+    .drill()
+    .unwrap();
+    assert!(report.passed, "{report:?}");
+    assert_eq!(report.backup_id, "20261125T030000Z");
+    let record = emf(&deps).last().unwrap().clone();
+    assert_eq!(record["DrillSuccess"], 1, "{record}");
+    assert!(
+        record["DrillRestoreSeconds"].as_f64().unwrap() > 0.0,
+        "{record}"
+    );
+    let keys = aws.keys(&bucket).await;
+    assert!(
+        keys.contains(&format!("{PREFIX}/drills/{}.json", report.drill_id)),
+        "{keys:?}"
+    );
+    let latest: Value =
+        serde_json::from_slice(&aws.object(&bucket, &format!("{PREFIX}/latest.json")).await)
+            .unwrap();
+    assert_eq!(latest["drill"]["drill_id"], report.drill_id.as_str());
+
+    // A backup whose stored record says other content than it holds: the drill fails, its
+    // metric is 0, and the error (what the failure alert carries) names the namespace.
+    let manifest_key = format!("{PREFIX}/20261125T030000Z/manifest.json");
+    let mut manifest: Value =
+        serde_json::from_slice(&aws.object(&bucket, &manifest_key).await).unwrap();
+    let orders = manifest["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|n| n["db"] == "shop" && n["collection"] == "orders")
+        .unwrap();
+    manifest["namespaces"][orders]["digest"] = json!("2".repeat(32));
+    aws.s3
+        .put_object()
+        .bucket(&bucket)
+        .key(&manifest_key)
+        .body(serde_json::to_vec(&manifest).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let error = handle(
+        event(
+            json!({"action": "drill", "backup_id": "20261125T030000Z"}),
+            Duration::from_secs(600),
+        ),
+        &deps,
+    )
+    .await
+    .unwrap_err();
+    let d = assert_clean_failure(&error, "IntegrityCheckFailed");
+    assert!(
+        d.error_message.contains("shop.orders"),
+        "{}",
+        d.error_message
+    );
+    let record = emf(&deps).last().unwrap().clone();
+    assert_eq!(record["DrillSuccess"], 0, "{record}");
+    assert_eq!(record["ErrorType"], "IntegrityCheckFailed", "{record}");
+    assert!(
+        crate::drill::scratch_is_empty(&scratch).await,
+        "the failed drill left databases behind"
+    );
+}
+
+#[tokio::test]
+async fn a_drill_that_cannot_finish_within_the_deadline_says_so_and_cleans_up() {
+    let source = crate::harness::demo_source().await;
+    let aws = Aws::new().await;
+    let bucket = Moto::shared().create_bucket("lambda-drill-late").await;
+    let (mut env, _) = aws
+        .function_env(&bucket, &json!({ "uri": source.uri }).to_string())
+        .await;
+    let scratch = crate::drill::scratch().await;
+    let scratch_secret = aws
+        .secret(&format!("{bucket}-scratch"), &scratch.uri())
+        .await;
+    env.insert("NIGHTDUMP_DRILL_SECRET_ARN".into(), scratch_secret);
+    let deps = deps(&aws, env);
+    run_at(&deps, &["2026-11-25T03:00:00Z"]).await;
+    // Each insert takes three seconds on the scratch deployment; of the invocation's 71 s, a
+    // tenth is kept back as for any run and 60 s by the drill to clean up: the four left
+    // cannot hold the restore.
+    scratch
+        .faults()
+        .delay_command("insert", Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    let error = handle(
+        event(json!({"action": "drill"}), Duration::from_secs(71)),
+        &deps,
+    )
+    .await
+    .unwrap_err();
+    let d = assert_clean_failure(&error, "DeadlineReached");
+    assert!(
+        d.error_message.contains("could not finish within its time"),
+        "{}",
+        d.error_message
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    scratch.faults().clear();
+    assert!(crate::drill::scratch_is_empty(&scratch).await);
+    assert_eq!(emf(&deps).last().unwrap()["DrillSuccess"], 0);
+    assert!(!aws
+        .keys(&bucket)
+        .await
+        .iter()
+        .any(|k| k.contains("/drills/")));
+}

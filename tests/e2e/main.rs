@@ -19,6 +19,8 @@ mod cli;
 mod concurrency;
 /// One regression test per defect found by the adversarial probes.
 mod defects;
+/// Restore drills: pass, content that differs, scratch deployments that refuse.
+mod drill;
 /// mongodump directory dumps (the real ones in shared/fixtures): restore, verify, S3 prefix.
 mod dump_dir;
 /// age and KMS envelope encryption end to end, with the real `age` tool where present.
