@@ -417,6 +417,45 @@ pub fn cli_rows(f: &Fixture) -> Vec<Row> {
             5,
             "no successful backup",
         ),
+        // drill
+        cli(
+            &["drill", "--from", d],
+            2,
+            "no scratch deployment: pass --uri",
+        ),
+        cli(
+            &["drill", "--from", d, "--uri", "scratch:27017"],
+            2,
+            "mongodb://",
+        ),
+        cli(
+            &["drill", "not-an-id", "--from", d, "--uri", &uri()],
+            2,
+            "not-an-id",
+        ),
+        cli(
+            &["drill", "--from", d, "--uri", &uri(), "--parallel", "0"],
+            2,
+            "--parallel must be between 1 and 64",
+        ),
+        cli(
+            &[
+                "drill",
+                "--from",
+                d,
+                "--uri",
+                &uri(),
+                "--connect-timeout",
+                "x",
+            ],
+            2,
+            "--connect-timeout 'x' is not a duration",
+        ),
+        cli(
+            &["drill", "--from", d, "--uri", &uri()],
+            5,
+            "no successful backup",
+        ),
         // restore --dir / verify --dir: mongodump directory dumps
         cli(
             &["restore", "--dir", d, "--uri", &uri()],
@@ -1014,6 +1053,14 @@ pub fn env_rows() -> Vec<Row> {
         env(
             &[("NIGHTDUMP_ALLOW_INCONSISTENT", Some("maybe"))],
             "NIGHTDUMP_ALLOW_INCONSISTENT='maybe' is not a switch",
+        ),
+        env(
+            &[("NIGHTDUMP_DRILL_SECRET_ARN", Some("prod/scratch"))],
+            "NIGHTDUMP_DRILL_SECRET_ARN 'prod/scratch' is not a Secrets Manager secret ARN",
+        ),
+        env(
+            &[("NIGHTDUMP_DRILL_URI", Some("mongodb://scratch/"))],
+            "NIGHTDUMP_DRILL_URI is set but a plain connection string is only accepted for local testing",
         ),
         env(&[("NIGHTDUMP_PRUNE", Some("daily"))], "NIGHTDUMP_PRUNE"),
         env(

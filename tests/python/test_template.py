@@ -71,6 +71,7 @@ CONTRACT_ENV = {
     "NIGHTDUMP_PRUNE",
     "NIGHTDUMP_OBJECT_LOCK",
     "NIGHTDUMP_RETAIN_FOR",
+    "NIGHTDUMP_DRILL_SECRET_ARN",
 }
 
 
@@ -284,6 +285,7 @@ def test_every_contract_variable_is_set_from_its_parameter(stack: Stack) -> None
     assert env["NIGHTDUMP_PRUNE"] == p["Prune"]
     assert env["NIGHTDUMP_OBJECT_LOCK"] == p["ObjectLock"]
     assert env["NIGHTDUMP_RETAIN_FOR"] == p["RetainFor"]
+    assert env["NIGHTDUMP_DRILL_SECRET_ARN"] == p["DrillSecretArn"]
 
 
 def test_contract_defaults(template: dict[str, Any]) -> None:
