@@ -390,7 +390,7 @@ mod tests {
             (json!([1, 2]), "JSON object"),
             (
                 json!({"action": "restore"}),
-                "must be \"backup\" or \"oplog\"",
+                "must be \"backup\", \"oplog\" or \"drill\"",
             ),
             (
                 json!({"action": 1}),
