@@ -588,6 +588,20 @@ fn parse_destination(flag: &str, value: &str) -> Result<Destination> {
     settings::destination(flag, value)
 }
 
+/// A dump directory to read: like a destination, but a local one must already be a
+/// directory (the store's own message is a writer's: "create the directory").
+async fn open_dump_dir(value: &str, args: &StoreArgs) -> Result<Store> {
+    if let Destination::Local { root } = parse_destination("--dir", value)? {
+        if !root.is_dir() {
+            return Err(Error::invalid(format!(
+                "--dir {}: no such directory: give the folder mongodump --out wrote (or s3://bucket/prefix)",
+                root.display()
+            )));
+        }
+    }
+    open_store("--dir", value, args).await
+}
+
 fn s3_options(args: &StoreArgs, sse: Sse, storage_class: Option<String>) -> S3Options {
     S3Options {
         force_path_style: args.s3_path_style,
@@ -839,7 +853,7 @@ async fn verify_dump_dir(args: &VerifyArgs, dir: &str) -> Result<()> {
             "a backup id and --dir both name what to verify: give only one",
         ));
     }
-    let store = open_store("--dir", dir, &args.from.store).await?;
+    let store = open_dump_dir(dir, &args.from.store).await?;
     let report = nightdump::dumpdir::verify(&store).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -972,7 +986,7 @@ async fn run_restore(args: RestoreArgs) -> Result<()> {
     let input = match (args.archive.as_deref(), to_time) {
         (None, None) if args.dir.is_some() => {
             let dir = args.dir.as_deref().unwrap_or_default();
-            store = open_store("--dir", dir, &args.store).await?;
+            store = open_dump_dir(dir, &args.store).await?;
             let layout = nightdump::dumpdir::scan(&store).await?;
             Input::Reader {
                 name: format!("dump directory {}", layout.name),

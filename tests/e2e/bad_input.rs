@@ -464,8 +464,13 @@ pub fn cli_rows(f: &Fixture) -> Vec<Row> {
         ),
         cli(
             &["restore", "--dir", &f.path("no-such-dir"), "--uri", &uri()],
-            4,
-            "does not exist",
+            2,
+            "no-such-dir: no such directory: give the folder mongodump --out wrote",
+        ),
+        cli(
+            &["verify", "--dir", &f.path("plain-file")],
+            2,
+            "plain-file: no such directory",
         ),
         cli(
             &["restore", "--dir", d, "--from", d, "--uri", &uri()],
