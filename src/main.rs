@@ -136,13 +136,27 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     if matches!(cli.command, cli::Command::Task) {
-        return runtime.block_on(cli::task::run());
+        let code = runtime.block_on(cli::task::run());
+        exit_now(runtime, code);
     }
-    match runtime.block_on(cli::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match runtime.block_on(cli::run(cli)) {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+            e.exit_code()
         }
-    }
+    };
+    exit_now(runtime, code)
+}
+
+/// Ends the process once the run is over and reported, without tearing the runtime down:
+/// the MongoDB driver's background tasks can panic when the runtime stops under them,
+/// which would print a second message after the one-line error. Nothing is left to clean
+/// up by then (uploads are finished or aborted, temporary files removed, output flushed).
+fn exit_now(runtime: tokio::runtime::Runtime, code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::mem::forget(runtime);
+    std::process::exit(code)
 }

@@ -2,12 +2,11 @@
 //! the Lambda function's environment, so it takes no options of its own.
 
 use std::io::Write;
-use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
 /// Runs once and returns the run's exit code; SIGTERM or SIGINT stops the run cleanly.
-pub async fn run() -> ExitCode {
+pub async fn run() -> i32 {
     let env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
@@ -34,5 +33,5 @@ pub async fn run() -> ExitCode {
             eprintln!("error: {} ({})", e, e.error_type());
         }
     }
-    ExitCode::from(u8::try_from(run.exit_code()).unwrap_or(1))
+    run.exit_code()
 }
