@@ -277,18 +277,7 @@ where
     if invocation.action == Action::Drill {
         return drill(&config, &invocation, deadline, deps, stop).await;
     }
-    let uri = match &config.uri {
-        UriSource::Plain(uri) => uri.clone(),
-        UriSource::Secret { arn } => {
-            let value = within(
-                deadline,
-                "reading the secret",
-                deps.secrets.secret_string(arn),
-            )
-            .await??;
-            connection_string_from_secret(arn, &value)?
-        }
-    };
+    let uri = connection_string(&config.uri, "reading the secret", deadline, deps).await?;
     if invocation.action == Action::Oplog {
         return capture(&config, uri, deadline, deps, stop)
             .await
@@ -301,13 +290,7 @@ where
     options
         .validate()
         .map_err(|e| HandlerError::from_error(&e, Some(&uri)))?;
-    let store = within(
-        deadline,
-        "opening the destination",
-        Store::open_with_sdk_config(&config.destination, &deps.sdk, &config.s3),
-    )
-    .await?
-    .map_err(|e| HandlerError::from_error(&e.into(), Some(&uri)))?;
+    let store = open_store(&config, deadline, deps, &uri).await?;
     let progress = Arc::new(Progress::default());
     let outcome = tokio::select! {
         outcome = backup::run(&options, &store, &progress) => outcome,
@@ -330,6 +313,43 @@ where
         summary.prune = Some(prune_after_backup(&store, policy, deadline, ours).await);
     }
     Ok(Response::Backup(summary))
+}
+
+/// The connection string `source` names: as given, or read from its secret within the
+/// deadline.
+async fn connection_string<S, M>(
+    source: &UriSource,
+    step: &str,
+    deadline: Option<tokio::time::Instant>,
+    deps: &Deps<S, M>,
+) -> Result<ConnectionString, HandlerError>
+where
+    S: SecretSource,
+    M: MetricsSink,
+{
+    match source {
+        UriSource::Plain(uri) => Ok(uri.clone()),
+        UriSource::Secret { arn } => {
+            let value = within(deadline, step, deps.secrets.secret_string(arn)).await??;
+            Ok(connection_string_from_secret(arn, &value)?)
+        }
+    }
+}
+
+/// The function's destination, opened within the deadline; errors scrubbed of `uri`.
+async fn open_store<S, M>(
+    config: &LambdaConfig,
+    deadline: Option<tokio::time::Instant>,
+    deps: &Deps<S, M>,
+    uri: &ConnectionString,
+) -> Result<Store, HandlerError> {
+    within(
+        deadline,
+        "opening the destination",
+        Store::open_with_sdk_config(&config.destination, &deps.sdk, &config.s3),
+    )
+    .await?
+    .map_err(|e| HandlerError::from_error(&e.into(), Some(uri)))
 }
 
 /// Time kept back from a drill's deadline to drop what it restored and store its result.
@@ -357,19 +377,11 @@ where
             ))
             .into())
         }
-        Some(UriSource::Plain(uri)) => uri.clone(),
-        Some(UriSource::Secret { arn }) => {
-            let value = within(deadline, "reading the scratch secret", deps.secrets.secret_string(arn)).await??;
-            connection_string_from_secret(arn, &value)?
+        Some(source) => {
+            connection_string(source, "reading the scratch secret", deadline, deps).await?
         }
     };
-    let store = within(
-        deadline,
-        "opening the destination",
-        Store::open_with_sdk_config(&config.destination, &deps.sdk, &config.s3),
-    )
-    .await?
-    .map_err(|e| HandlerError::from_error(&e.into(), Some(&scratch)))?;
+    let store = open_store(config, deadline, deps, &scratch).await?;
     let mut options = crate::drill::DrillOptions::new(scratch.clone());
     options.server_selection_timeout = config.connect_timeout;
     options.parallel = config.parallel;
@@ -425,13 +437,7 @@ where
         deadline,
         cancel: stop.clone(),
     };
-    let store = within(
-        deadline,
-        "opening the destination",
-        Store::open_with_sdk_config(&config.destination, &deps.sdk, &config.s3),
-    )
-    .await?
-    .map_err(|e| HandlerError::from_error(&e.into(), Some(&uri)))?;
+    let store = open_store(config, deadline, deps, &uri).await?;
     let outcome = crate::pitr::capture::run(&options, &store).await;
     if tokio::time::timeout(SETTLE_LIMIT, store.settle())
         .await

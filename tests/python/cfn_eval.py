@@ -21,6 +21,16 @@ ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 STACK = "nightdump"
 
+# The parameters a stack cannot be deployed without, with plausible values.
+REQUIRED_PARAMS = {
+    "BucketName": "acme-backups",
+    "Prefix": "prod/mongo",
+    "MongoDbSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:nightdump/mongo-AbC123",
+    "AlertEmail": "ops@example.com",
+    "CodeBucket": "acme-artifacts",
+    "CodeKey": "nightdump/fn.zip",
+}
+
 _NO_VALUE = object()
 
 

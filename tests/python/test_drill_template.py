@@ -8,16 +8,9 @@ from typing import Any
 
 import pytest
 
-from cfn_eval import ACCOUNT, REGION, Stack, load_template
+from cfn_eval import ACCOUNT, REGION, REQUIRED_PARAMS, Stack, load_template
 
-BASE = {
-    "BucketName": "acme-backups",
-    "Prefix": "prod/mongo",
-    "MongoDbSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:nightdump/mongo-AbC123",
-    "AlertEmail": "ops@example.com",
-    "CodeBucket": "acme-artifacts",
-    "CodeKey": "nightdump/fn.zip",
-}
+BASE = REQUIRED_PARAMS
 SCRATCH = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:nightdump/scratch-XyZ789"
 DRILL_RESOURCES = ("DrillScheduleRule", "DrillFailureAlarm", "DrillStalenessAlarm")
 

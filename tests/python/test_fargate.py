@@ -13,16 +13,11 @@ from typing import Any
 
 import pytest
 
-from cfn_eval import ACCOUNT, REGION, ROOT, STACK, Stack, load_template
+from cfn_eval import ACCOUNT, REGION, REQUIRED_PARAMS, ROOT, STACK, Stack, load_template
 
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/nightdump@sha256:{'ab' * 32}"
 FARGATE = {
-    "BucketName": "acme-backups",
-    "Prefix": "prod/mongo",
-    "MongoDbSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:nightdump/mongo-AbC123",
-    "AlertEmail": "ops@example.com",
-    "CodeBucket": "acme-artifacts",
-    "CodeKey": "nightdump/fn.zip",
+    **REQUIRED_PARAMS,
     "Engine": "fargate",
     "TaskImage": IMAGE,
     "Subnets": "subnet-0a1b2c3d,subnet-4e5f6a7b",

@@ -8,16 +8,9 @@ from typing import Any
 
 import pytest
 
-from cfn_eval import ACCOUNT, REGION, Stack, load_template
+from cfn_eval import REQUIRED_PARAMS, Stack, load_template
 
-BASE = {
-    "BucketName": "acme-backups",
-    "Prefix": "prod/mongo",
-    "MongoDbSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:nightdump/mongo-AbC123",
-    "AlertEmail": "ops@example.com",
-    "CodeBucket": "acme-artifacts",
-    "CodeKey": "nightdump/fn.zip",
-}
+BASE = REQUIRED_PARAMS
 NETWORK = {"Subnets": "subnet-0a1b2c3d,subnet-4e5f6a7b", "SecurityGroups": "sg-0123456789abcdef0"}
 ENI_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaENIManagementAccess"
 
