@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::Mutex;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 pub const NAMESPACE: &str = "Nightdump";
@@ -142,40 +142,28 @@ pub struct CaptureMetrics {
 
 impl CaptureMetrics {
     pub fn to_emf(&self, function_name: &str, at: OffsetDateTime) -> String {
-        let timestamp_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let mut metrics = vec![
             json!({"Name": "OplogCaptureSuccess", "Unit": "Count"}),
             json!({"Name": "OplogCaptureDurationSeconds", "Unit": "Seconds"}),
             json!({"Name": "OplogEntries", "Unit": "Count"}),
             json!({"Name": "OplogBytes", "Unit": "Bytes"}),
         ];
-        if self.lag_seconds.is_some() {
+        let mut values = Map::new();
+        values.insert("OplogCaptureSuccess".into(), json!(u8::from(self.success)));
+        values.insert(
+            "OplogCaptureDurationSeconds".into(),
+            json!(self.duration_seconds),
+        );
+        values.insert("OplogEntries".into(), json!(self.entries));
+        values.insert("OplogBytes".into(), json!(self.bytes));
+        if let Some(lag) = self.lag_seconds {
             metrics.push(json!({"Name": "OplogLagSeconds", "Unit": "Seconds"}));
+            values.insert("OplogLagSeconds".into(), json!(lag.max(0)));
         }
-        let mut record = json!({
-            "_aws": {
-                "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": NAMESPACE,
-                    "Dimensions": [["FunctionName"]],
-                    "Metrics": metrics,
-                }],
-            },
-            "FunctionName": function_name,
-            "OplogCaptureSuccess": u8::from(self.success),
-            "OplogCaptureDurationSeconds": self.duration_seconds,
-            "OplogEntries": self.entries,
-            "OplogBytes": self.bytes,
-        });
-        if let Value::Object(map) = &mut record {
-            if let Some(lag) = self.lag_seconds {
-                map.insert("OplogLagSeconds".into(), json!(lag.max(0)));
-            }
-            if let Some(t) = &self.error_type {
-                map.insert("ErrorType".into(), Value::String(t.clone()));
-            }
+        if let Some(t) = &self.error_type {
+            values.insert("ErrorType".into(), Value::String(t.clone()));
         }
-        record.to_string()
+        emf_line(function_name, at, metrics, values)
     }
 }
 
@@ -193,37 +181,48 @@ pub struct DrillMetrics {
 
 impl DrillMetrics {
     pub fn to_emf(&self, function_name: &str, at: OffsetDateTime) -> String {
-        let timestamp_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let mut metrics = vec![
             json!({"Name": "DrillSuccess", "Unit": "Count"}),
             json!({"Name": "DrillDurationSeconds", "Unit": "Seconds"}),
         ];
-        if self.restore_seconds.is_some() {
+        let mut values = Map::new();
+        values.insert("DrillSuccess".into(), json!(u8::from(self.success)));
+        values.insert("DrillDurationSeconds".into(), json!(self.duration_seconds));
+        if let Some(r) = self.restore_seconds {
             metrics.push(json!({"Name": "DrillRestoreSeconds", "Unit": "Seconds"}));
+            values.insert("DrillRestoreSeconds".into(), json!(r));
         }
-        let mut record = json!({
-            "_aws": {
-                "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": NAMESPACE,
-                    "Dimensions": [["FunctionName"]],
-                    "Metrics": metrics,
-                }],
-            },
-            "FunctionName": function_name,
-            "DrillSuccess": u8::from(self.success),
-            "DrillDurationSeconds": self.duration_seconds,
-        });
-        if let Value::Object(map) = &mut record {
-            if let Some(r) = self.restore_seconds {
-                map.insert("DrillRestoreSeconds".into(), json!(r));
-            }
-            if let Some(t) = &self.error_type {
-                map.insert("ErrorType".into(), Value::String(t.clone()));
-            }
+        if let Some(t) = &self.error_type {
+            values.insert("ErrorType".into(), Value::String(t.clone()));
         }
-        record.to_string()
+        emf_line(function_name, at, metrics, values)
     }
+}
+
+/// One EMF record as a JSON line: the envelope declaring `metrics` in the `Nightdump`
+/// namespace under the `FunctionName` dimension, then `values`.
+fn emf_line(
+    function_name: &str,
+    at: OffsetDateTime,
+    metrics: Vec<Value>,
+    values: Map<String, Value>,
+) -> String {
+    let timestamp_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let mut record = Map::new();
+    record.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": metrics,
+            }],
+        }),
+    );
+    record.insert("FunctionName".into(), json!(function_name));
+    record.extend(values);
+    Value::Object(record).to_string()
 }
 
 /// Where EMF lines go: stdout in Lambda, a buffer in tests.
